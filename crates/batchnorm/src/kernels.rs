@@ -1,0 +1,531 @@
+//! # The batch-norm kernels, written once for any vector width
+//!
+//! Every tensor is seen as `[outer, channels, inner]`: NCHW with spatial size `S` is
+//! `[N, C, S]`, and NHWC or 2-D `[N, C]` input is `[N·S, C, 1]`. Batch norm needs only four
+//! passes over such a tensor, and everything else (running statistics, the per-channel
+//! coefficients) is O(C) work that the TypeScript wrapper does in float64:
+//!
+//! - [`moments`]: per-channel mean and biased variance (training forward);
+//! - [`map`] with [`ScaleShift`]: `y = (x − center)·scale + shift`, the one fused pass of both
+//!   the training and the inference forward, and of `dx = dy·weight·invstd` after inference;
+//! - [`reduce_grads`]: `Σdy` and `Σdy·(x − mean)` (backward);
+//! - [`map`] with [`GradInput`]: `dx = k_dy·dy + k_xc·(x − mean) + k_const` (backward).
+//!
+//! ## Walking memory in storage order
+//! Each pass reads memory front to back exactly once, because at tensor sizes past the cache
+//! the kernels are bound by memory bandwidth, not arithmetic.
+//!
+//! - Channels first (`inner > 1`): every `(n, c)` pair owns a contiguous run of `inner` floats
+//!   and one set of per-channel constants, splatted into registers for the run.
+//! - Channels last (`inner == 1`): memory is rows of `C` floats. When `C` is not a multiple of
+//!   the vector width, `r = LANES / gcd(C, LANES)` rows form a *super-row* of `r·C` floats,
+//!   which is a whole number of vectors, and the per-channel constants are laid out `r` times
+//!   in a scratch row of the same length. One sweep over each super-row then uses full vectors
+//!   with no per-channel shuffling, whatever `C` is; a last partial super-row (fewer than `r`
+//!   rows) goes through the same code with one lane.
+//!
+//! ## Accurate statistics in one pass over memory
+//! `E[x²] − E[x]²` in float32 loses every digit when the mean is large against the spread
+//! (`x = 10000 + N(0, 1)`). Instead the data is cut into blocks small enough to stay in cache
+//! (`BLOCK` floats). Each block gets the corrected two-pass treatment of Chan, Golub and
+//! LeVeque: a first sweep gives a shift `s` (the block's float32 mean), a second sums
+//! `d = x − s` and `d²`; then `mean = s + Σd/n` and `M2 = Σd² − (Σd)²/n` are exact up to the
+//! small float32 error of sums of small numbers. Blocks are merged per channel in float64
+//! with Chan's pairwise update. The second sweep reads the cache, not memory.
+//!
+//! ## Deterministic reductions
+//! Inner loops keep four independent accumulators (to hide the latency of the adds), folded
+//! in a fixed order, then lanes are added in a fixed order, then blocks are merged in storage
+//! order: the same input always gives the same bits on the same build. The scalar and SIMD
+//! builds add in different orders and agree to float32 rounding, not to the bit.
+
+use crate::scalar::F32x1;
+use crate::vector::Vector;
+
+/// Floats per statistics block: 16 KiB, so a block's second sweep hits the L1 cache.
+const BLOCK: usize = 4096;
+
+/// A tensor as `[outer, channels, inner]`. All three are positive (the wrapper checks).
+#[derive(Clone, Copy)]
+pub(crate) struct Dims {
+    pub outer: usize,
+    pub channels: usize,
+    pub inner: usize,
+}
+
+impl Dims {
+    pub(crate) fn len(self) -> usize {
+        self.outer * self.channels * self.inner
+    }
+
+    /// Rows of a channels-last tensor that together span a whole number of vectors.
+    fn rows_per_super_row<W: Vector>(self) -> usize {
+        W::LANES / gcd(self.channels, W::LANES)
+    }
+}
+
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        let t = a % b;
+        a = b;
+        b = t;
+    }
+    a
+}
+
+/// Scratch space of one call: float64 accumulators per channel and float32 rows for
+/// channels-last super-rows. The wrapper allocates [`Workspace::bytes`] for its channel count.
+pub(crate) struct Workspace<'a> {
+    pub moments: &'a mut [Moments],
+    /// `SCRATCH_ROWS` rows of up to `MAX_LANES · channels` floats each.
+    pub rows: &'a mut [f32],
+}
+
+/// The widest vector any build uses; it bounds the length of a super-row.
+const MAX_LANES: usize = 4;
+/// Scratch rows needed at once: four replicated parameter rows for [`GradInput`].
+const SCRATCH_ROWS: usize = 4;
+
+impl Workspace<'_> {
+    pub(crate) const fn bytes(channels: usize) -> usize {
+        channels
+            * (core::mem::size_of::<Moments>()
+                + SCRATCH_ROWS * MAX_LANES * core::mem::size_of::<f32>())
+    }
+
+    pub(crate) const fn row_floats(channels: usize) -> usize {
+        SCRATCH_ROWS * MAX_LANES * channels
+    }
+}
+
+/// Splits float32 scratch into `K` rows of `len` floats.
+fn split_rows<const K: usize>(scratch: &mut [f32], len: usize) -> [&mut [f32]; K] {
+    let mut rest = scratch;
+    core::array::from_fn(|_| {
+        let (head, tail) = core::mem::take(&mut rest).split_at_mut(len);
+        rest = tail;
+        head
+    })
+}
+
+/// Count, mean and sum of squared deviations of one channel, in float64.
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+pub(crate) struct Moments {
+    n: f64,
+    mean: f64,
+    m2: f64,
+}
+
+impl Moments {
+    /// Adds a block of `n` values whose deviations from `shift` sum to `sum_d` and whose squared
+    /// deviations sum to `sum_d2` (Chan, Golub & LeVeque's pairwise update).
+    fn merge_shifted(&mut self, n: usize, shift: f32, sum_d: f32, sum_d2: f32) {
+        let n_b = n as f64;
+        let sum_d = sum_d as f64;
+        let mean_b = shift as f64 + sum_d / n_b;
+        let m2_b = (sum_d2 as f64 - sum_d * sum_d / n_b).max(0.0);
+        let total = self.n + n_b;
+        let delta = mean_b - self.mean;
+        self.mean += delta * n_b / total;
+        self.m2 += m2_b + delta * delta * self.n * n_b / total;
+        self.n = total;
+    }
+}
+
+/// A reduction of one or two inputs into two sums, given a per-position parameter `p`.
+pub(crate) trait Reduce {
+    fn step<W: Vector>(a: W, b: W, p: W, acc: &mut [W; 2]);
+}
+
+/// `Σa` (the second sum is unused).
+struct Sum;
+impl Reduce for Sum {
+    #[inline(always)]
+    fn step<W: Vector>(a: W, _: W, _: W, acc: &mut [W; 2]) {
+        acc[0] = acc[0].add(a);
+    }
+}
+
+/// `Σ(a − p)` and `Σ(a − p)²`.
+struct ShiftedSums;
+impl Reduce for ShiftedSums {
+    #[inline(always)]
+    fn step<W: Vector>(a: W, _: W, p: W, acc: &mut [W; 2]) {
+        let d = a.sub(p);
+        acc[0] = acc[0].add(d);
+        acc[1] = acc[1].add(d.mul(d));
+    }
+}
+
+/// With `a = x`, `b = dy`, `p = mean`: `Σdy` and `Σdy·(x − mean)`.
+struct GradSums;
+impl Reduce for GradSums {
+    #[inline(always)]
+    fn step<W: Vector>(x: W, dy: W, mean: W, acc: &mut [W; 2]) {
+        acc[0] = acc[0].add(dy);
+        acc[1] = acc[1].add(dy.mul(x.sub(mean)));
+    }
+}
+
+/// An elementwise map of one or two inputs, given four per-position parameters.
+pub(crate) trait Map {
+    fn apply<W: Vector>(a: W, b: W, p: [W; 4]) -> W;
+}
+
+/// `y = (x − center)·scale + shift`, with `p = [center, scale, shift, _]`. Centering first
+/// keeps the result accurate when the mean is large against the spread.
+pub(crate) struct ScaleShift;
+impl Map for ScaleShift {
+    #[inline(always)]
+    fn apply<W: Vector>(x: W, _: W, p: [W; 4]) -> W {
+        x.sub(p[0]).mul(p[1]).add(p[2])
+    }
+}
+
+/// `dx = k_dy·dy + k_xc·(x − mean) + k_const`, with `p = [mean, k_dy, k_xc, k_const]`.
+pub(crate) struct GradInput;
+impl Map for GradInput {
+    #[inline(always)]
+    fn apply<W: Vector>(x: W, dy: W, p: [W; 4]) -> W {
+        dy.mul(p[1]).add(x.sub(p[0]).mul(p[2])).add(p[3])
+    }
+}
+
+/// `y = x`: the streaming copy that benchmarks measure memory bandwidth with.
+pub(crate) struct Copy;
+impl Map for Copy {
+    #[inline(always)]
+    fn apply<W: Vector>(x: W, _: W, _: [W; 4]) -> W {
+        x
+    }
+}
+
+/// Reduces a contiguous run (`a` and `b` equally long) with a constant parameter, `V` lanes at a
+/// time with four accumulator pairs, then the tail one lane at a time.
+#[inline(always)]
+fn reduce_run<V: Vector, R: Reduce>(a: &[f32], b: &[f32], p: f32) -> [f32; 2] {
+    let step = 4 * V::LANES;
+    let full = a.len() / step * step;
+    let pv = V::splat(p);
+    let mut acc = [[V::splat(0.0); 2]; 4];
+    let mut i = 0;
+    while i < full {
+        for (k, acc_k) in acc.iter_mut().enumerate() {
+            let at = i + k * V::LANES;
+            // SAFETY: at + LANES <= full <= a.len() == b.len().
+            let (va, vb) = unsafe { (V::load(a.as_ptr().add(at)), V::load(b.as_ptr().add(at))) };
+            R::step(va, vb, pv, acc_k);
+        }
+        i += step;
+    }
+    let fold = |j: usize| acc[0][j].add(acc[1][j]).add(acc[2][j].add(acc[3][j])).sum_lanes();
+    let mut tail = [F32x1::splat(0.0); 2];
+    for (&va, &vb) in a[full..].iter().zip(&b[full..]) {
+        R::step(F32x1::splat(va), F32x1::splat(vb), F32x1::splat(p), &mut tail);
+    }
+    [fold(0) + tail[0].sum_lanes(), fold(1) + tail[1].sum_lanes()]
+}
+
+/// Reduces `rows` channels-last rows (a multiple of `r`, the rows per super-row) position by
+/// position with per-position parameters `p` (one super-row long) into `acc0` and `acc1`, then
+/// folds the `r` copies of each channel so that `acc0[c]`, `acc1[c]` hold channel `c`'s sums.
+fn reduce_rows<W: Vector, R: Reduce>(
+    a: &[f32],
+    b: &[f32],
+    channels: usize,
+    r: usize,
+    p: &[f32],
+    acc0: &mut [f32],
+    acc1: &mut [f32],
+) {
+    let width = r * channels;
+    acc0[..width].fill(0.0);
+    acc1[..width].fill(0.0);
+    for (ra, rb) in a.chunks_exact(width).zip(b.chunks_exact(width)) {
+        let mut j = 0;
+        while j < width {
+            // SAFETY: width is a multiple of W::LANES and every slice here is >= width long.
+            unsafe {
+                let mut acc = [W::load(acc0.as_ptr().add(j)), W::load(acc1.as_ptr().add(j))];
+                let (va, vb) = (W::load(ra.as_ptr().add(j)), W::load(rb.as_ptr().add(j)));
+                R::step(va, vb, W::load(p.as_ptr().add(j)), &mut acc);
+                acc[0].store(acc0.as_mut_ptr().add(j));
+                acc[1].store(acc1.as_mut_ptr().add(j));
+            }
+            j += W::LANES;
+        }
+    }
+    for copy in 1..r {
+        for c in 0..channels {
+            acc0[c] += acc0[copy * channels + c];
+            acc1[c] += acc1[copy * channels + c];
+        }
+    }
+}
+
+/// Lays `values` (one per channel) out `r` times.
+fn replicate(values: &[f32], r: usize, out: &mut [f32]) {
+    for copy in out[..r * values.len()].chunks_exact_mut(values.len()) {
+        copy.copy_from_slice(values);
+    }
+}
+
+/// Visits channels-last rows in blocks, in storage order: whole super-rows of `r` rows each
+/// (`$vector` is true: use `V`), then any rows left over (`$vector` false, `r` = 1: use one lane).
+macro_rules! for_row_blocks {
+    ($V:ty, $x:expr, $channels:expr, |$block:ident, $r:ident, $vector:ident| $body:expr) => {{
+        let channels = $channels;
+        let r_full = Dims { outer: 1, channels, inner: 1 }.rows_per_super_row::<$V>();
+        let block_rows = core::cmp::max(r_full, BLOCK / channels / r_full * r_full);
+        for rows in $x.chunks(block_rows * channels) {
+            let whole = rows.len() / channels / r_full * r_full * channels;
+            let (main, rest) = rows.split_at(whole);
+            if !main.is_empty() {
+                let ($block, $r, $vector) = (main, r_full, true);
+                $body;
+            }
+            if !rest.is_empty() {
+                let ($block, $r, $vector) = (rest, 1usize, false);
+                $body;
+            }
+        }
+    }};
+}
+
+/// Per-channel mean and biased variance of `x`, written to `mean` and `var`.
+pub(crate) fn moments<V: Vector>(
+    x: &[f32],
+    dims: Dims,
+    ws: &mut Workspace,
+    mean: &mut [f32],
+    var: &mut [f32],
+) {
+    let channels = dims.channels;
+    ws.moments[..channels].fill(Moments::default());
+    if dims.inner == 1 {
+        let width = dims.rows_per_super_row::<V>() * channels;
+        let [shift, acc0, acc1] = split_rows::<3>(ws.rows, width);
+        let stats = &mut *ws.moments;
+        for_row_blocks!(V, x, channels, |block, r, vector| {
+            let rows = block.len() / channels;
+            if vector {
+                block_moments_rows::<V>(block, channels, r, rows, shift, acc0, acc1, stats);
+            } else {
+                block_moments_rows::<F32x1>(block, channels, r, rows, shift, acc0, acc1, stats);
+            }
+        });
+    } else {
+        for plane in x.chunks_exact(channels * dims.inner) {
+            for (run, stats) in plane.chunks_exact(dims.inner).zip(ws.moments.iter_mut()) {
+                for block in run.chunks(BLOCK) {
+                    let shift = reduce_run::<V, Sum>(block, block, 0.0)[0] / block.len() as f32;
+                    let [sum_d, sum_d2] = reduce_run::<V, ShiftedSums>(block, block, shift);
+                    stats.merge_shifted(block.len(), shift, sum_d, sum_d2);
+                }
+            }
+        }
+    }
+    for ((stats, m), v) in ws.moments.iter().zip(mean.iter_mut()).zip(var.iter_mut()) {
+        *m = stats.mean as f32;
+        *v = (stats.m2 / stats.n) as f32;
+    }
+}
+
+/// One channels-last block of `rows` rows: the corrected two-pass moments of each channel,
+/// merged into `stats`.
+#[allow(clippy::too_many_arguments)]
+fn block_moments_rows<W: Vector>(
+    block: &[f32],
+    channels: usize,
+    r: usize,
+    rows: usize,
+    shift: &mut [f32],
+    acc0: &mut [f32],
+    acc1: &mut [f32],
+    stats: &mut [Moments],
+) {
+    reduce_rows::<W, Sum>(block, block, channels, r, shift, acc0, acc1);
+    for (s, &sum) in shift.iter_mut().zip(acc0.iter()).take(channels) {
+        *s = sum / rows as f32;
+    }
+    let (own, copies) = shift.split_at_mut(channels);
+    replicate(own, r - 1, copies);
+    reduce_rows::<W, ShiftedSums>(block, block, channels, r, shift, acc0, acc1);
+    for c in 0..channels {
+        stats[c].merge_shifted(rows, shift[c], acc0[c], acc1[c]);
+    }
+}
+
+/// Per-channel `Σdy` and `Σdy·(x − mean)`, accumulated in float64 across blocks.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn reduce_grads<V: Vector>(
+    x: &[f32],
+    dy: &[f32],
+    dims: Dims,
+    mean: &[f32],
+    ws: &mut Workspace,
+    sum_dy: &mut [f32],
+    sum_dy_xc: &mut [f32],
+) {
+    let channels = dims.channels;
+    // Reuse the float64 accumulators: `mean` holds Σdy and `m2` holds Σdy·(x − mean).
+    let sums = &mut ws.moments[..channels];
+    sums.fill(Moments::default());
+    let mut add = |c: usize, s: [f32; 2]| {
+        sums[c].mean += s[0] as f64;
+        sums[c].m2 += s[1] as f64;
+    };
+    if dims.inner == 1 {
+        let width = dims.rows_per_super_row::<V>() * channels;
+        let [mean_rep, acc0, acc1] = split_rows::<3>(ws.rows, width);
+        replicate(mean, width / channels, mean_rep);
+        let mut row = 0;
+        for_row_blocks!(V, x, channels, |block, r, vector| {
+            let dy_block = &dy[row * channels..][..block.len()];
+            row += block.len() / channels;
+            if vector {
+                reduce_rows::<V, GradSums>(block, dy_block, channels, r, mean_rep, acc0, acc1);
+            } else {
+                reduce_rows::<F32x1, GradSums>(block, dy_block, channels, r, mean_rep, acc0, acc1);
+            }
+            for c in 0..channels {
+                add(c, [acc0[c], acc1[c]]);
+            }
+        });
+    } else {
+        let plane = channels * dims.inner;
+        for (xp, dyp) in x.chunks_exact(plane).zip(dy.chunks_exact(plane)) {
+            let runs = xp.chunks_exact(dims.inner).zip(dyp.chunks_exact(dims.inner));
+            for (c, (xr, dyr)) in runs.enumerate() {
+                for (xb, dyb) in xr.chunks(BLOCK).zip(dyr.chunks(BLOCK)) {
+                    add(c, reduce_run::<V, GradSums>(xb, dyb, mean[c]));
+                }
+            }
+        }
+    }
+    for ((s, a), b) in sums.iter().zip(sum_dy.iter_mut()).zip(sum_dy_xc.iter_mut()) {
+        *a = s.mean as f32;
+        *b = s.m2 as f32;
+    }
+}
+
+/// `out = M(a, b)` elementwise with per-channel parameters `params` (each `channels` long).
+///
+/// # Safety
+/// `a`, `b` and `out` must each be valid for `dims.len()` floats; `out` may be the same
+/// pointer as `a` or `b` (every position is read before it is written) but must not overlap
+/// them otherwise. `ws` must not overlap any of them.
+pub(crate) unsafe fn map<V: Vector, M: Map>(
+    a: *const f32,
+    b: *const f32,
+    out: *mut f32,
+    dims: Dims,
+    params: [&[f32]; 4],
+    ws: &mut Workspace,
+) {
+    let channels = dims.channels;
+    if dims.inner == 1 {
+        let r = dims.rows_per_super_row::<V>();
+        let width = r * channels;
+        let mut reps = split_rows::<4>(ws.rows, width);
+        for (rep, values) in reps.iter_mut().zip(params) {
+            replicate(values, r, rep);
+        }
+        let reps = [&*reps[0], &*reps[1], &*reps[2], &*reps[3]];
+        let whole_rows = dims.outer / r * r;
+        // SAFETY: the caller guarantees the lengths; the parameter rows are `width` long and the
+        // first `channels` floats of each are the plain per-channel values used by the tail.
+        map_rows::<V, M>(a, b, out, whole_rows * channels, width, reps);
+        let done = whole_rows * channels;
+        let rest = (dims.outer - whole_rows) * channels;
+        map_rows::<F32x1, M>(a.add(done), b.add(done), out.add(done), rest, channels, reps);
+    } else {
+        let inner = dims.inner;
+        for o in 0..dims.outer {
+            for c in 0..channels {
+                let at = (o * channels + c) * inner;
+                let p = params.map(|values| values[c]);
+                // SAFETY: the run [at, at + inner) lies inside the tensor.
+                map_run::<V, M>(a.add(at), b.add(at), out.add(at), inner, p);
+            }
+        }
+    }
+}
+
+/// Maps `len` floats of channels-last rows, `width` floats at a time, with parameter rows.
+///
+/// # Safety
+/// As for [`map`], with `len` floats, a multiple of `width`, which is a multiple of `W::LANES`;
+/// every row of `p` holds at least `width` floats.
+unsafe fn map_rows<W: Vector, M: Map>(
+    a: *const f32,
+    b: *const f32,
+    out: *mut f32,
+    len: usize,
+    width: usize,
+    p: [&[f32]; 4],
+) {
+    let mut row = 0;
+    while row < len {
+        let mut j = 0;
+        while j < width {
+            let at = row + j;
+            let pv = [
+                W::load(p[0].as_ptr().add(j)),
+                W::load(p[1].as_ptr().add(j)),
+                W::load(p[2].as_ptr().add(j)),
+                W::load(p[3].as_ptr().add(j)),
+            ];
+            M::apply(W::load(a.add(at)), W::load(b.add(at)), pv).store(out.add(at));
+            j += W::LANES;
+        }
+        row += width;
+    }
+}
+
+/// Maps one contiguous run of `len` floats with constant parameters: four vectors per step,
+/// then single vectors, then the tail one lane at a time.
+///
+/// # Safety
+/// As for [`map`], with `len` floats.
+#[inline(always)]
+unsafe fn map_run<V: Vector, M: Map>(
+    a: *const f32,
+    b: *const f32,
+    out: *mut f32,
+    len: usize,
+    p: [f32; 4],
+) {
+    let pv = [V::splat(p[0]), V::splat(p[1]), V::splat(p[2]), V::splat(p[3])];
+    let mut i = 0;
+    while i + 4 * V::LANES <= len {
+        // Load all four vectors before storing any, so that in-place calls stay correct.
+        let mut y = [V::splat(0.0); 4];
+        for (k, yk) in y.iter_mut().enumerate() {
+            let at = i + k * V::LANES;
+            *yk = M::apply(V::load(a.add(at)), V::load(b.add(at)), pv);
+        }
+        for (k, yk) in y.iter().enumerate() {
+            yk.store(out.add(i + k * V::LANES));
+        }
+        i += 4 * V::LANES;
+    }
+    while i + V::LANES <= len {
+        M::apply(V::load(a.add(i)), V::load(b.add(i)), pv).store(out.add(i));
+        i += V::LANES;
+    }
+    let ps = [F32x1::splat(p[0]), F32x1::splat(p[1]), F32x1::splat(p[2]), F32x1::splat(p[3])];
+    while i < len {
+        M::apply(F32x1::load(a.add(i)), F32x1::load(b.add(i)), ps).store(out.add(i));
+        i += 1;
+    }
+}
+
+/// `out = a` through the vector registers, for measuring streaming bandwidth.
+///
+/// # Safety
+/// `a` and `out` must be valid for `len` floats and must not overlap.
+pub(crate) unsafe fn copy<V: Vector>(a: *const f32, out: *mut f32, len: usize) {
+    map_run::<V, Copy>(a, a, out, len, [0.0; 4]);
+}

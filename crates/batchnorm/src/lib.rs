@@ -1,0 +1,193 @@
+//! Batch-normalization kernels for WebAssembly, behind a raw C ABI.
+//!
+//! The crate is built twice: with `-C target-feature=+simd128` (four-lane `v128` kernels) and
+//! without (the scalar build, for runtimes with no SIMD). Both builds run the one algorithm in
+//! `kernels.rs`; they differ only in the vector type behind it.
+//!
+//! The exports take pointers into this instance's linear memory and plain sizes. A tensor is
+//! `[outer, channels, inner]` (see `kernels::Dims`): channels-first input is
+//! `[N, C, spatial]`, channels-last and 2-D input is `[N·spatial, C, 1]`. The TypeScript
+//! wrapper owns the memory (it allocates above `__heap_base`), validates every shape, and does
+//! the O(C) arithmetic in float64; these functions only run the O(N) passes.
+
+#![no_std]
+
+mod kernels;
+mod scalar;
+#[cfg(target_feature = "simd128")]
+mod simd128;
+mod vector;
+
+use core::slice::{from_raw_parts, from_raw_parts_mut};
+use kernels::{Dims, GradInput, Moments, ScaleShift, Workspace};
+
+#[cfg(target_feature = "simd128")]
+type Lanes = simd128::F32x4;
+#[cfg(not(target_feature = "simd128"))]
+type Lanes = scalar::F32x1;
+
+/// Bumped whenever an export changes; the wrapper refuses a binary of another version.
+const ABI_VERSION: u32 = 1;
+
+#[no_mangle]
+pub extern "C" fn bn_abi_version() -> u32 {
+    ABI_VERSION
+}
+
+/// Floats per vector in this build: 4 for the SIMD build, 1 for the scalar one.
+#[no_mangle]
+pub extern "C" fn bn_lanes() -> u32 {
+    <Lanes as vector::Vector>::LANES as u32
+}
+
+/// Bytes of workspace (8-byte aligned) that the kernels need for `channels` channels.
+#[no_mangle]
+pub extern "C" fn bn_workspace_bytes(channels: usize) -> usize {
+    Workspace::bytes(channels)
+}
+
+/// # Safety
+/// `ptr` must be 8-byte aligned, valid for [`bn_workspace_bytes`]`(channels)` bytes and not
+/// overlap any tensor or per-channel array of the same call.
+unsafe fn workspace<'a>(ptr: *mut u8, channels: usize) -> Workspace<'a> {
+    let moments = ptr as *mut Moments;
+    let rows = moments.add(channels) as *mut f32;
+    Workspace {
+        moments: from_raw_parts_mut(moments, channels),
+        rows: from_raw_parts_mut(rows, Workspace::row_floats(channels)),
+    }
+}
+
+/// Per-channel mean and biased variance of `x` (`outer · channels · inner` floats).
+///
+/// # Safety
+/// Sizes are positive; `x` is valid for the tensor, `mean` and `var` for `channels` floats
+/// each, `workspace` as in [`bn_workspace_bytes`]; no output overlaps anything else.
+#[no_mangle]
+pub unsafe extern "C" fn bn_moments(
+    x: *const f32,
+    outer: usize,
+    channels: usize,
+    inner: usize,
+    workspace_ptr: *mut u8,
+    mean: *mut f32,
+    var: *mut f32,
+) {
+    let dims = Dims { outer, channels, inner };
+    kernels::moments::<Lanes>(
+        from_raw_parts(x, dims.len()),
+        dims,
+        &mut workspace(workspace_ptr, channels),
+        from_raw_parts_mut(mean, channels),
+        from_raw_parts_mut(var, channels),
+    );
+}
+
+/// `y = (x − center[c])·scale[c] + shift[c]` for every element of channel `c`.
+///
+/// # Safety
+/// Sizes are positive; `x` and `y` are valid for the tensor and are either the same pointer
+/// or disjoint; `center`, `scale`, `shift` hold `channels` floats; `workspace` as in
+/// [`bn_workspace_bytes`] and disjoint from everything else.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn bn_scale_shift(
+    x: *const f32,
+    y: *mut f32,
+    outer: usize,
+    channels: usize,
+    inner: usize,
+    center: *const f32,
+    scale: *const f32,
+    shift: *const f32,
+    workspace_ptr: *mut u8,
+) {
+    let params = [
+        from_raw_parts(center, channels),
+        from_raw_parts(scale, channels),
+        from_raw_parts(shift, channels),
+        from_raw_parts(shift, channels),
+    ];
+    let dims = Dims { outer, channels, inner };
+    let mut ws = workspace(workspace_ptr, channels);
+    kernels::map::<Lanes, ScaleShift>(x, x, y, dims, params, &mut ws);
+}
+
+/// Per-channel `Σdy` and `Σdy·(x − mean[c])`, written to `sum_dy` and `sum_dy_xc`.
+///
+/// # Safety
+/// As for [`bn_moments`], with `dy` as long as `x` and `mean` holding `channels` floats.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn bn_grad_sums(
+    x: *const f32,
+    dy: *const f32,
+    outer: usize,
+    channels: usize,
+    inner: usize,
+    mean: *const f32,
+    workspace_ptr: *mut u8,
+    sum_dy: *mut f32,
+    sum_dy_xc: *mut f32,
+) {
+    let dims = Dims { outer, channels, inner };
+    kernels::reduce_grads::<Lanes>(
+        from_raw_parts(x, dims.len()),
+        from_raw_parts(dy, dims.len()),
+        dims,
+        from_raw_parts(mean, channels),
+        &mut workspace(workspace_ptr, channels),
+        from_raw_parts_mut(sum_dy, channels),
+        from_raw_parts_mut(sum_dy_xc, channels),
+    );
+}
+
+/// `dx = k_dy[c]·dy + k_xc[c]·(x − mean[c]) + k_const[c]`.
+///
+/// # Safety
+/// As for [`bn_scale_shift`]; `dx` may be the same pointer as `dy` (or `x`) but must not
+/// overlap either otherwise.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn bn_grad_input(
+    x: *const f32,
+    dy: *const f32,
+    dx: *mut f32,
+    outer: usize,
+    channels: usize,
+    inner: usize,
+    mean: *const f32,
+    k_dy: *const f32,
+    k_xc: *const f32,
+    k_const: *const f32,
+    workspace_ptr: *mut u8,
+) {
+    let params = [
+        from_raw_parts(mean, channels),
+        from_raw_parts(k_dy, channels),
+        from_raw_parts(k_xc, channels),
+        from_raw_parts(k_const, channels),
+    ];
+    let dims = Dims { outer, channels, inner };
+    let mut ws = workspace(workspace_ptr, channels);
+    kernels::map::<Lanes, GradInput>(x, dy, dx, dims, params, &mut ws);
+}
+
+/// Copies `len` floats through vector registers: the benchmark's bandwidth yardstick.
+///
+/// # Safety
+/// `src` and `dst` are valid for `len` floats and do not overlap.
+#[no_mangle]
+pub unsafe extern "C" fn bn_copy(src: *const f32, dst: *mut f32, len: usize) {
+    kernels::copy::<Lanes>(src, dst, len);
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    // The wrapper validates every call, so a panic is a bug: trap rather than corrupt memory.
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::unreachable();
+    #[cfg(not(target_arch = "wasm32"))]
+    loop {}
+}

@@ -1,0 +1,46 @@
+//! The scalar build: one float per "register". With this, `kernels.rs` reads as the plain
+//! reference loops that the SIMD build must match.
+
+use crate::vector::Vector;
+
+#[derive(Clone, Copy)]
+pub(crate) struct F32x1(f32);
+
+impl Vector for F32x1 {
+    const LANES: usize = 1;
+
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        F32x1(*p)
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        *p = self.0;
+    }
+
+    #[inline(always)]
+    fn splat(value: f32) -> Self {
+        F32x1(value)
+    }
+
+    #[inline(always)]
+    fn add(self, other: Self) -> Self {
+        F32x1(self.0 + other.0)
+    }
+
+    #[inline(always)]
+    fn sub(self, other: Self) -> Self {
+        F32x1(self.0 - other.0)
+    }
+
+    #[inline(always)]
+    fn mul(self, other: Self) -> Self {
+        F32x1(self.0 * other.0)
+    }
+
+    #[inline(always)]
+    fn sum_lanes(self) -> f32 {
+        self.0
+    }
+}

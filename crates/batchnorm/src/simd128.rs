@@ -1,0 +1,53 @@
+//! The SIMD128 build: four floats per `v128`. Only compiled with `-C target-feature=+simd128`,
+//! so every operation below is a single wasm SIMD instruction (`v128.load`, `f32x4.add`, ...).
+
+use crate::vector::Vector;
+use core::arch::wasm32::{
+    f32x4_add, f32x4_extract_lane, f32x4_mul, f32x4_splat, f32x4_sub, v128, v128_load, v128_store,
+};
+
+#[derive(Clone, Copy)]
+pub(crate) struct F32x4(v128);
+
+impl Vector for F32x4 {
+    const LANES: usize = 4;
+
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: the caller guarantees 16 readable bytes; v128_load accepts any alignment.
+        F32x4(v128_load(p as *const v128))
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the caller guarantees 16 writable bytes; v128_store accepts any alignment.
+        v128_store(p as *mut v128, self.0)
+    }
+
+    #[inline(always)]
+    fn splat(value: f32) -> Self {
+        F32x4(f32x4_splat(value))
+    }
+
+    #[inline(always)]
+    fn add(self, other: Self) -> Self {
+        F32x4(f32x4_add(self.0, other.0))
+    }
+
+    #[inline(always)]
+    fn sub(self, other: Self) -> Self {
+        F32x4(f32x4_sub(self.0, other.0))
+    }
+
+    #[inline(always)]
+    fn mul(self, other: Self) -> Self {
+        F32x4(f32x4_mul(self.0, other.0))
+    }
+
+    #[inline(always)]
+    fn sum_lanes(self) -> f32 {
+        let v = self.0;
+        (f32x4_extract_lane::<0>(v) + f32x4_extract_lane::<1>(v))
+            + (f32x4_extract_lane::<2>(v) + f32x4_extract_lane::<3>(v))
+    }
+}

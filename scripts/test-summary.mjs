@@ -1,0 +1,18 @@
+// Prints "N passed, N failed" from Vitest's JSON report, the line CI reads. A missing or
+// unreadable report (the build or a check failed before Vitest ran) counts as one failure.
+import { readFileSync } from "node:fs";
+
+const path = process.argv[2] ?? ".vitest-report.json";
+let report;
+try {
+  report = JSON.parse(readFileSync(path, "utf8"));
+} catch {
+  console.log("0 passed, 1 failed");
+  process.exit(1);
+}
+const failed = report.numFailedTests + (report.numFailedTestSuites ?? 0);
+const skipped = report.numPendingTests + report.numTodoTests;
+console.log(
+  `${report.numPassedTests} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}`,
+);
+process.exit(failed > 0 || !report.success ? 1 : 0);

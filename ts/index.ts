@@ -1,0 +1,16 @@
+/**
+ * wasm-batchnorm: batch normalization for JavaScript and TypeScript. This module holds the
+ * public API shared by the Node and browser entry points, which add {@link init}.
+ *
+ * @module
+ */
+export type { BackendKind } from "./backend.js";
+export {
+  BatchNorm,
+  type BatchNormOptions,
+  type Gradients,
+  type Layout,
+  type StateDict,
+} from "./batch-norm.js";
+export type { InitOptions, InitResult, WasmSource } from "./init.js";
+export { Tensor } from "./tensor.js";

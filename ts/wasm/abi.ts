@@ -1,0 +1,97 @@
+/**
+ * The raw exports of `crates/batchnorm` (see `crates/batchnorm/src/lib.rs`): pointers are byte
+ * offsets into the instance's memory, sizes are element counts.
+ *
+ * @module
+ */
+
+/** Must equal `ABI_VERSION` in `crates/batchnorm/src/lib.rs`. */
+export const ABI_VERSION = 1;
+
+type Ptr = number;
+
+export interface BatchNormExports {
+  readonly memory: WebAssembly.Memory;
+  readonly __heap_base: WebAssembly.Global;
+  bn_abi_version(): number;
+  bn_lanes(): number;
+  bn_workspace_bytes(channels: number): number;
+  bn_moments(
+    x: Ptr,
+    outer: number,
+    channels: number,
+    inner: number,
+    ws: Ptr,
+    mean: Ptr,
+    variance: Ptr,
+  ): void;
+  bn_scale_shift(
+    x: Ptr,
+    y: Ptr,
+    outer: number,
+    channels: number,
+    inner: number,
+    center: Ptr,
+    scale: Ptr,
+    shift: Ptr,
+    ws: Ptr,
+  ): void;
+  bn_grad_sums(
+    x: Ptr,
+    dy: Ptr,
+    outer: number,
+    channels: number,
+    inner: number,
+    mean: Ptr,
+    ws: Ptr,
+    sumDy: Ptr,
+    sumDyXc: Ptr,
+  ): void;
+  bn_grad_input(
+    x: Ptr,
+    dy: Ptr,
+    dx: Ptr,
+    outer: number,
+    channels: number,
+    inner: number,
+    mean: Ptr,
+    kDy: Ptr,
+    kXc: Ptr,
+    kConst: Ptr,
+    ws: Ptr,
+  ): void;
+  bn_copy(src: Ptr, dst: Ptr, len: number): void;
+}
+
+const FUNCTIONS = [
+  "bn_abi_version",
+  "bn_lanes",
+  "bn_workspace_bytes",
+  "bn_moments",
+  "bn_scale_shift",
+  "bn_grad_sums",
+  "bn_grad_input",
+  "bn_copy",
+] as const;
+
+/** Checks that an instance is a batchnorm build of this ABI version and types its exports. */
+export function checkExports(instance: WebAssembly.Instance, name: string): BatchNormExports {
+  const e = instance.exports as Record<string, unknown>;
+  if (!(e.memory instanceof WebAssembly.Memory) || !(e.__heap_base instanceof WebAssembly.Global)) {
+    throw new TypeError(`wasm-batchnorm: ${name} does not export memory and __heap_base`);
+  }
+  for (const f of FUNCTIONS) {
+    if (typeof e[f] !== "function") {
+      throw new TypeError(`wasm-batchnorm: ${name} has no export ${f}: not a batchnorm build`);
+    }
+  }
+  const exports = e as unknown as BatchNormExports;
+  const version = exports.bn_abi_version();
+  if (version !== ABI_VERSION) {
+    throw new TypeError(
+      `wasm-batchnorm: ${name} has ABI version ${version}, expected ${ABI_VERSION}: ` +
+        "the .wasm file and the JavaScript come from different builds",
+    );
+  }
+  return exports;
+}

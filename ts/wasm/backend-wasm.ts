@@ -1,0 +1,133 @@
+/**
+ * A {@link Backend} over one instance of a batchnorm wasm build. All modules on the same build
+ * share this instance and its heap.
+ *
+ * @module
+ */
+import type { Backend, BackendKind, Dims, F32Buffer } from "../backend.js";
+import { type BatchNormExports, checkExports } from "./abi.js";
+import { Heap, WasmF32Buffer } from "./memory.js";
+
+export class WasmBackend implements Backend {
+  readonly kind: BackendKind;
+  readonly heap: Heap;
+  readonly #abi: BatchNormExports;
+
+  constructor(kind: "simd" | "scalar", instance: WebAssembly.Instance) {
+    this.kind = kind;
+    this.#abi = checkExports(instance, `the ${kind} build`);
+    const lanes = this.#abi.bn_lanes();
+    if (lanes !== (kind === "simd" ? 4 : 1)) {
+      throw new TypeError(
+        `wasm-batchnorm: the ${kind} build has ${lanes}-lane kernels: the .wasm files are swapped`,
+      );
+    }
+    this.heap = new Heap(this.#abi.memory, this.#abi.__heap_base.value as number);
+  }
+
+  /** The address of a buffer, which must belong to this instance's heap. */
+  #p(b: F32Buffer): number {
+    if (!(b instanceof WasmF32Buffer) || b.heap !== this.heap) {
+      throw new TypeError(
+        `wasm-batchnorm: a buffer of another back end was passed to the ${this.kind} build`,
+      );
+    }
+    return b.ptr;
+  }
+
+  alloc(length: number): F32Buffer {
+    return new WasmF32Buffer(this.heap, length);
+  }
+
+  allocWorkspace(channels: number): F32Buffer {
+    return this.alloc(Math.ceil(this.#abi.bn_workspace_bytes(channels) / 4));
+  }
+
+  moments(x: F32Buffer, d: Dims, ws: F32Buffer, mean: F32Buffer, variance: F32Buffer): void {
+    this.#abi.bn_moments(
+      this.#p(x),
+      d.outer,
+      d.channels,
+      d.inner,
+      this.#p(ws),
+      this.#p(mean),
+      this.#p(variance),
+    );
+  }
+
+  scaleShift(
+    x: F32Buffer,
+    y: F32Buffer,
+    d: Dims,
+    center: F32Buffer,
+    scale: F32Buffer,
+    shift: F32Buffer,
+    ws: F32Buffer,
+  ): void {
+    const [outer, channels, inner] = [d.outer, d.channels, d.inner];
+    this.#abi.bn_scale_shift(
+      this.#p(x),
+      this.#p(y),
+      outer,
+      channels,
+      inner,
+      this.#p(center),
+      this.#p(scale),
+      this.#p(shift),
+      this.#p(ws),
+    );
+  }
+
+  gradSums(
+    x: F32Buffer,
+    dy: F32Buffer,
+    d: Dims,
+    mean: F32Buffer,
+    ws: F32Buffer,
+    sumDy: F32Buffer,
+    sumDyXc: F32Buffer,
+  ): void {
+    const [outer, channels, inner] = [d.outer, d.channels, d.inner];
+    this.#abi.bn_grad_sums(
+      this.#p(x),
+      this.#p(dy),
+      outer,
+      channels,
+      inner,
+      this.#p(mean),
+      this.#p(ws),
+      this.#p(sumDy),
+      this.#p(sumDyXc),
+    );
+  }
+
+  gradInput(
+    x: F32Buffer,
+    dy: F32Buffer,
+    dx: F32Buffer,
+    d: Dims,
+    mean: F32Buffer,
+    kDy: F32Buffer,
+    kXc: F32Buffer,
+    kConst: F32Buffer,
+    ws: F32Buffer,
+  ): void {
+    this.#abi.bn_grad_input(
+      this.#p(x),
+      this.#p(dy),
+      this.#p(dx),
+      d.outer,
+      d.channels,
+      d.inner,
+      this.#p(mean),
+      this.#p(kDy),
+      this.#p(kXc),
+      this.#p(kConst),
+      this.#p(ws),
+    );
+  }
+
+  copy(src: F32Buffer, dst: F32Buffer): void {
+    this.#abi.bn_copy(this.#p(src), this.#p(dst), src.length);
+  }
+}

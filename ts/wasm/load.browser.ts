@@ -1,0 +1,17 @@
+/**
+ * Browsers: the .wasm files are fetched from next to this module. Written as
+ * `new URL("./….wasm", import.meta.url)` so that bundlers (Vite, webpack, Rollup with an asset
+ * plugin) emit them as assets and rewrite the address.
+ *
+ * @module
+ */
+import type { Platform } from "../init.js";
+
+export const browserPlatform: Platform = {
+  defaultUrl: (kind) =>
+    kind === "simd"
+      ? new URL("./batchnorm-simd.wasm", import.meta.url)
+      : new URL("./batchnorm-scalar.wasm", import.meta.url),
+  toUrl: (source) => new URL(source, globalThis.location?.href),
+  fetch: (url) => fetch(url),
+};

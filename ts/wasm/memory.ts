@@ -1,0 +1,153 @@
+/**
+ * Allocation in a wasm instance's linear memory. The Rust crate has no allocator of its own:
+ * everything above `__heap_base` belongs to this heap, a first-fit free list with coalescing.
+ * Memory only grows (wasm cannot shrink it), and growth detaches every `ArrayBuffer` view of
+ * the old memory, so views are re-made from `memory.buffer` on every access.
+ *
+ * @module
+ */
+import type { F32Buffer } from "../backend.js";
+
+const PAGE = 65536;
+/** Every block starts on 16 bytes, so v128 loads are aligned and float64 scratch is too. */
+const ALIGN = 16;
+/** wasm32 addresses 4 GiB at most. */
+const MAX_BYTES = 2 ** 32;
+
+interface Block {
+  start: number;
+  size: number;
+}
+
+export class Heap {
+  readonly memory: WebAssembly.Memory;
+  /** Free blocks, sorted by address; memory from `#top` up is free too. */
+  #free: Block[] = [];
+  #top: number;
+
+  constructor(memory: WebAssembly.Memory, heapBase: number) {
+    this.memory = memory;
+    this.#top = roundUp(heapBase, ALIGN);
+  }
+
+  /** Allocates `bytes` bytes (zeroed) and returns their address. */
+  alloc(bytes: number): number {
+    const size = roundUp(Math.max(bytes, 1), ALIGN);
+    const i = this.#free.findIndex((b) => b.size >= size);
+    let start: number;
+    const found = this.#free[i];
+    if (found !== undefined) {
+      start = found.start;
+      if (found.size === size) this.#free.splice(i, 1);
+      else {
+        found.start += size;
+        found.size -= size;
+      }
+    } else {
+      start = this.#top;
+      this.#ensure(start + size, bytes);
+      this.#top = start + size;
+    }
+    new Uint8Array(this.memory.buffer, start, size).fill(0);
+    return start;
+  }
+
+  /** Returns a block to the heap. `bytes` must be what `alloc` was given. */
+  free(start: number, bytes: number): void {
+    const size = roundUp(Math.max(bytes, 1), ALIGN);
+    let i = 0;
+    while (i < this.#free.length && (this.#free[i] as Block).start < start) i++;
+    this.#free.splice(i, 0, { start, size });
+    // Merge with the next block, then with the previous one.
+    const next = this.#free[i + 1];
+    const cur = this.#free[i] as Block;
+    if (next !== undefined && cur.start + cur.size === next.start) {
+      cur.size += next.size;
+      this.#free.splice(i + 1, 1);
+    }
+    const prev = this.#free[i - 1];
+    if (prev !== undefined && prev.start + prev.size === cur.start) {
+      prev.size += cur.size;
+      this.#free.splice(i, 1);
+    }
+    // A free block that reaches the top gives its space back to the top.
+    const last = this.#free[this.#free.length - 1];
+    if (last !== undefined && last.start + last.size === this.#top) {
+      this.#top = last.start;
+      this.#free.pop();
+    }
+  }
+
+  /** Bytes of linear memory the instance has now (it never shrinks). */
+  get memoryBytes(): number {
+    return this.memory.buffer.byteLength;
+  }
+
+  #ensure(end: number, requested: number): void {
+    const have = this.memory.buffer.byteLength;
+    if (end <= have) return;
+    const tooLarge = () =>
+      new RangeError(
+        `wasm-batchnorm: cannot allocate ${requested} bytes: wasm32 memory holds at most 4 GiB ` +
+          `and ${this.#top} bytes are in use`,
+      );
+    if (end > MAX_BYTES) throw tooLarge();
+    // Grow at least by half of what there is, so that a sequence of growing tensors costs
+    // logarithmically many grows.
+    const pages = Math.max(Math.ceil((end - have) / PAGE), Math.ceil(have / PAGE / 2));
+    const maxPages = Math.ceil((MAX_BYTES - have) / PAGE);
+    try {
+      this.memory.grow(Math.min(pages, maxPages));
+    } catch {
+      try {
+        this.memory.grow(Math.ceil((end - have) / PAGE));
+      } catch {
+        throw tooLarge();
+      }
+    }
+  }
+}
+
+function roundUp(n: number, to: number): number {
+  return Math.ceil(n / to) * to;
+}
+
+/** `length` floats in a heap, viewed through a Float32Array re-made whenever memory grew. */
+export class WasmF32Buffer implements F32Buffer {
+  readonly heap: Heap;
+  readonly length: number;
+  #ptr: number;
+  #view: Float32Array | undefined;
+
+  constructor(heap: Heap, length: number) {
+    if (!Number.isSafeInteger(length) || length < 0 || length * 4 > MAX_BYTES) {
+      throw new RangeError(
+        `wasm-batchnorm: cannot allocate ${length} floats: wasm32 memory holds at most 2^30`,
+      );
+    }
+    this.heap = heap;
+    this.length = length;
+    this.#ptr = heap.alloc(length * 4);
+  }
+
+  /** The byte address, for passing to an export. */
+  get ptr(): number {
+    if (this.#ptr < 0) throw new Error("wasm-batchnorm: buffer used after free()");
+    return this.#ptr;
+  }
+
+  view(): Float32Array {
+    const buffer = this.heap.memory.buffer;
+    if (this.#view === undefined || this.#view.buffer !== buffer) {
+      this.#view = new Float32Array(buffer, this.ptr, this.length);
+    }
+    return this.#view;
+  }
+
+  free(): void {
+    if (this.#ptr < 0) return;
+    this.heap.free(this.#ptr, this.length * 4);
+    this.#ptr = -1;
+    this.#view = undefined;
+  }
+}
