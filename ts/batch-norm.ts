@@ -13,6 +13,7 @@ import {
 } from "./backend.js";
 import { resolveBackend } from "./init.js";
 import { disposeSymbol, Tensor } from "./tensor.js";
+import { WasmBackend } from "./wasm/backend-wasm.js";
 
 /** Where the channel axis is: `[N, C, ...spatial]` or `[N, ...spatial, C]`. 2-D `[N, C]` is both. */
 export type Layout = "NCHW" | "NHWC";
@@ -71,6 +72,8 @@ interface Saved {
   /** The mean the input was centred with, and 1/sqrt(var + eps), per channel. */
   center: Float32Array;
   invstd: Float64Array;
+  /** The weight the forward used: backward differentiates that forward, whatever came since. */
+  weight: Float32Array | null;
   /** Batch statistics (gradient flows through them) or running statistics (constants). */
   batchStats: boolean;
 }
@@ -142,6 +145,9 @@ export class BatchNorm {
       throw new RangeError(
         `${where}: numFeatures must be a positive integer, got ${show(numFeatures)}`,
       );
+    }
+    if (typeof options !== "object" || options === null || Array.isArray(options)) {
+      throw new TypeError(`${where}: options must be an object, got ${show(options)}`);
     }
     const {
       eps = 1e-5,
@@ -254,11 +260,10 @@ export class BatchNorm {
     const where = "BatchNorm.forward";
     this.#live("forward");
     if (x instanceof Tensor) {
-      const options = (arg ?? {}) as { out?: Tensor };
-      const dims = this.#dims(x.shape, where, "x.shape");
+      const out = outOption(arg, where);
       this.#own(x, where, "x");
+      const dims = this.#dims(x.shape, where, "x.shape");
       this.#checkStats(dims, x.shape, where);
-      const out = options.out;
       if (out !== undefined) {
         this.#own(out, where, "options.out");
         sameShape(out.shape, x.shape, where, "options.out");
@@ -267,7 +272,12 @@ export class BatchNorm {
         }
       }
       const y = out ?? this.tensor(x.shape);
-      this.#run(x, x.buffer, y.buffer, dims, x.shape);
+      try {
+        this.#run(x, x.buffer, y.buffer, dims, x.shape);
+      } catch (error) {
+        if (y !== out) y.dispose();
+        throw error;
+      }
       return y;
     }
     if (!(x instanceof Float32Array)) {
@@ -286,9 +296,10 @@ export class BatchNorm {
       );
     }
     this.#checkStats(dims, shape, where);
-    const xb = this.#copyBuffer("#copyX", x.length);
-    const yb = this.#copyBuffer("#copyY", x.length);
-    xb.view().set(x);
+    const input = this.#pin(x);
+    const [copyX, yb] = this.#copyBuffers(x.length, x.length);
+    const xb = copyX as F32Buffer;
+    xb.view().set(input());
     this.#run(xb, xb, yb, dims, shape);
     return yb.view().slice();
   }
@@ -312,10 +323,11 @@ export class BatchNorm {
   backward(dy: Tensor, options?: { out?: Tensor }): Gradients<Tensor>;
   backward(
     dy: Float32Array | Tensor,
-    options: { out?: Tensor } = {},
+    options?: { out?: Tensor },
   ): Gradients<Float32Array | Tensor> {
     const where = "BatchNorm.backward";
     this.#live("backward");
+    const out = outOption(options, where);
     const saved = this.#saved;
     if (saved === undefined) {
       throw new Error(
@@ -329,16 +341,25 @@ export class BatchNorm {
     if (dy instanceof Tensor) {
       this.#own(dy, where, "dy");
       sameShape(dy.shape, saved.shape, where, "dy");
-      const out = options.out;
       if (out !== undefined) {
         this.#own(out, where, "options.out");
         sameShape(out.shape, saved.shape, where, "options.out");
       }
       const dx = out ?? this.tensor(saved.shape);
-      return { dx, ...this.#gradients(saved, x, dy.buffer, dx.buffer) };
+      try {
+        return { dx, ...this.#gradients(saved, x, dy.buffer, dx.buffer) };
+      } catch (error) {
+        if (dx !== out) dx.dispose();
+        throw error;
+      }
     }
     if (!(dy instanceof Float32Array)) {
       throw new TypeError(`${where}: dy must be a Float32Array or a Tensor, got ${typeName(dy)}`);
+    }
+    if (out !== undefined) {
+      throw new TypeError(
+        `${where}: options.out is for Tensor gradients; with a Float32Array dy, dx is a new Float32Array`,
+      );
     }
     const n = dimsLength(saved.dims);
     if (dy.length !== n) {
@@ -346,8 +367,9 @@ export class BatchNorm {
         `${where}: dy has ${dy.length} values but the forward input [${saved.shape.join(", ")}] had ${n}`,
       );
     }
-    const dyb = this.#copyBuffer("#copyY", n);
-    dyb.view().set(dy);
+    const upstream = this.#pin(dy);
+    const dyb = this.#copyBuffers(undefined, n)[1];
+    dyb.view().set(upstream());
     const grads = this.#gradients(saved, x, dyb, dyb);
     return { dx: dyb.view().slice(), ...grads };
   }
@@ -404,8 +426,15 @@ export class BatchNorm {
     if ("num_batches_tracked" in sd) {
       const v = sd.num_batches_tracked;
       const num = typeof v === "bigint" ? Number(v) : v;
-      if (typeof num !== "number" || !Number.isSafeInteger(num) || num < 0) {
-        throw new TypeError(`${where}: num_batches_tracked must be an integer ≥ 0, got ${show(v)}`);
+      if (typeof num !== "number") {
+        throw new TypeError(
+          `${where}: num_batches_tracked must be a number or bigint, got ${typeName(v)}`,
+        );
+      }
+      if (!Number.isSafeInteger(num) || num < 0) {
+        throw new RangeError(
+          `${where}: num_batches_tracked must be an integer ≥ 0, got ${show(v)}`,
+        );
       }
       tracked = num;
     }
@@ -482,7 +511,15 @@ export class BatchNorm {
         rv[c] = (1 - m) * (rv[c] as number) + (m * (varianceValues[c] as number) * n) / (n - 1);
       }
     }
-    this.#saved = { x: input, dims, shape: [...shape], center: centerValues, invstd, batchStats };
+    this.#saved = {
+      x: input,
+      dims,
+      shape: [...shape],
+      center: centerValues,
+      invstd,
+      weight: this.weight?.slice() ?? null,
+      batchStats,
+    };
   }
 
   /** Runs a backward whose arguments are all checked; consumes the saved forward. */
@@ -497,7 +534,7 @@ export class BatchNorm {
       F32Buffer,
     ];
     const ws = this.#ws as F32Buffer;
-    const { dims, invstd } = saved;
+    const { dims, invstd, weight } = saved;
     center.view().set(saved.center);
     this.#impl.gradSums(x, dy, dims, center, ws, sumDyBuf, sumDyXcBuf);
     const sumDy = sumDyBuf.view().slice();
@@ -507,7 +544,7 @@ export class BatchNorm {
     for (let c = 0; c < C; c++) {
       const s = invstd[c] as number;
       dWeight[c] = s * (sumDyXc[c] as number);
-      kDy[c] = (this.weight?.[c] ?? 1) * s;
+      kDy[c] = (weight?.[c] ?? 1) * s;
     }
     if (saved.batchStats) {
       const n = dims.outer * dims.inner;
@@ -528,16 +565,47 @@ export class BatchNorm {
     return this.affine ? { dWeight, dBias: sumDy } : { dWeight: null, dBias: null };
   }
 
-  /** A reusable copy-API buffer of `length` floats; allocates before freeing the old one. */
-  #copyBuffer(which: "#copyX" | "#copyY", length: number): F32Buffer {
-    const old = which === "#copyX" ? this.#copyX : this.#copyY;
-    if (old !== undefined && old.length === length) return old;
-    const fresh = this.#impl.alloc(length);
-    if (this.#saved?.x === old) this.#saved = undefined;
-    old?.free();
-    if (which === "#copyX") this.#copyX = fresh;
-    else this.#copyY = fresh;
-    return fresh;
+  /**
+   * The copy API's reusable input and output buffers, resized to `xLength` and `yLength`
+   * floats (`undefined`: keep the input buffer as it is). Both new buffers are allocated before
+   * any old one is freed, so a failed allocation (memory full) changes nothing.
+   */
+  #copyBuffers(xLength: number | undefined, yLength: number): [F32Buffer | undefined, F32Buffer] {
+    const fits = (b: F32Buffer | undefined, n: number | undefined) =>
+      n === undefined || b?.length === n;
+    const fresh: F32Buffer[] = [];
+    try {
+      const xb = fits(this.#copyX, xLength) ? this.#copyX : this.#impl.alloc(xLength as number);
+      if (xb !== this.#copyX) fresh.push(xb as F32Buffer);
+      const yb = fits(this.#copyY, yLength) ? this.#copyY : this.#impl.alloc(yLength);
+      if (yb !== this.#copyY) fresh.push(yb as F32Buffer);
+      if (xb !== this.#copyX) {
+        if (this.#saved?.x === this.#copyX) this.#saved = undefined;
+        this.#copyX?.free();
+        this.#copyX = xb;
+      }
+      if (yb !== this.#copyY) {
+        this.#copyY?.free();
+        this.#copyY = yb;
+      }
+      return [xb, yb as F32Buffer];
+    } catch (error) {
+      for (const b of fresh) b.free();
+      throw error;
+    }
+  }
+
+  /**
+   * A caller's array, read again after allocations: when it is a view of this back end's wasm
+   * memory (a tensor's `.data`), an allocation that grows the memory detaches it, and the same
+   * floats are then re-viewed at the same address in the new buffer.
+   */
+  #pin(a: Float32Array): () => Float32Array {
+    const impl = this.#impl;
+    if (!(impl instanceof WasmBackend) || a.buffer !== impl.heap.memory.buffer) return () => a;
+    const { byteOffset, length } = a;
+    return () =>
+      a.length === length ? a : new Float32Array(impl.heap.memory.buffer, byteOffset, length);
   }
 
   #dims(shape: readonly number[], where: string, name: string): Dims {
@@ -571,7 +639,12 @@ export class BatchNorm {
   }
 
   #own(t: Tensor, where: string, name: string): void {
-    if (t.disposed) throw new Error(`${where}: ${name} was disposed`);
+    if (!(t instanceof Tensor)) {
+      throw new TypeError(`${where}: ${name} must be a Tensor, got ${typeName(t)}`);
+    }
+    if (t.disposed) {
+      throw new Error(`${where}: ${name} (Tensor [${t.shape.join(", ")}]) was disposed`);
+    }
     if (t.backend !== this.#impl) {
       throw new TypeError(
         `${where}: ${name} belongs to the ${t.backend.kind} back end's memory, ` +
@@ -602,6 +675,33 @@ export class BatchNorm {
   #live(method: string): void {
     if (this.#disposed) throw new Error(`BatchNorm.${method}: the module was disposed`);
   }
+}
+
+/** The `out` of a Tensor call's options object (`undefined` when there is none). */
+function outOption(options: unknown, where: string): Tensor | undefined {
+  if (options === undefined) return undefined;
+  if (typeof options !== "object" || options === null || Array.isArray(options)) {
+    throw new TypeError(
+      `${where}: with a Tensor, the second argument must be an options object { out?: Tensor }, got ${show(options)}`,
+    );
+  }
+  const out = (options as { out?: unknown }).out;
+  if (out !== undefined && !(out instanceof Tensor)) {
+    throw new TypeError(`${where}: options.out must be a Tensor, got ${typeName(out)}`);
+  }
+  return out;
+}
+
+/**
+ * Bytes of linear memory that a wasm back end's instance has now (`memory.buffer.byteLength`;
+ * wasm memory grows and never shrinks); 0 for the JS back end, which has none. All modules and
+ * tensors of one back end share its instance. For monitoring and leak tests.
+ *
+ * @throws Error when the back end is not loaded (call `await init()` first).
+ */
+export function memoryBytes(backend: "auto" | BackendKind = "auto"): number {
+  const impl = resolveBackend(backend);
+  return impl instanceof WasmBackend ? impl.heap.memoryBytes : 0;
 }
 
 /** Checks a shape's dimensions and returns the element count. */

@@ -10,6 +10,7 @@ export {
   type BatchNormOptions,
   type Gradients,
   type Layout,
+  memoryBytes,
   type StateDict,
 } from "./batch-norm.js";
 export type { InitOptions, InitResult, WasmSource } from "./init.js";

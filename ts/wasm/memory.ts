@@ -24,10 +24,17 @@ export class Heap {
   /** Free blocks, sorted by address; memory from `#top` up is free too. */
   #free: Block[] = [];
   #top: number;
+  readonly #base: number;
+  /**
+   * Memory from here up has never been handed out, so it still holds the zeros that wasm
+   * memory starts (and grows) with: allocations there need no clearing, and a huge tensor does
+   * not touch (and so commit) all of its pages at once.
+   */
+  #pristine: number;
 
   constructor(memory: WebAssembly.Memory, heapBase: number) {
     this.memory = memory;
-    this.#top = roundUp(heapBase, ALIGN);
+    this.#base = this.#top = this.#pristine = roundUp(heapBase, ALIGN);
   }
 
   /** Allocates `bytes` bytes (zeroed) and returns their address. */
@@ -48,7 +55,9 @@ export class Heap {
       this.#ensure(start + size, bytes);
       this.#top = start + size;
     }
-    new Uint8Array(this.memory.buffer, start, size).fill(0);
+    const dirty = Math.min(start + size, this.#pristine) - start;
+    if (dirty > 0) new Uint8Array(this.memory.buffer, start, dirty).fill(0);
+    this.#pristine = Math.max(this.#pristine, start + size);
     return start;
   }
 
@@ -76,6 +85,11 @@ export class Heap {
       this.#top = last.start;
       this.#free.pop();
     }
+  }
+
+  /** Bytes handed out by `alloc` and not yet freed (each block rounded up to 16 bytes). */
+  get allocatedBytes(): number {
+    return this.#free.reduce((live, b) => live - b.size, this.#top - this.#base);
   }
 
   /** Bytes of linear memory the instance has now (it never shrinks). */

@@ -1,0 +1,395 @@
+/**
+ * The zero-copy path (DESIGN.md §2): tensors made by `bn.tensor(shape)` live in the back end's
+ * memory (wasm linear memory for "simd" and "scalar"), are filled and read through `.data`
+ * views, and go through training forward, backward and inference without any copy on the JS
+ * side. On the same back end they must give exactly the bits of the copy-in/copy-out API (the
+ * same kernels run on the same values), and they must match the float64 reference of
+ * test/reference.ts within a stated tolerance.
+ */
+import { beforeAll, describe, expect, it } from "vitest";
+import type { BackendKind } from "../ts/backend.js";
+import { BatchNorm, type BatchNormOptions, memoryBytes, Tensor } from "../ts/index.node.js";
+import { resolveBackend } from "../ts/init.js";
+import { WasmBackend } from "../ts/wasm/backend-wasm.js";
+import type { Heap } from "../ts/wasm/memory.js";
+import { assertClose, perElement } from "./compare.js";
+import { Rng } from "./random.js";
+import { channelOf, RefBatchNorm } from "./reference.js";
+import { BACKENDS, initFromDist } from "./setup-backends.js";
+
+beforeAll(async () => {
+  await initFromDist();
+});
+
+/** The heap of a wasm back end (undefined for "js"): internal, for allocation accounting. */
+function heapOf(kind: BackendKind): Heap | undefined {
+  const b = resolveBackend(kind);
+  return b instanceof WasmBackend ? b.heap : undefined;
+}
+
+/**
+ * Tolerance against the float64 reference, in units of a per-element error scale (below).
+ * float32 has a unit roundoff of 2^-24 ≈ 6e-8; every output is a handful of float32 operations
+ * on the input plus per-channel sums of at most a few hundred terms (the kernels use blocked,
+ * shifted sums, so their error grows far slower than n·2^-24). 2^-16 ≈ 1.5e-5 (256 roundoffs)
+ * leaves a margin of ~100 over the worst ratio measured here (1.6e-7), while still being
+ * hundreds of times smaller than the differences a wrong convention makes (biased vs unbiased
+ * variance: a factor n/(n − 1), ≥ 1/300 here; eps 1e-5 vs 1e-3 on a unit variance: 5e-4).
+ */
+const TOL = 2 ** -16;
+
+/** Bitwise equality of two float32 arrays (NaN payloads aside), with a useful message. */
+function expectSameBits(what: string, got: Float32Array, want: Float32Array): void {
+  expect(got.length, `${what}: length`).toBe(want.length);
+  const a = new Uint32Array(got.buffer, got.byteOffset, got.length);
+  const b = new Uint32Array(want.buffer, want.byteOffset, want.length);
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] !== b[i]) {
+      throw new Error(`${what}[${i}]: zero-copy ${got[i]} ≠ copy API ${want[i]}`);
+    }
+  }
+}
+
+function expectSameState(a: BatchNorm, b: BatchNorm): void {
+  const sa = a.stateDict();
+  const sb = b.stateDict();
+  expect(Object.keys(sa)).toEqual(Object.keys(sb));
+  for (const k of ["weight", "bias", "running_mean", "running_var"] as const) {
+    const va = sa[k];
+    const vb = sb[k];
+    if (va !== undefined && vb !== undefined) expectSameBits(k, va, vb);
+  }
+  expect(sa.num_batches_tracked).toBe(sb.num_batches_tracked);
+  expect(a.training).toBe(b.training);
+}
+
+/**
+ * Compares a forward output with the reference, scaling each element's error by the size of
+ * what float32 rounding acts on: |weight|·invstd·(|x| + |mean|) (the rounding of x − mean,
+ * magnified) + |bias| + |y|.
+ */
+function checkForward(
+  what: string,
+  y: Float32Array,
+  x: Float32Array,
+  ref: RefBatchNorm,
+  shape: readonly number[],
+): void {
+  const yRef = ref.forward(x, shape);
+  const chan = channelOf(shape, ref.layout);
+  const mean = ref.lastMean as Float64Array;
+  const variance = ref.lastVar as Float64Array;
+  const scale = new Float64Array(y.length);
+  for (let i = 0; i < y.length; i++) {
+    const c = chan[i] as number;
+    const w = Math.abs(ref.weight?.[c] ?? 1);
+    const invstd = 1 / Math.sqrt((variance[c] as number) + ref.eps);
+    scale[i] =
+      w * invstd * (Math.abs(x[i] as number) + Math.abs(mean[c] as number)) +
+      Math.abs(ref.bias?.[c] ?? 0) +
+      Math.abs(yRef[i] as number) +
+      1e-30;
+  }
+  assertClose(what, y, yRef, scale, TOL);
+}
+
+/**
+ * Compares gradients with the reference. dx = weight·invstd·(dy − mean(dy) − x̂·mean(dy·x̂))
+ * cancels, so its scale is |weight|·invstd·max|dy|·(1 + max|x̂|) per channel, times the
+ * magnification (|x| + |mean|)·invstd of the rounding in x − mean; the sums dWeight and dBias
+ * are scaled by the sums of the magnitudes of their terms.
+ */
+function checkBackward(
+  what: string,
+  grads: { dx: Float32Array; dWeight: Float32Array | null; dBias: Float32Array | null },
+  dy: Float32Array,
+  x: Float32Array,
+  ref: RefBatchNorm,
+  shape: readonly number[],
+): void {
+  const mean = ref.lastMean as Float64Array;
+  const variance = ref.lastVar as Float64Array;
+  const g = ref.backward(dy);
+  const chan = channelOf(shape, ref.layout);
+  const C = ref.C;
+  const maxDy = new Float64Array(C);
+  const maxXhat = new Float64Array(C);
+  const maxCond = new Float64Array(C);
+  const sumAbsDy = new Float64Array(C);
+  const sumAbsDyXhat = new Float64Array(C);
+  for (let i = 0; i < x.length; i++) {
+    const c = chan[i] as number;
+    const invstd = 1 / Math.sqrt((variance[c] as number) + ref.eps);
+    const xhat = Math.abs((x[i] as number) - (mean[c] as number)) * invstd;
+    const cond = (Math.abs(x[i] as number) + Math.abs(mean[c] as number)) * invstd;
+    const d = Math.abs(dy[i] as number);
+    maxDy[c] = Math.max(maxDy[c] as number, d);
+    maxXhat[c] = Math.max(maxXhat[c] as number, xhat);
+    maxCond[c] = Math.max(maxCond[c] as number, cond);
+    sumAbsDy[c] = (sumAbsDy[c] as number) + d;
+    sumAbsDyXhat[c] = (sumAbsDyXhat[c] as number) + d * (xhat + cond);
+  }
+  const dxScale = new Float64Array(C);
+  for (let c = 0; c < C; c++) {
+    const w = Math.abs(ref.weight?.[c] ?? 1);
+    const invstd = 1 / Math.sqrt((variance[c] as number) + ref.eps);
+    dxScale[c] =
+      w *
+        invstd *
+        (maxDy[c] as number) *
+        (1 + (maxXhat[c] as number)) *
+        (1 + (maxCond[c] as number)) +
+      1e-30;
+  }
+  assertClose(`${what}: dx`, grads.dx, g.dx, perElement(dxScale, chan), TOL);
+  if (ref.affine) {
+    const floor = (s: Float64Array) => s.map((v) => v + 1e-30);
+    assertClose(
+      `${what}: dWeight`,
+      grads.dWeight as Float32Array,
+      g.dWeight,
+      floor(sumAbsDyXhat),
+      TOL,
+    );
+    assertClose(`${what}: dBias`, grads.dBias as Float32Array, g.dBias, floor(sumAbsDy), TOL);
+  } else {
+    expect(grads.dWeight).toBeNull();
+    expect(grads.dBias).toBeNull();
+  }
+}
+
+function checkState(bn: BatchNorm, ref: RefBatchNorm): void {
+  expect(bn.numBatchesTracked).toBe(ref.numBatchesTracked);
+  const pairs = [
+    ["runningMean", bn.runningMean, ref.runningMean],
+    ["runningVar", bn.runningVar, ref.runningVar],
+  ] as const;
+  for (const [name, got, want] of pairs) {
+    if (want === null) expect(got).toBeNull();
+    // Running statistics are stored in float32 and updated in float64 from float32 batch
+    // statistics: their error is a few roundoffs of the values involved (all O(1) here).
+    else
+      assertClose(
+        name,
+        got as Float32Array,
+        want,
+        want.map((v) => Math.abs(v) + 1),
+        TOL,
+      );
+  }
+}
+
+/** Shapes with channel counts and inner sizes that are and are not multiples of 4 and 16. */
+const CASES: { shape: number[]; options: BatchNormOptions }[] = [
+  { shape: [6, 3], options: {} },
+  { shape: [5, 3], options: { layout: "NHWC" } },
+  { shape: [2, 5, 3, 3], options: {} },
+  { shape: [2, 3, 3, 5], options: { layout: "NHWC", momentum: null } },
+  { shape: [3, 17, 7], options: { eps: 1e-3 } },
+  { shape: [2, 4, 4, 17], options: { layout: "NHWC", affine: false } },
+  { shape: [4, 16, 2, 2], options: { trackRunningStats: false } },
+  { shape: [2, 3, 2, 2, 3], options: { momentum: 0.3 } },
+  { shape: [64, 16], options: { layout: "NHWC" } },
+  { shape: [1, 4, 5, 5], options: { affine: false, trackRunningStats: false } },
+];
+
+const channelsOf = (shape: number[], options: BatchNormOptions) =>
+  shape[options.layout === "NHWC" ? shape.length - 1 : 1] as number;
+
+describe.each(BACKENDS)("zero-copy tensors on the %s back end", (backend) => {
+  it("live in the back end's memory and are read and written in place", () => {
+    const bn = new BatchNorm(3, { backend });
+    const t = bn.tensor([2, 3, 4]);
+    expect(t).toBeInstanceOf(Tensor);
+    expect(t.shape).toEqual([2, 3, 4]);
+    expect(t.length).toBe(24);
+    expect(Object.isFrozen(t.shape)).toBe(true);
+    const view = t.data;
+    expect(view).toBeInstanceOf(Float32Array);
+    expect(view.length).toBe(24);
+    expect([...view].every((v) => v === 0)).toBe(true); // zero-filled
+    const heap = heapOf(backend);
+    if (heap !== undefined) {
+      // The view is of the instance's linear memory itself, not of a JS-side copy.
+      expect(view.buffer).toBe(heap.memory.buffer);
+    }
+    // Without growth in between, .data is the same view: writes through one are seen by all.
+    expect(t.data).toBe(view);
+    view[5] = 42;
+    expect(t.data[5]).toBe(42);
+    // Two tensors never overlap.
+    const u = bn.tensor([2, 3, 4]);
+    u.data.fill(7);
+    expect(t.data[5]).toBe(42);
+    expect([...t.data].filter((v) => v === 7)).toEqual([]);
+    t.dispose();
+    u.dispose();
+    bn.dispose();
+  });
+
+  it.each(CASES)(
+    "equal the copy API bit for bit and the float64 reference: $shape $options",
+    ({ shape, options }) => {
+      const C = channelsOf(shape, options);
+      const rng = new Rng(shape.reduce((a, d) => a * 31 + d, C));
+      const n = shape.reduce((a, d) => a * d, 1);
+      const viaCopy = new BatchNorm(C, { ...options, backend });
+      const viaTensor = new BatchNorm(C, { ...options, backend });
+      const ref = new RefBatchNorm(C, options);
+      const heap = heapOf(backend);
+      const live = () => heap?.allocatedBytes ?? 0;
+
+      // Different, non-trivial parameters, the same in all three.
+      if (viaCopy.weight !== null) {
+        const sd = viaCopy.stateDict();
+        for (let c = 0; c < C; c++) {
+          (sd.weight as Float32Array)[c] = 0.5 + rng.uniform();
+          (sd.bias as Float32Array)[c] = rng.normal();
+        }
+        viaCopy.loadStateDict(sd);
+        viaTensor.loadStateDict(sd);
+        (ref.weight as Float64Array).set(sd.weight as Float32Array);
+        (ref.bias as Float64Array).set(sd.bias as Float32Array);
+      }
+
+      const xs = [0, 1, 2].map(() => rng.normals(n).map((v, i) => 3 * v + (i % 5)));
+      const dys = [0, 1, 2].map(() => rng.normals(n));
+      const x = viaTensor.tensor(shape);
+      const dy = viaTensor.tensor(shape);
+
+      // 1. Training forward into a new output tensor.
+      x.data.set(xs[0] as Float32Array);
+      const yCopy = viaCopy.forward(xs[0] as Float32Array, shape);
+      const y = viaTensor.forward(x);
+      expect(y).toBeInstanceOf(Tensor);
+      expect(y.shape).toEqual(shape);
+      expectSameBits("training y", y.data, yCopy);
+      expectSameState(viaTensor, viaCopy);
+      checkForward("training y", y.data, xs[0] as Float32Array, ref, shape);
+      checkState(viaTensor, ref);
+
+      // 2. Backward into a new gradient tensor.
+      dy.data.set(dys[0] as Float32Array);
+      const gCopy = viaCopy.backward(dys[0] as Float32Array);
+      const g = viaTensor.backward(dy);
+      expect(g.dx).toBeInstanceOf(Tensor);
+      expectSameBits("training dx", g.dx.data, gCopy.dx);
+      if (options.affine !== false) {
+        expectSameBits("dWeight", g.dWeight as Float32Array, gCopy.dWeight as Float32Array);
+        expectSameBits("dBias", g.dBias as Float32Array, gCopy.dBias as Float32Array);
+      }
+      checkBackward(
+        "training",
+        { ...g, dx: g.dx.data },
+        dys[0] as Float32Array,
+        xs[0] as Float32Array,
+        ref,
+        shape,
+      );
+
+      // 3. Training forward again, the input refilled element by element, the output reused:
+      //    no allocation at all.
+      const data = x.data;
+      const x1 = xs[1] as Float32Array;
+      for (let i = 0; i < n; i++) data[i] = x1[i] as number;
+      let before = live();
+      const y2 = viaTensor.forward(x, { out: y });
+      expect(live()).toBe(before);
+      expect(y2).toBe(y);
+      expectSameBits("second training y", y.data, viaCopy.forward(x1, shape));
+      checkForward("second training y", y.data, x1, ref, shape);
+      expectSameState(viaTensor, viaCopy);
+      checkState(viaTensor, ref);
+
+      // 4. Backward in place: dx overwrites dy.
+      dy.data.set(dys[1] as Float32Array);
+      before = live();
+      const g2 = viaTensor.backward(dy, { out: dy });
+      expect(live()).toBe(before);
+      expect(g2.dx).toBe(dy);
+      const g2Copy = viaCopy.backward(dys[1] as Float32Array);
+      expectSameBits("in-place dx", dy.data, g2Copy.dx);
+      checkBackward("in place", { ...g2, dx: dy.data }, dys[1] as Float32Array, x1, ref, shape);
+
+      // 5. Inference into the reused output, then its backward into the reused gradient tensor.
+      viaCopy.eval();
+      viaTensor.eval();
+      ref.eval();
+      const x2 = xs[2] as Float32Array;
+      x.data.set(x2);
+      before = live();
+      viaTensor.forward(x, { out: y });
+      expect(live()).toBe(before);
+      expectSameBits("inference y", y.data, viaCopy.forward(x2, shape));
+      checkForward("inference y", y.data, x2, ref, shape);
+      dy.data.set(dys[2] as Float32Array);
+      const g3 = viaTensor.backward(dy, { out: g.dx });
+      expect(live()).toBe(before);
+      expect(g3.dx).toBe(g.dx);
+      expectSameBits("inference dx", g.dx.data, viaCopy.backward(dys[2] as Float32Array).dx);
+      checkBackward("inference", { ...g3, dx: g.dx.data }, dys[2] as Float32Array, x2, ref, shape);
+
+      // The state after the whole sequence is identical, and the input was never written.
+      expectSameState(viaTensor, viaCopy);
+      checkState(viaTensor, ref);
+      expectSameBits("x after all", x.data, x2);
+
+      for (const t of [x, y, dy, g.dx]) t.dispose();
+      viaCopy.dispose();
+      viaTensor.dispose();
+    },
+  );
+
+  it("share the memory of one back end between modules", () => {
+    // Tensors belong to a back end's memory, not to the module that made them.
+    const a = new BatchNorm(4, { backend });
+    const b = new BatchNorm(4, { backend, momentum: 0.5 });
+    const x = a.tensor([3, 4]);
+    x.data.set(new Rng(1).normals(12));
+    const ya = a.forward(x);
+    const yb = b.forward(x);
+    // Same batch statistics, same weight and bias: the same output.
+    expectSameBits("y of two modules", ya.data, yb.data);
+    const gb = b.backward(ya); // any same-shaped tensor of the back end can be dy
+    const ga = a.backward(ya);
+    expectSameBits("dx of two modules", gb.dx.data, ga.dx.data);
+    // A module's tensors outlive it.
+    a.dispose();
+    expect(ya.data.length).toBe(12);
+    b.forward(x, { out: ya });
+    expectSameBits("after the maker was disposed", ya.data, yb.data);
+    for (const t of [x, ya, yb, ga.dx, gb.dx]) t.dispose();
+    b.dispose();
+  });
+
+  it("free with dispose(), Symbol.dispose and `using`", () => {
+    const bn = new BatchNorm(2, { backend });
+    const heap = heapOf(backend);
+    const start = heap?.allocatedBytes ?? 0;
+    let escaped: Tensor | undefined;
+    {
+      using x = bn.tensor([4, 2]);
+      using y = bn.forward(x);
+      escaped = y;
+      expect(y.disposed).toBe(false);
+      if (heap !== undefined) expect(heap.allocatedBytes).toBeGreaterThan(start);
+    }
+    expect(escaped.disposed).toBe(true);
+    expect(heap?.allocatedBytes ?? 0).toBe(start);
+    const t = bn.tensor([4, 2]);
+    t[Symbol.dispose]();
+    expect(t.disposed).toBe(true);
+    t.dispose(); // harmless
+    expect(() => t.data).toThrow(/Tensor \[4, 2\] used after dispose\(\)/);
+    {
+      using scoped = new BatchNorm(2, { backend });
+      escaped = scoped.tensor([2, 2]);
+    }
+    // The module was disposed by `using`; its tensor was not.
+    expect(escaped.disposed).toBe(false);
+    escaped.dispose();
+    bn.dispose();
+    expect(heap?.allocatedBytes ?? 0).toBeLessThanOrEqual(start);
+    if (heap !== undefined) expect(memoryBytes(backend)).toBe(heap.memory.buffer.byteLength);
+  });
+});
