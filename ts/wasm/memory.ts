@@ -92,6 +92,11 @@ export class Heap {
     return this.#free.reduce((live, b) => live - b.size, this.#top - this.#base);
   }
 
+  /** Bytes free at the top of the heap, which an allocation can take without growing memory. */
+  get headroom(): number {
+    return this.memory.buffer.byteLength - this.#top;
+  }
+
   /** Bytes of linear memory the instance has now (it never shrinks). */
   get memoryBytes(): number {
     return this.memory.buffer.byteLength;
