@@ -9,10 +9,10 @@ import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Browser } from "playwright-core";
 import { createServer } from "vite";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import {
+  type AppName,
   BUNDLERS,
-  type Bundler,
   build,
   launchChromium,
   makeApp,
@@ -93,18 +93,33 @@ function checkRun(report: Report, backend: string): Record<string, number> {
 let browser: Browser | undefined;
 let dir: Awaited<ReturnType<typeof workDir>> | undefined;
 let hosted = "";
-const outputs = new Map<Bundler, Promise<string>>();
-const servers = new Map<Bundler, Promise<Served>>();
+const outputs = new Map<AppName, Promise<string>>();
+const servers = new Map<AppName, Promise<Served>>();
 const builds: Promise<unknown>[] = [];
 
+let setupError: unknown;
+
 beforeAll(async () => {
+  try {
+    await setUp();
+  } catch (error) {
+    // Every test then fails with this error (a failed hook would only mark them skipped).
+    setupError = error;
+  }
+});
+
+beforeEach(() => {
+  if (setupError !== undefined) throw setupError;
+});
+
+async function setUp() {
   // Chromium first: a machine without it fails here, before any build.
   browser = await launchChromium();
   dir = await workDir();
   const tarball = await pack(dir.dir);
   // The packed .wasm files, as installed: what /hosted/ serves and what the bundles must emit.
   hosted = join(dir.dir, "vite/node_modules/wasm-batchnorm/dist");
-  for (const bundler of BUNDLERS) {
+  for (const bundler of [...BUNDLERS, "plain"] as const) {
     const out = makeApp(dir.dir, bundler, tarball).then((app) => build(app, bundler));
     outputs.set(bundler, out);
     servers.set(
@@ -115,7 +130,7 @@ beforeAll(async () => {
   }
   // Installs and builds run in parallel; each test awaits its own app.
   await Promise.all(builds);
-});
+}
 
 afterAll(async () => {
   await Promise.all(
@@ -130,20 +145,23 @@ afterAll(async () => {
   await dir?.clean();
 });
 
-describe.each(BUNDLERS)("%s app", (bundler) => {
+describe.each([...BUNDLERS, "plain"] as const)("%s app", (bundler) => {
   const server = () => servers.get(bundler) as Promise<Served>;
+  const bundled = bundler !== "plain";
 
-  it("builds, emitting both .wasm files unchanged as assets", async () => {
-    const out = (await outputs.get(bundler)) as string;
-    const files = await readdir(out, { recursive: true });
-    const wasm = files.filter((f) => f.endsWith(".wasm"));
-    expect(wasm).toHaveLength(2);
-    const shipped = await Promise.all(
-      ["batchnorm-simd.wasm", "batchnorm-scalar.wasm"].map((f) => readFile(join(hosted, f))),
-    );
-    const emitted = await Promise.all(wasm.map((f) => readFile(join(out, f))));
-    for (const bytes of shipped) expect(emitted.some((e) => e.equals(bytes))).toBe(true);
-  });
+  // "plain": <script type="module"> with an import map, no bundler, served as it is.
+  if (bundled)
+    it("builds, emitting both .wasm files unchanged as assets", async () => {
+      const out = (await outputs.get(bundler)) as string;
+      const files = await readdir(out, { recursive: true });
+      const wasm = files.filter((f) => f.endsWith(".wasm"));
+      expect(wasm).toHaveLength(2);
+      const shipped = await Promise.all(
+        ["batchnorm-simd.wasm", "batchnorm-scalar.wasm"].map((f) => readFile(join(hosted, f))),
+      );
+      const emitted = await Promise.all(wasm.map((f) => readFile(join(out, f))));
+      for (const bytes of shipped) expect(emitted.some((e) => e.equals(bytes))).toBe(true);
+    });
 
   it("runs training forward, backward and inference on the SIMD and scalar builds", async () => {
     const s = await server();
@@ -175,27 +193,29 @@ describe.each(BUNDLERS)("%s app", (bundler) => {
     expect(ok.map((r) => r.path.slice(1)).every((p) => emitted.includes(p))).toBe(true);
   });
 
-  it("falls back to JS under a CSP without 'wasm-unsafe-eval', and says so", async () => {
-    const s = await server();
-    const { report, status } = await openPage<Report>(
-      browser as Browser,
-      `${s.url}/index.html?csp=1&expect=js`,
-    );
-    expect(report.error).toBeUndefined();
-    expect(report.hasWebAssembly).toBe(true);
-    expect(report.init?.backend).toBe("js");
-    expect(report.init?.available).toEqual(["js"]);
-    expect(report.init?.reason).toMatch(/^WebAssembly is blocked here: .*(unsafe-eval|Refused)/);
-    expect(status).toMatch(
-      /^WebAssembly unavailable: running on the JS back end \(WebAssembly is blocked/,
-    );
-    expect(report.autoBackend).toBe("js");
-    checkRun(report, "js");
-    expect(report.forced?.simd).toMatch(
-      /^Error: wasm-batchnorm: backend "simd" is not available here \(WebAssembly is blocked here/,
-    );
-    expect(report.forced?.scalar).toMatch(/backend "scalar" is not available here/);
-  });
+  // (The plain page's inline import map would need a CSP hash of its own: bundled apps only.)
+  if (bundled)
+    it("falls back to JS under a CSP without 'wasm-unsafe-eval', and says so", async () => {
+      const s = await server();
+      const { report, status } = await openPage<Report>(
+        browser as Browser,
+        `${s.url}/index.html?csp=1&expect=js`,
+      );
+      expect(report.error).toBeUndefined();
+      expect(report.hasWebAssembly).toBe(true);
+      expect(report.init?.backend).toBe("js");
+      expect(report.init?.available).toEqual(["js"]);
+      expect(report.init?.reason).toMatch(/^WebAssembly is blocked here: .*(unsafe-eval|Refused)/);
+      expect(status).toMatch(
+        /^WebAssembly unavailable: running on the JS back end \(WebAssembly is blocked/,
+      );
+      expect(report.autoBackend).toBe("js");
+      checkRun(report, "js");
+      expect(report.forced?.simd).toMatch(
+        /^Error: wasm-batchnorm: backend "simd" is not available here \(WebAssembly is blocked here/,
+      );
+      expect(report.forced?.scalar).toMatch(/backend "scalar" is not available here/);
+    });
 
   it("falls back to JS where WebAssembly does not exist, and says so", async () => {
     const s = await server();

@@ -38,6 +38,8 @@ const CHROMIUM_FLAGS = [
 
 export type Bundler = "vite" | "webpack" | "rollup";
 export const BUNDLERS: readonly Bundler[] = ["vite", "webpack", "rollup"];
+/** The fixture apps: one per bundler, and "plain", a page that imports the package unbundled. */
+export type AppName = Bundler | "plain";
 const BUILD: Record<Bundler, readonly string[]> = {
   vite: ["vite", "build"],
   webpack: ["webpack", "--config", "webpack.config.mjs"],
@@ -105,8 +107,9 @@ export async function makeApp(dir: string, name: string, tarball: string): Promi
   return app;
 }
 
-/** Builds the app with the root's bundler; returns the output folder. */
-export async function build(app: string, bundler: Bundler): Promise<string> {
+/** Builds the app with the root's bundler; returns the folder to serve ("plain": the app). */
+export async function build(app: string, bundler: AppName): Promise<string> {
+  if (bundler === "plain") return app;
   const [bin = "", ...args] = BUILD[bundler];
   try {
     await run(join(ROOT, "node_modules/.bin", bin), args, {
