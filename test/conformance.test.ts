@@ -8,7 +8,9 @@
  * chosen so that every tail path of the SIMD kernels runs: channel counts 1, 3, 5, 17 (not
  * multiples of 4) and 64; NCHW spatial sizes 1, 3, 7, 17, 33 and > 4096 (the kernels' 4096-float
  * statistics blocks); NHWC with N·spatial not a multiple of 4, and with more than 4096/C rows so
- * that a channels-last block boundary is crossed with a partial super-row at the end.
+ * that a channels-last block boundary is crossed with a partial super-row at the end. The same
+ * cases run once more through the zero-copy Tensor API (reused output tensor, dx written in
+ * place over dy), and once with all three back ends compared with each other.
  *
  * ## Tolerances
  * Every compared value v is checked as |v − ref| ≤ TOL · scale, where `scale` is the size of
@@ -187,8 +189,22 @@ function makeData(k: Case): Data {
   return { C, weight, bias, xs, dys };
 }
 
-function runModule(backend: (typeof BACKENDS)[number], k: Case, combo: Combo, d: Data): Step[] {
+/**
+ * Runs a case on a back end. `api: "copy"` passes Float32Arrays (copied in and out);
+ * `api: "tensor"` uses the zero-copy path: tensors in the back end's memory, one output tensor
+ * reused by every forward, and backward writing dx in place over dy.
+ */
+function runModule(
+  backend: (typeof BACKENDS)[number],
+  k: Case,
+  combo: Combo,
+  d: Data,
+  api: "copy" | "tensor" = "copy",
+): Step[] {
   const bn = new BatchNorm(d.C, { ...combo, layout: k.layout, backend });
+  const x = api === "tensor" ? bn.tensor(k.shape) : undefined;
+  const y = api === "tensor" ? bn.tensor(k.shape) : undefined;
+  const dy = api === "tensor" ? bn.tensor(k.shape) : undefined;
   try {
     bn.weight?.set(d.weight);
     bn.bias?.set(d.bias);
@@ -196,11 +212,23 @@ function runModule(backend: (typeof BACKENDS)[number], k: Case, combo: Combo, d:
     for (let s = 0; s <= TRAIN_STEPS; s++) {
       const mode = s < TRAIN_STEPS ? "train" : "eval";
       if (mode === "eval") bn.eval();
-      const y = bn.forward(d.xs[s] as Float32Array, k.shape);
-      const g = bn.backward(d.dys[s] as Float32Array);
+      let out: Float32Array;
+      let g: { dx: Float32Array; dWeight: Float32Array | null; dBias: Float32Array | null };
+      if (x !== undefined && y !== undefined && dy !== undefined) {
+        x.data.set(d.xs[s] as Float32Array);
+        bn.forward(x, { out: y });
+        out = y.data.slice();
+        dy.data.set(d.dys[s] as Float32Array);
+        const t = bn.backward(dy, { out: dy });
+        expect(t.dx).toBe(dy);
+        g = { ...t, dx: dy.data.slice() };
+      } else {
+        out = bn.forward(d.xs[s] as Float32Array, k.shape);
+        g = bn.backward(d.dys[s] as Float32Array);
+      }
       steps.push({
         mode,
-        y,
+        y: out,
         dx: g.dx,
         dWeight: g.dWeight,
         dBias: g.dBias,
@@ -211,6 +239,7 @@ function runModule(backend: (typeof BACKENDS)[number], k: Case, combo: Combo, d:
     }
     return steps;
   } finally {
+    for (const t of [x, y, dy]) t?.dispose();
     bn.dispose();
   }
 }
@@ -309,6 +338,23 @@ describe.each(BACKENDS)("conformance with the float64 reference: %s back end", (
       const got = runModule(backend, k, combo, data);
       compareSteps(
         `${backend}, ${caseName(k)}, ${comboName(combo)}`,
+        got,
+        ref.steps,
+        ref.scales,
+        TOL,
+      );
+    }
+  });
+});
+
+describe.each(BACKENDS)("conformance through the zero-copy Tensor API: %s back end", (backend) => {
+  it.each(CASES.map((k) => [caseName(k), k] as const))("%s", (_name, k) => {
+    const data = makeData(k);
+    for (const combo of COMBOS) {
+      const ref = runReference(k, combo, data);
+      const got = runModule(backend, k, combo, data, "tensor");
+      compareSteps(
+        `${backend} (tensors), ${caseName(k)}, ${comboName(combo)}`,
         got,
         ref.steps,
         ref.scales,
