@@ -88,7 +88,11 @@ async function load(platform: Platform, options: InitOptions): Promise<InitResul
     // A Content-Security-Policy without 'wasm-unsafe-eval' forbids compiling any wasm: that is
     // the runtime having no WebAssembly, not a broken install, so fall back to JS.
     if (isCompileRefused(error))
-      return settle({}, `WebAssembly is blocked here: ${message(error)}`);
+      return settle(
+        {},
+        "WebAssembly is blocked here (a Content-Security-Policy needs 'wasm-unsafe-eval' in " +
+          `script-src to allow it): ${message(error)}`,
+      );
     throw error;
   }
   const [scalarModule, simdModule] = modules;

@@ -194,6 +194,20 @@ describe.each([...BUNDLERS, "plain"] as const)("%s app", (bundler) => {
   });
 
   // (The plain page's inline import map would need a CSP hash of its own: bundled apps only.)
+  if (bundled) {
+    it("runs on wasm under a CSP that allows 'wasm-unsafe-eval'", async () => {
+      const s = await server();
+      const { report, errors } = await openPage<Report>(
+        browser as Browser,
+        `${s.url}/index.html?csp=wasm`,
+      );
+      expect(report.error, errors.join("\n")).toBeUndefined();
+      expect(report.init).toEqual({ backend: "simd", available: ["simd", "scalar", "js"] });
+      checkRun(report, "simd");
+      checkRun(report, "scalar");
+    });
+  }
+
   if (bundled)
     it("falls back to JS under a CSP without 'wasm-unsafe-eval', and says so", async () => {
       const s = await server();
@@ -205,7 +219,9 @@ describe.each([...BUNDLERS, "plain"] as const)("%s app", (bundler) => {
       expect(report.hasWebAssembly).toBe(true);
       expect(report.init?.backend).toBe("js");
       expect(report.init?.available).toEqual(["js"]);
-      expect(report.init?.reason).toMatch(/^WebAssembly is blocked here: .*(unsafe-eval|Refused)/);
+      expect(report.init?.reason).toMatch(
+        /^WebAssembly is blocked here \(a Content-Security-Policy needs 'wasm-unsafe-eval' in script-src to allow it\): .*(unsafe-eval|Refused)/,
+      );
       expect(status).toMatch(
         /^WebAssembly unavailable: running on the JS back end \(WebAssembly is blocked/,
       );

@@ -141,7 +141,8 @@ export interface Served {
 /**
  * A static server for `root` on 127.0.0.1 (port 0: any free port). `/hosted/*.wasm` serves the
  * package's .wasm files from `hosted`, as a CDN would for users who host them elsewhere. A page
- * requested with `?csp=1` gets a Content-Security-Policy without 'wasm-unsafe-eval'.
+ * requested with `?csp=1` gets a Content-Security-Policy without 'wasm-unsafe-eval', with
+ * `?csp=wasm` one with it.
  */
 export async function serve(root: string, hosted: string): Promise<Served> {
   const requests: Served["requests"] = [];
@@ -163,8 +164,10 @@ export async function serve(root: string, hosted: string): Promise<Served> {
       type = "text/plain";
       body = "not found";
     }
-    if (url.searchParams.get("csp") === "1") {
-      res.setHeader("Content-Security-Policy", "script-src 'self'");
+    const csp = url.searchParams.get("csp");
+    if (csp === "1") res.setHeader("Content-Security-Policy", "script-src 'self'");
+    if (csp === "wasm") {
+      res.setHeader("Content-Security-Policy", "script-src 'self' 'wasm-unsafe-eval'");
     }
     res.writeHead(status, { "Content-Type": type, "Cache-Control": "no-store" });
     res.end(body);
