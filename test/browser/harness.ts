@@ -5,7 +5,7 @@
  */
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { cp, mkdir, mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { basename, extname, join, resolve, sep } from "node:path";
@@ -49,6 +49,13 @@ const BUILD: Record<Bundler, readonly string[]> = {
 /** A fresh folder for one test run (several runs may share the work tree), removed by `clean`. */
 export async function workDir(): Promise<{ dir: string; clean: () => Promise<void> }> {
   await mkdir(APPS, { recursive: true });
+  // Runs that were killed leave their folder: remove those older than an hour.
+  for (const name of await readdir(APPS)) {
+    const old = join(APPS, name);
+    if ((await stat(old)).mtimeMs < Date.now() - 3_600_000) {
+      await rm(old, { recursive: true, force: true });
+    }
+  }
   const dir = await mkdtemp(join(APPS, "run-"));
   return { dir, clean: () => rm(dir, { recursive: true, force: true }) };
 }

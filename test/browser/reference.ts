@@ -133,3 +133,10 @@ export function ulpsOff(got: readonly number[], want: readonly number[], scale: 
   }
   return worst;
 }
+
+/**
+ * Float32 ulps of each value's conditioning scale (see reference.ts) a back end may be off by.
+ * Every back end is within 1 ulp here; 16 leaves room for summation order while staying far
+ * below what a wrong convention costs (reference.test.ts checks that it tells them apart).
+ */
+export const MAX_ULPS = 16;
