@@ -4,7 +4,8 @@
  *
  * Each case is a shape and layout; each runs every combination of momentum (0.1, null),
  * `affine` and `trackRunningStats`: three training steps (forward + backward on fresh random
- * data, then running statistics checked), then one inference forward + backward. Shapes are
+ * data, then running statistics checked), one inference forward + backward, and one more
+ * training step (the state carries over train → eval → train). Shapes are
  * chosen so that every tail path of the SIMD kernels runs: channel counts 1, 3, 5, 17 (not
  * multiples of 4) and 64; NCHW spatial sizes 1, 3, 7, 17, 33 and > 4096 (the kernels' 4096-float
  * statistics blocks); NHWC with N·spatial not a multiple of 4, and with more than 4096/C rows so
@@ -118,7 +119,8 @@ for (const momentum of [0.1, null]) {
   }
 }
 
-const TRAIN_STEPS = 3;
+/** Three training steps, one inference step, then training again (state must carry over). */
+const MODES = ["train", "train", "train", "eval", "train"] as const;
 
 /** What one step (a forward and its backward) produced, and the module's state after it. */
 interface Step {
@@ -177,7 +179,7 @@ function makeData(k: Case): Data {
   const bias = Float32Array.from({ length: C }, () => rng.range(-1, 1));
   const xs: Float32Array[] = [];
   const dys: Float32Array[] = [];
-  for (let s = 0; s <= TRAIN_STEPS; s++) {
+  for (let s = 0; s < MODES.length; s++) {
     const x = new Float32Array(chan.length);
     for (let i = 0; i < x.length; i++) {
       const c = chan[i] as number;
@@ -209,9 +211,9 @@ function runModule(
     bn.weight?.set(d.weight);
     bn.bias?.set(d.bias);
     const steps: Step[] = [];
-    for (let s = 0; s <= TRAIN_STEPS; s++) {
-      const mode = s < TRAIN_STEPS ? "train" : "eval";
-      if (mode === "eval") bn.eval();
+    for (let s = 0; s < MODES.length; s++) {
+      const mode = MODES[s] as (typeof MODES)[number];
+      bn.train(mode === "train");
       let out: Float32Array;
       let g: { dx: Float32Array; dWeight: Float32Array | null; dBias: Float32Array | null };
       if (x !== undefined && y !== undefined && dy !== undefined) {
@@ -251,9 +253,9 @@ function runReference(k: Case, combo: Combo, d: Data): { steps: Step[]; scales: 
   const chan = channelOf(k.shape, k.layout);
   const steps: Step[] = [];
   const scales: Scales[] = [];
-  for (let s = 0; s <= TRAIN_STEPS; s++) {
-    const mode = s < TRAIN_STEPS ? "train" : "eval";
-    if (mode === "eval") ref.eval();
+  for (let s = 0; s < MODES.length; s++) {
+    const mode = MODES[s] as (typeof MODES)[number];
+    ref.train(mode === "train");
     const x = d.xs[s] as Float32Array;
     const dy = d.dys[s] as Float32Array;
     const y = ref.forward(x, k.shape);
@@ -458,4 +460,31 @@ describe.each(BACKENDS)("running statistics follow PyTorch's rule: %s back end",
       bn.dispose();
     }
   });
+});
+
+/**
+ * DESIGN.md §4: reductions combine partial results in a fixed order, so the same input gives
+ * the same bits on the same back end, run after run (only different builds may differ).
+ */
+describe.each(BACKENDS)("results are deterministic: %s back end", (backend) => {
+  const picked = CASES.filter((k) => k.shape.reduce((p, d) => p * d, 1) > 4096);
+  it.each(picked.map((k) => [caseName(k), k] as const))(
+    "%s: two runs (copy API, then tensors at other addresses), same bits",
+    (_name, k) => {
+      const data = makeData(k);
+      const combo = COMBOS[0] as Combo;
+      const first = runModule(backend, k, combo, data);
+      const second = runModule(backend, k, combo, data, "tensor");
+      first.forEach((step, s) => {
+        const again = second[s] as Step;
+        for (const key of ["y", "dx", "dWeight", "dBias", "runningMean", "runningVar"] as const) {
+          const a = step[key];
+          const b = again[key];
+          expect(a === null ? null : Array.from(a), `step ${s} ${key}`).toEqual(
+            b === null ? null : Array.from(b),
+          );
+        }
+      });
+    },
+  );
 });
