@@ -287,6 +287,18 @@ const CASES: Case[] = [
     message: /shape \[1073741824, 3, 1073741824\] has too many elements/,
   },
   {
+    name: "a sparse shape (a hole where the channel axis is not)",
+    options: { layout: "NHWC" },
+    call: ({ bn }) => {
+      const shape: number[] = [];
+      shape[0] = 8;
+      shape[2] = 3; // shape[1] is a hole: [8, <empty>, 3] is not [8, 3] nor [8, 1, 3]
+      return () => bn.forward(F(24), shape);
+    },
+    type: RangeError,
+    message: /BatchNorm\.forward: shape\[1\] must be a positive integer, got undefined/,
+  },
+  {
     name: "a shape that is not an array",
     call:
       ({ bn }) =>
@@ -762,6 +774,19 @@ describe.each(BACKENDS)("bad input on the %s back end", (kind) => {
         type: RangeError,
         message: /Invalid typed array length/,
       }));
+  }
+
+  if (kind !== "js") {
+    it("a module too large for wasm32 memory", () => {
+      const memory = memoryBytes(kind);
+      const before = live(kind);
+      // 2^28 channels: six per-channel float32 arrays are 6 GiB.
+      expect(() => new BatchNorm(2 ** 28, { backend: kind })).toThrow(
+        /new BatchNorm: numFeatures = 268435456 is too large: its per-channel arrays need 6442450944 bytes of wasm memory, which holds at most 4 GiB/,
+      );
+      expect(memoryBytes(kind)).toBe(memory); // refused before growing anything
+      expect(live(kind)).toBe(before);
+    });
   }
 
   it("use after dispose", () => {

@@ -8,12 +8,13 @@
  * memory, which only grows) and the heap's `allocatedBytes` (internal: bytes handed out and
  * not yet freed).
  */
+import fc from "fast-check";
 import { beforeAll, describe, expect, it, vi } from "vitest";
 import type { Backend, BackendKind } from "../ts/backend.js";
 import { BatchNorm, type Layout, memoryBytes, type Tensor } from "../ts/index.node.js";
 import { resolveBackend } from "../ts/init.js";
 import { WasmBackend } from "../ts/wasm/backend-wasm.js";
-import type { Heap } from "../ts/wasm/memory.js";
+import { Heap } from "../ts/wasm/memory.js";
 import { Rng } from "./random.js";
 import { BACKENDS, initFromDist } from "./setup-backends.js";
 
@@ -424,4 +425,67 @@ describe.each(BACKENDS)("ownership on the %s back end", (kind) => {
       twin.dispose();
     },
   );
+});
+
+describe("the heap allocator", () => {
+  it("never overlaps, aligns to 16, hands out zeroed memory and coalesces everything back", () => {
+    type Op = { t: "alloc"; bytes: number } | { t: "free"; pick: number };
+    const op: fc.Arbitrary<Op> = fc.oneof(
+      {
+        weight: 3,
+        arbitrary: fc.record({
+          t: fc.constant("alloc" as const),
+          bytes: fc.oneof(
+            fc.integer({ min: 1, max: 64 }),
+            fc.integer({ min: 1, max: 5000 }),
+            fc.integer({ min: 60_000, max: 200_000 }), // beyond a page: grows the memory
+          ),
+        }),
+      },
+      { weight: 2, arbitrary: fc.record({ t: fc.constant("free" as const), pick: fc.nat() }) },
+    );
+    fc.assert(
+      fc.property(
+        fc.array(op, { maxLength: 60 }),
+        fc.integer({ min: 1, max: 5000 }),
+        (ops, base) => {
+          const memory = new WebAssembly.Memory({ initial: 1 });
+          const heap = new Heap(memory, base);
+          const start = Math.ceil(base / 16) * 16;
+          expect(heap.headroom).toBe(65536 - start);
+          const blocks: { ptr: number; bytes: number }[] = [];
+          const size = (bytes: number) => Math.ceil(bytes / 16) * 16;
+          for (const o of ops) {
+            if (o.t === "alloc") {
+              const ptr = heap.alloc(o.bytes);
+              expect(ptr % 16).toBe(0);
+              expect(ptr).toBeGreaterThanOrEqual(start);
+              expect(ptr + o.bytes).toBeLessThanOrEqual(memory.buffer.byteLength);
+              for (const b of blocks) {
+                const disjoint = ptr + size(o.bytes) <= b.ptr || b.ptr + size(b.bytes) <= ptr;
+                expect(disjoint, "blocks overlap").toBe(true);
+              }
+              const bytes = new Uint8Array(memory.buffer, ptr, size(o.bytes));
+              expect(
+                bytes.every((v) => v === 0),
+                "a new block is zeroed",
+              ).toBe(true);
+              bytes.fill(0xab); // dirty it, so that reuse must clear it
+              blocks.push({ ptr, bytes: o.bytes });
+            } else if (blocks.length > 0) {
+              const [b] = blocks.splice(o.pick % blocks.length, 1);
+              heap.free((b as { ptr: number }).ptr, (b as { bytes: number }).bytes);
+            }
+            expect(heap.allocatedBytes).toBe(blocks.reduce((sum, b) => sum + size(b.bytes), 0));
+          }
+          for (const b of blocks.splice(0)) heap.free(b.ptr, b.bytes);
+          // Everything coalesced back into one free region from the heap base up.
+          expect(heap.allocatedBytes).toBe(0);
+          expect(heap.headroom).toBe(memory.buffer.byteLength - start);
+          expect(heap.alloc(1)).toBe(start);
+        },
+      ),
+      { numRuns: 200, seed: 3 },
+    );
+  });
 });

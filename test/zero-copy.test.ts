@@ -340,6 +340,45 @@ describe.each(BACKENDS)("zero-copy tensors on the %s back end", (backend) => {
     },
   );
 
+  it.each(CASES)(
+    "write gradients in place, into dy or into the forward's input: $shape",
+    ({ shape, options }) => {
+      const C = channelsOf(shape, options);
+      const n = shape.reduce((a, d) => a * d, 1);
+      const rng = new Rng(n);
+      const values = rng.normals(n).map((v, i) => v * 2 + (i % 3));
+      const upstream = rng.normals(n);
+      const bn = new BatchNorm(C, { ...options, backend });
+      const twin = new BatchNorm(C, { ...options, backend });
+      for (const training of [true, false]) {
+        bn.train(training);
+        twin.train(training);
+        const x = bn.tensor(shape);
+        x.data.set(values);
+        const y = bn.forward(x);
+        expectSameBits("y", y.data, twin.forward(values, shape));
+        const dy = bn.tensor(shape);
+        dy.data.set(upstream);
+        // dx over the forward's own input: x is read (for the sums) before it is overwritten.
+        const g = bn.backward(dy, { out: x });
+        expect(g.dx).toBe(x);
+        const gTwin = twin.backward(upstream);
+        expectSameBits(`dx into x (training ${training})`, x.data, gTwin.dx);
+        expectSameBits("dy untouched", dy.data, upstream);
+        // dx over dy.
+        x.data.set(values);
+        bn.forward(x, { out: y });
+        twin.forward(values, shape);
+        bn.backward(dy, { out: dy });
+        expectSameBits(`dx into dy (training ${training})`, dy.data, twin.backward(upstream).dx);
+        expectSameState(bn, twin);
+        for (const t of [x, y, dy]) t.dispose();
+      }
+      bn.dispose();
+      twin.dispose();
+    },
+  );
+
   it("share the memory of one back end between modules", () => {
     // Tensors belong to a back end's memory, not to the module that made them.
     const a = new BatchNorm(4, { backend });

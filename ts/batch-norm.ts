@@ -182,6 +182,22 @@ export class BatchNorm {
     }
     this.#impl = resolveBackend(backend);
     this.backend = this.#impl.kind;
+    // Six per-channel float32 arrays live in wasm memory: refuse what cannot fit in wasm32's
+    // 4 GiB before allocating (and growing the memory for) any of it.
+    if (this.#impl instanceof WasmBackend && numFeatures * 4 * 6 > 2 ** 32) {
+      throw new RangeError(
+        `${where}: numFeatures = ${numFeatures} is too large: its per-channel arrays need ` +
+          `${numFeatures * 24} bytes of wasm memory, which holds at most 4 GiB`,
+      );
+    }
+    // The back end's memory first: when it fails, nothing was allocated on the JS side.
+    try {
+      for (let i = 0; i < 6; i++) this.#channel.push(this.#impl.alloc(numFeatures));
+      this.#ws = this.#impl.allocWorkspace(numFeatures);
+    } catch (error) {
+      this.dispose();
+      throw error;
+    }
     this.numFeatures = numFeatures;
     this.eps = eps;
     this.momentum = momentum;
@@ -192,13 +208,6 @@ export class BatchNorm {
     this.bias = affine ? new Float32Array(numFeatures) : null;
     this.runningMean = trackRunningStats ? new Float32Array(numFeatures) : null;
     this.runningVar = trackRunningStats ? new Float32Array(numFeatures).fill(1) : null;
-    try {
-      for (let i = 0; i < 6; i++) this.#channel.push(this.#impl.alloc(numFeatures));
-      this.#ws = this.#impl.allocWorkspace(numFeatures);
-    } catch (error) {
-      this.dispose();
-      throw error;
-    }
   }
 
   /** Whether the module is in training mode (the initial mode). */
@@ -311,14 +320,19 @@ export class BatchNorm {
    * After a training forward (batch statistics):
    * `dx = weight·invstd/n · (n·dy − Σdy − x̂·Σ(dy·x̂))`; after an inference forward (running
    * statistics, constants): `dx = dy·weight·invstd`. Always `dBias = Σdy`, `dWeight = Σdy·x̂`.
+   * It differentiates the forward as it ran: with the weight that forward used, even if
+   * `weight` was changed since (and, on the zero-copy path, with the input tensor's values
+   * now: leave that tensor unchanged until backward).
    *
    * @throws Error when there is no forward to differentiate (none yet, or already
-   *   differentiated); RangeError when `dy` does not match the forward's input.
+   *   differentiated, or its input tensor was disposed); RangeError when `dy` does not match
+   *   the forward's input; TypeError when `dy` is not a Float32Array or Tensor.
    */
   backward(dy: Float32Array): Gradients<Float32Array>;
   /**
-   * The same on tensors: `dx` is `options.out` when given (it may be `dy`), otherwise a new
-   * tensor that the caller disposes.
+   * The same on tensors: `dx` is `options.out` when given (it may be `dy`, or the forward's
+   * input, which backward no longer needs once it has read it), otherwise a new tensor that the
+   * caller disposes.
    */
   backward(dy: Tensor, options?: { out?: Tensor }): Gradients<Tensor>;
   backward(
@@ -709,12 +723,14 @@ function shapeLength(shape: readonly number[], where: string, name: string): num
   if (!Array.isArray(shape))
     throw new TypeError(`${where}: ${name} must be an array, got ${show(shape)}`);
   let length = 1;
-  shape.forEach((d, i) => {
+  // An index loop, not forEach: a sparse array's holes are checked (as undefined) too.
+  for (let i = 0; i < shape.length; i++) {
+    const d = shape[i];
     if (typeof d !== "number" || !Number.isSafeInteger(d) || d <= 0) {
       throw new RangeError(`${where}: ${name}[${i}] must be a positive integer, got ${show(d)}`);
     }
     length *= d;
-  });
+  }
   if (!Number.isSafeInteger(length)) {
     throw new RangeError(
       `${where}: ${name} [${shape.join(", ")}] has too many elements (${length})`,
