@@ -171,7 +171,7 @@ function makeData(k: Case): Data {
   // Per-channel location and spread, kept across steps so that running statistics converge to
   // something; weights of both signs.
   const offset = Array.from({ length: C }, () => rng.range(-3, 3));
-  // Channel 2 of every five has a variance (≈ 1e-5) as small as eps, where eps matters.
+  // Channel 2 of every five has a variance of 6e-7 to 1.4e-4, around eps = 1e-5: eps matters.
   const spread = Array.from({ length: C }, (_, c) => (c % 5 === 2 ? 3e-3 : 1) * rng.range(0.25, 4));
   const weight = Float32Array.from(
     { length: C },
