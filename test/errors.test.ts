@@ -6,6 +6,7 @@
  * twin module that never saw the bad call gives. Also: NaN and Infinity in the data propagate,
  * as in PyTorch.
  */
+import { runInNewContext } from "node:vm";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { BackendKind } from "../ts/backend.js";
 import { BatchNorm, type BatchNormOptions, memoryBytes, type Tensor } from "../ts/index.node.js";
@@ -788,6 +789,22 @@ describe.each(BACKENDS)("bad input on the %s back end", (kind) => {
       expect(live(kind)).toBe(before);
     });
   }
+
+  it("accepts a Float32Array from another realm (iframe, vm context), where instanceof fails", () => {
+    const foreign = runInNewContext(
+      "({ x: new Float32Array([1, 2, 3, 4, 5, 7]), w: new Float64Array([2, 3, 4]) })",
+    ) as { x: Float32Array; w: Float64Array };
+    expect(foreign.x instanceof Float32Array).toBe(false);
+    const bn = new BatchNorm(C, { backend: kind });
+    const twin = new BatchNorm(C, { backend: kind });
+    const local = new Float32Array([1, 2, 3, 4, 5, 7]);
+    expectSameBits("y", bn.forward(foreign.x, [2, 3]), twin.forward(local, [2, 3]));
+    expectSameBits("dx", bn.backward(foreign.x).dx, twin.backward(local).dx);
+    bn.loadStateDict({ ...bn.stateDict(), weight: foreign.w as unknown as Float32Array });
+    expect(Array.from(bn.weight as Float32Array)).toEqual([2, 3, 4]);
+    bn.dispose();
+    twin.dispose();
+  });
 
   it("use after dispose", () => {
     const bn = new BatchNorm(C, { backend: kind });

@@ -278,6 +278,18 @@ describe.each(WASM)("wasm memory of the %s back end", (kind) => {
   });
 });
 
+describe("memoryBytes()", () => {
+  it("reports each back end's linear memory", () => {
+    for (const kind of WASM) expect(memoryBytes(kind)).toBe(heapOf(kind).memory.buffer.byteLength);
+    expect(memoryBytes()).toBe(memoryBytes("simd")); // "auto" is SIMD on Node 20
+    expect(memoryBytes("auto")).toBe(memoryBytes("simd"));
+    expect(memoryBytes("js")).toBe(0); // no linear memory
+    expect(() => memoryBytes("gpu" as never)).toThrow(
+      /memoryBytes: backend must be "auto", "simd", "scalar" or "js", got "gpu"/,
+    );
+  });
+});
+
 describe.each(BACKENDS)("ownership on the %s back end", (kind) => {
   it("frees on dispose(); a second dispose is harmless; use after dispose throws", () => {
     const start = live(kind);

@@ -289,7 +289,7 @@ export class BatchNorm {
       }
       return y;
     }
-    if (!(x instanceof Float32Array)) {
+    if (!isTyped(x, "Float32Array")) {
       throw new TypeError(
         `${where}: x must be a Float32Array or a Tensor, got ${typeName(x)} (convert with Float32Array.from)`,
       );
@@ -367,7 +367,7 @@ export class BatchNorm {
         throw error;
       }
     }
-    if (!(dy instanceof Float32Array)) {
+    if (!isTyped(dy, "Float32Array")) {
       throw new TypeError(`${where}: dy must be a Float32Array or a Tensor, got ${typeName(dy)}`);
     }
     if (out !== undefined) {
@@ -669,8 +669,8 @@ export class BatchNorm {
 
   #channelValues(v: unknown, where: string, key: string): ArrayLike<number> {
     const ok =
-      v instanceof Float32Array ||
-      v instanceof Float64Array ||
+      isTyped(v, "Float32Array") ||
+      isTyped(v, "Float64Array") ||
       (Array.isArray(v) && v.every((e) => typeof e === "number"));
     if (!ok) {
       throw new TypeError(
@@ -689,6 +689,16 @@ export class BatchNorm {
   #live(method: string): void {
     if (this.#disposed) throw new Error(`BatchNorm.${method}: the module was disposed`);
   }
+}
+
+/**
+ * Whether `v` is a typed array of that kind, also when it comes from another realm (an
+ * iframe, a `vm` context, a test environment), where `instanceof` is false.
+ */
+function isTyped(v: unknown, kind: "Float32Array"): v is Float32Array;
+function isTyped(v: unknown, kind: "Float64Array"): v is Float64Array;
+function isTyped(v: unknown, kind: string): boolean {
+  return ArrayBuffer.isView(v) && Object.prototype.toString.call(v) === `[object ${kind}]`;
 }
 
 /** The `out` of a Tensor call's options object (`undefined` when there is none). */
@@ -714,6 +724,11 @@ function outOption(options: unknown, where: string): Tensor | undefined {
  * @throws Error when the back end is not loaded (call `await init()` first).
  */
 export function memoryBytes(backend: "auto" | BackendKind = "auto"): number {
+  if (!BACKENDS.includes(backend)) {
+    throw new RangeError(
+      `memoryBytes: backend must be "auto", "simd", "scalar" or "js", got ${show(backend)}`,
+    );
+  }
   const impl = resolveBackend(backend);
   return impl instanceof WasmBackend ? impl.heap.memoryBytes : 0;
 }
