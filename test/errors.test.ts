@@ -418,6 +418,16 @@ const CASES: Case[] = [
       /BatchNorm\.forward: x belongs to the (simd|scalar) back end's memory, but this module runs on (simd|scalar|js): make it with this module's tensor\(\)/,
   },
   {
+    name: "a tensor of the third back end (js ↔ wasm)",
+    call: ({ bn, kind }) => {
+      const x = new BatchNorm(C, { backend: kind === "js" ? "scalar" : "js" }).tensor(SHAPE);
+      return () => bn.forward(x);
+    },
+    type: TypeError,
+    message:
+      /BatchNorm\.forward: x belongs to the (js|scalar) back end's memory, but this module runs on (simd|scalar|js)/,
+  },
+  {
     name: "an output tensor of another back end",
     call: (c) => {
       const x = c.tensor(SHAPE);
