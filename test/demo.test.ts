@@ -16,7 +16,14 @@ import {
   loadFashionMnist,
   parseIdx,
 } from "../examples/fashion-mnist/idx.js";
-import { denseForward, gaussianInit, Network, Rng } from "../examples/fashion-mnist/mlp.js";
+import {
+  type Dense,
+  denseBackward,
+  denseForward,
+  gaussianInit,
+  Network,
+  Rng,
+} from "../examples/fashion-mnist/mlp.js";
 import { runExperimentParallel } from "../examples/fashion-mnist/parallel.js";
 import { charts, summary, writeReport } from "../examples/fashion-mnist/report.js";
 import {
@@ -118,7 +125,7 @@ describe(`Fashion-MNIST demo (${realData ? "a slice of the dataset" : "generated
     gatherBatch(data.test, order, 0, n, x, labels);
     const units = 100;
     const z = new Float32Array(n * units); // the first layer's dense output: BN's input
-    denseForward(net.layers[0] as Network["layers"][number], x, n, z);
+    denseForward(net.layers[0] as Dense, x, n, z);
     net.eval();
     net.forward(x, n);
     const u = (net.sigmoidInputs[0] as Float32Array).slice();
@@ -200,8 +207,62 @@ describe("pieces of the demo", () => {
       expect(parsed.shape).toEqual([2, 3, 4]);
       expect([...parsed.data]).toEqual([...bytes]);
     }
-    expect(() => parseIdx(idx.subarray(0, idx.length - 1))).toThrow(/needs 40 bytes, the file has 39/);
+    expect(() => parseIdx(idx.subarray(0, idx.length - 1))).toThrow(
+      /needs 40 bytes, the file has 39/,
+    );
     expect(() => parseIdx(Uint8Array.of(1, 2, 3, 4))).toThrow(/not an IDX file/);
+  });
+
+  it("computes the dense layer's products like a naive float64 reference, at every tile tail", () => {
+    const rng = new Rng(3);
+    for (const [n, I, O] of [
+      [8, 12, 5],
+      [7, 9, 3],
+      [1, 4, 4],
+      [5, 1, 6],
+    ] as const) {
+      const rand = (len: number, zeros: number) =>
+        Float32Array.from({ length: len }, () => (rng.next() < zeros ? 0 : rng.normal()));
+      const layer: Dense = {
+        inputs: I,
+        outputs: O,
+        weight: rand(I * O, 0),
+        bias: rand(O, 0),
+        gradWeight: new Float32Array(I * O),
+        gradBias: new Float32Array(O),
+      };
+      const x = rand(n * I, 0.5); // zeros exercise the skipped tiles
+      const dy = rand(n * O, 0);
+      const y = new Float32Array(n * O);
+      const dx = new Float32Array(n * I);
+      denseForward(layer, x, n, y);
+      denseBackward(layer, x, dy, n, dx);
+      const at = (a: Float32Array, i: number) => a[i] as number;
+      for (let r = 0; r < n; r++) {
+        for (let j = 0; j < O; j++) {
+          let want = at(layer.bias, j);
+          for (let k = 0; k < I; k++) want += at(x, r * I + k) * at(layer.weight, k * O + j);
+          expect(at(y, r * O + j)).toBeCloseTo(want, 4);
+        }
+        for (let k = 0; k < I; k++) {
+          let want = 0;
+          for (let j = 0; j < O; j++) want += at(dy, r * O + j) * at(layer.weight, k * O + j);
+          expect(at(dx, r * I + k)).toBeCloseTo(want, 4);
+        }
+      }
+      for (let k = 0; k < I; k++) {
+        for (let j = 0; j < O; j++) {
+          let want = 0;
+          for (let r = 0; r < n; r++) want += at(x, r * I + k) * at(dy, r * O + j);
+          expect(at(layer.gradWeight, k * O + j)).toBeCloseTo(want, 4);
+        }
+      }
+      for (let j = 0; j < O; j++) {
+        let want = 0;
+        for (let r = 0; r < n; r++) want += at(dy, r * O + j);
+        expect(at(layer.gradBias, j)).toBeCloseTo(want, 4);
+      }
+    }
   });
 
   it("computes quantiles by linear interpolation", () => {
