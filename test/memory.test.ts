@@ -248,6 +248,90 @@ describe.each(WASM)("wasm memory of the %s back end", (kind) => {
     twin.dispose();
   });
 
+  it("fails cleanly when memory.grow fails (memory exhausted), and works once it can grow", () => {
+    const heap = heapOf(kind);
+    const shape = [2, 1, 5000];
+    const values = new Float32Array(10_000).map((_, i) => Math.cos(i) + (i % 5));
+    const bn = new BatchNorm(1, { backend: kind });
+    const twin = new BatchNorm(1, { backend: kind });
+    // A history with a forward waiting for its backward, through the copy API.
+    bn.forward(values, shape);
+    twin.forward(values, shape);
+    const big = [4, 1, 5000]; // 80,000 bytes
+    const x = bn.tensor(big);
+    x.data.set(new Float32Array(20_000).map((_, i) => Math.sin(i)));
+    const input = x.data.slice();
+    // Room for one 80,000-byte buffer at the top, not for two.
+    const filler = fillLeaving(bn, kind, 100_000);
+    const state = snapshot(bn);
+    const memory = memoryBytes(kind);
+    let start = live(kind);
+    const grow = vi.spyOn(heap.memory, "grow").mockImplementation(() => {
+      throw new RangeError("WebAssembly.Memory.grow(): Maximum memory size exceeded");
+    });
+    const fillers: Tensor[] = [filler];
+    try {
+      // The copy API needs two bigger buffers for this shape: the first fits, the second
+      // cannot be had; the first is given back and the old ones (holding the pending
+      // forward's input) are kept.
+      expect(() => bn.forward(input, big)).toThrow(
+        /cannot allocate 80000 bytes: wasm32 memory holds at most 4 GiB/,
+      );
+      expect(live(kind)).toBe(start);
+      // Now not even one: the output of a tensor forward cannot be allocated.
+      fillers.push(bn.tensor([15_000]));
+      start = live(kind);
+      expect(() => bn.forward(x)).toThrow(/cannot allocate 80000 bytes/);
+      expect(() => bn.tensor([20_000])).toThrow(RangeError);
+      expect(grow).toHaveBeenCalled();
+    } finally {
+      grow.mockRestore();
+    }
+    expect(snapshot(bn)).toEqual(state);
+    expect(memoryBytes(kind)).toBe(memory);
+    expect(live(kind)).toBe(start);
+    // The pending forward survived: its backward is the twin's.
+    const dy = values.map((v) => v * v - 1);
+    expectSameBits("dx after the failures", bn.backward(dy).dx, twin.backward(dy).dx);
+    // With memory to grow into, the same calls work.
+    const y = bn.forward(x);
+    expectSameBits("y", y.data, twin.forward(input, big));
+    expectSameBits("copy API", bn.forward(input, big), twin.forward(input, big));
+    for (const t of [x, y, ...fillers]) t.dispose();
+    bn.dispose();
+    twin.dispose();
+  });
+
+  it("falls back to the smallest growth when a generous one is refused", () => {
+    const heap = heapOf(kind);
+    const bn = new BatchNorm(1, { backend: kind });
+    const filler = fillLeaving(bn, kind, 1024);
+    const memory = memoryBytes(kind);
+    const original = heap.memory.grow.bind(heap.memory);
+    const asked: number[] = [];
+    // A runtime that has only 2 pages left: the heap's usual growth (half the memory) fails.
+    const grow = vi.spyOn(heap.memory, "grow").mockImplementation((pages: number) => {
+      asked.push(pages);
+      if (pages > 2)
+        throw new RangeError("WebAssembly.Memory.grow(): Maximum memory size exceeded");
+      return original(pages);
+    });
+    let t: Tensor | undefined;
+    try {
+      t = bn.tensor([4096]); // 16 KiB: needs one more page
+    } finally {
+      grow.mockRestore();
+    }
+    expect(asked.length).toBe(2);
+    expect(asked[0]).toBeGreaterThan(2);
+    expect(asked[1]).toBe(1);
+    expect(memoryBytes(kind)).toBe(memory + 65536);
+    t.data.fill(1);
+    expect(t.data[4095]).toBe(1);
+    for (const u of [t, filler]) u.dispose();
+    bn.dispose();
+  });
+
   it("copies a tensor's .data passed to the copy API even when the copy grows the memory", () => {
     // The copy API allocates its buffers before reading x: when x is a view of the same
     // memory and that allocation grows it, the view is detached; the wrapper re-views it.
