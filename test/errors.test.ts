@@ -68,6 +68,8 @@ interface Case {
   /** The history before the bad call: "pending" leaves a training forward to differentiate. */
   history?: "pending" | "consumed" | "none";
   options?: BatchNormOptions;
+  /** Switch both modules to inference mode before the bad call. */
+  inference?: boolean;
   call(ctx: Ctx): unknown;
   type: ErrorConstructor | TypeErrorConstructor | RangeErrorConstructor;
   message: RegExp;
@@ -103,6 +105,7 @@ function checkCase(kind: BackendKind, c: Case): void {
       if (history === "consumed") m.backward(dy);
     }
   }
+  if (c.inference === true) for (const m of [bn, twin]) m.eval();
   const made: Tensor[] = [];
   const ctx: Ctx = {
     bn,
@@ -277,6 +280,18 @@ const CASES: Case[] = [
         bn.forward(F(3), [1, 3, 1, 1]),
     type: RangeError,
     message: /expected more than 1 value per channel when training, got input shape \[1, 3, 1, 1\]/,
+  },
+  {
+    name: "one value per channel in inference without running statistics",
+    options: { trackRunningStats: false },
+    inference: true, // batch statistics are still used: PyTorch refuses this too
+    call:
+      ({ bn }) =>
+      () =>
+        bn.forward(F(3), [1, 3]),
+    type: RangeError,
+    message:
+      /expected more than 1 value per channel when using batch statistics \(trackRunningStats: false\), got input shape \[1, 3\]/,
   },
   {
     name: "too many elements for a safe integer",

@@ -438,9 +438,12 @@ function run(kind: BackendKind, configs: ModuleConfig[], actions: Action[], stat
               return y.data;
             };
           }
-          if (ref.training && perChannel === 1) {
-            // PyTorch's rule; the module is left as it was (checked below).
-            expect(call).toThrow(/expected more than 1 value per channel when training/);
+          if ((ref.training || !config.trackRunningStats) && perChannel === 1) {
+            // PyTorch's rule where batch statistics are used; the module is left as it was
+            // (checked below).
+            expect(call).toThrow(
+              /expected more than 1 value per channel when (training|using batch statistics)/,
+            );
             break;
           }
           const y = call();

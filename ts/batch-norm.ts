@@ -253,8 +253,9 @@ export class BatchNorm {
    *   convert other arrays with `Float32Array.from(values)`.
    * @param shape `[N, C, ...spatial]` for NCHW or `[N, ...spatial, C]` for NHWC, with `C` =
    *   `numFeatures`; every dimension a positive integer.
-   * @throws TypeError / RangeError for a bad `x` or `shape`; Error in training mode when there
-   *   is only one value per channel, or after `dispose()`.
+   * @throws TypeError / RangeError for a bad `x` or `shape`, and RangeError when there is only
+   *   one value per channel where batch statistics are used (training, or `trackRunningStats:
+   *   false`); Error after `dispose()`.
    */
   forward(x: Float32Array, shape: readonly number[]): Float32Array;
   /**
@@ -645,9 +646,14 @@ export class BatchNorm {
 
   /** PyTorch's rule: batch statistics of a single value per channel are meaningless. */
   #checkStats(dims: Dims, shape: readonly number[], where: string): void {
-    if (this.#training && dims.outer * dims.inner <= 1) {
+    // PyTorch checks this whenever batch statistics are used: in training, and in inference
+    // too when there are no running statistics (`trackRunningStats: false`).
+    if ((this.#training || !this.trackRunningStats) && dims.outer * dims.inner <= 1) {
+      const when = this.#training
+        ? "when training"
+        : "when using batch statistics (trackRunningStats: false)";
       throw new RangeError(
-        `${where}: expected more than 1 value per channel when training, got input shape [${shape.join(", ")}]`,
+        `${where}: expected more than 1 value per channel ${when}, got input shape [${shape.join(", ")}]`,
       );
     }
   }
