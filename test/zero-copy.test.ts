@@ -6,7 +6,7 @@
  * same kernels run on the same values), and they must match the float64 reference of
  * test/reference.ts within a stated tolerance.
  */
-import { beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it, vi } from "vitest";
 import type { BackendKind } from "../ts/backend.js";
 import { BatchNorm, type BatchNormOptions, memoryBytes, Tensor } from "../ts/index.node.js";
 import { resolveBackend } from "../ts/init.js";
@@ -20,6 +20,9 @@ import { BACKENDS, initFromDist } from "./setup-backends.js";
 beforeAll(async () => {
   await initFromDist();
 });
+
+const originalSet = Float32Array.prototype.set;
+const originalSlice = Float32Array.prototype.slice;
 
 /** The heap of a wasm back end (undefined for "js"): internal, for allocation accounting. */
 function heapOf(kind: BackendKind): Heap | undefined {
@@ -378,6 +381,56 @@ describe.each(BACKENDS)("zero-copy tensors on the %s back end", (backend) => {
       twin.dispose();
     },
   );
+
+  it("copy nothing on the JS side (the copy API copies the whole tensor twice)", () => {
+    const C = 4;
+    const shape = [8, C, 16, 16];
+    const n = 8 * C * 256;
+    const values = new Rng(2).normals(n);
+    const bn = new BatchNorm(C, { backend });
+    const x = bn.tensor(shape);
+    x.data.set(values);
+    const y = bn.tensor(shape);
+    const dy = bn.tensor(shape);
+    dy.data.set(values);
+    // Record every float32 copy made through the typed-array API while the library runs.
+    const copied: number[] = [];
+    const proto = Float32Array.prototype;
+    const set = vi.spyOn(proto, "set").mockImplementation(function (
+      this: Float32Array,
+      source: ArrayLike<number>,
+      offset?: number,
+    ) {
+      copied.push(source.length);
+      Reflect.apply(originalSet, this, [source, offset]);
+    });
+    const slice = vi.spyOn(proto, "slice").mockImplementation(function (
+      this: Float32Array,
+      ...args: [number?, number?]
+    ) {
+      copied.push(this.length);
+      return Reflect.apply(originalSlice, this, args) as Float32Array<ArrayBuffer>;
+    });
+    try {
+      bn.forward(x, { out: y });
+      bn.backward(dy, { out: dy });
+      bn.eval();
+      bn.forward(x, { out: y });
+      bn.backward(y, { out: dy });
+      // Only per-channel arrays (C values) were copied: never a tensor.
+      expect(copied.length).toBeGreaterThan(0);
+      expect(Math.max(...copied)).toBeLessThanOrEqual(C);
+      // The same through the copy API: whole tensors in and out.
+      copied.length = 0;
+      bn.forward(values, shape);
+      expect(copied.filter((len) => len === n).length).toBeGreaterThanOrEqual(2);
+    } finally {
+      set.mockRestore();
+      slice.mockRestore();
+    }
+    for (const t of [x, y, dy]) t.dispose();
+    bn.dispose();
+  });
 
   it("share the memory of one back end between modules", () => {
     // Tensors belong to a back end's memory, not to the module that made them.
