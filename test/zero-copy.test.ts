@@ -485,3 +485,22 @@ describe.each(BACKENDS)("zero-copy tensors on the %s back end", (backend) => {
     if (heap !== undefined) expect(memoryBytes(backend)).toBe(heap.memory.buffer.byteLength);
   });
 });
+
+describe('the "auto" back end', () => {
+  it("is the SIMD build's memory on Node 20: tensors pass between auto and simd modules", () => {
+    const auto = new BatchNorm(2);
+    const simd = new BatchNorm(2, { backend: "simd" });
+    expect(auto.backend).toBe("simd");
+    const x = auto.tensor([3, 2]);
+    x.data.set([1, 2, 3, 5, 8, 13]);
+    const y = simd.forward(x);
+    const y2 = auto.forward(x, { out: simd.tensor([3, 2]) });
+    expectSameBits("y", y2.data, y.data);
+    expect(() => new BatchNorm(2, { backend: "scalar" }).forward(x)).toThrow(
+      /x belongs to the simd back end's memory, but this module runs on scalar/,
+    );
+    for (const t of [x, y, y2]) t.dispose();
+    auto.dispose();
+    simd.dispose();
+  });
+});
