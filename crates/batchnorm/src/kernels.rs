@@ -232,13 +232,27 @@ fn reduce_run<V: Vector, R: Reduce>(a: &[f32], b: &[f32], p: f32) -> [f32; 2] {
 /// Super-rows that channels-last loops handle per load of their per-position accumulators or
 /// parameters: the accumulators and parameters stay in registers across `ROW_GROUP` rows, so a
 /// vector of data costs one load (and one store) instead of up to six memory operations.
+///
+/// That pays while the data comes from the cache (1.4–1.7× at 64K floats), but streaming from
+/// memory, the `ROW_GROUP` rows a row apart are that many streams, which ran up to 2.4× slower
+/// than one sequential stream (measured for C = 32…1024 on 25 MB). So channels-last loops group
+/// rows only over data in the cache: tensors of at most [`CACHED_FLOATS`], and the second sweep
+/// of a statistics block; and narrow rows (a group within [`MAX_GROUPED_WIDTH`] floats is nearly
+/// one stream) in the first sweep of the statistics.
 const ROW_GROUP: usize = 4;
+
+/// Tensors up to this many floats (1 MiB) are taken to be in the cache.
+const CACHED_FLOATS: usize = 1 << 18;
+
+/// Widest rows whose [`ROW_GROUP`] groups read like one stream.
+const MAX_GROUPED_WIDTH: usize = 64;
 
 /// Reduces `rows` channels-last rows (a multiple of `r`, the rows per super-row) position by
 /// position with per-position parameters `p` (one super-row long) into `acc0` and `acc1`, then
 /// folds the `r` copies of each channel so that `acc0[c]`, `acc1[c]` hold channel `c`'s sums.
-/// Each position is accumulated row after row in storage order, [`ROW_GROUP`] rows per trip
-/// through the registers.
+/// Each position is accumulated row after row in storage order; with `grouped`,
+/// [`ROW_GROUP`] rows per trip through the registers.
+#[allow(clippy::too_many_arguments)]
 fn reduce_rows<W: Vector, R: Reduce>(
     a: &[f32],
     b: &[f32],
@@ -247,12 +261,13 @@ fn reduce_rows<W: Vector, R: Reduce>(
     p: &[f32],
     acc0: &mut [f32],
     acc1: &mut [f32],
+    grouped: bool,
 ) {
     let width = r * channels;
     acc0[..width].fill(0.0);
     acc1[..width].fill(0.0);
     let group = ROW_GROUP * width;
-    let whole = a.len() / group * group;
+    let whole = if grouped { a.len() / group * group } else { 0 };
     let (a_main, a_rest) = a.split_at(whole);
     let (b_main, b_rest) = b.split_at(whole);
     for (ga, gb) in a_main.chunks_exact(group).zip(b_main.chunks_exact(group)) {
@@ -353,12 +368,15 @@ pub(crate) fn moments<V: Vector>(
         let width = dims.rows_per_super_row::<V>() * channels;
         let [shift, acc0, acc1] = split_rows::<3>(ws.rows, width);
         let stats = &mut *ws.moments;
+        let group = x.len() <= CACHED_FLOATS || width <= MAX_GROUPED_WIDTH;
         for_row_blocks!(V, x, channels, |block, r, vector| {
             let rows = block.len() / channels;
             if vector {
-                block_moments_rows::<V>(block, channels, r, rows, shift, acc0, acc1, stats);
+                block_moments_rows::<V>(block, channels, r, rows, shift, acc0, acc1, stats, group);
             } else {
-                block_moments_rows::<F32x1>(block, channels, r, rows, shift, acc0, acc1, stats);
+                block_moments_rows::<F32x1>(
+                    block, channels, r, rows, shift, acc0, acc1, stats, group,
+                );
             }
         });
     } else {
@@ -379,7 +397,8 @@ pub(crate) fn moments<V: Vector>(
 }
 
 /// One channels-last block of `rows` rows: the corrected two-pass moments of each channel,
-/// merged into `stats`.
+/// merged into `stats`. `group`: whether the first sweep, which reads memory, groups rows (the
+/// second reads the cache and always does).
 #[allow(clippy::too_many_arguments)]
 fn block_moments_rows<W: Vector>(
     block: &[f32],
@@ -390,14 +409,15 @@ fn block_moments_rows<W: Vector>(
     acc0: &mut [f32],
     acc1: &mut [f32],
     stats: &mut [Moments],
+    group: bool,
 ) {
-    reduce_rows::<W, Sum>(block, block, channels, r, shift, acc0, acc1);
+    reduce_rows::<W, Sum>(block, block, channels, r, shift, acc0, acc1, group);
     for (s, &sum) in shift.iter_mut().zip(acc0.iter()).take(channels) {
         *s = sum / rows as f32;
     }
     let (own, copies) = shift.split_at_mut(channels);
     replicate(own, r - 1, copies);
-    reduce_rows::<W, ShiftedSums>(block, block, channels, r, shift, acc0, acc1);
+    reduce_rows::<W, ShiftedSums>(block, block, channels, r, shift, acc0, acc1, true);
     for c in 0..channels {
         stats[c].merge_shifted(rows, shift[c], acc0[c], acc1[c]);
     }
@@ -426,14 +446,17 @@ pub(crate) fn reduce_grads<V: Vector>(
         let width = dims.rows_per_super_row::<V>() * channels;
         let [mean_rep, acc0, acc1] = split_rows::<3>(ws.rows, width);
         replicate(mean, width / channels, mean_rep);
+        let group = x.len() <= CACHED_FLOATS;
         let mut row = 0;
         for_row_blocks!(V, x, channels, |block, r, vector| {
             let dy_block = &dy[row * channels..][..block.len()];
             row += block.len() / channels;
             if vector {
-                reduce_rows::<V, GradSums>(block, dy_block, channels, r, mean_rep, acc0, acc1);
+                let (p, a0, a1) = (&*mean_rep, &mut *acc0, &mut *acc1);
+                reduce_rows::<V, GradSums>(block, dy_block, channels, r, p, a0, a1, group);
             } else {
-                reduce_rows::<F32x1, GradSums>(block, dy_block, channels, r, mean_rep, acc0, acc1);
+                let (p, a0, a1) = (&*mean_rep, &mut *acc0, &mut *acc1);
+                reduce_rows::<F32x1, GradSums>(block, dy_block, channels, r, p, a0, a1, group);
             }
             for c in 0..channels {
                 add(c, [acc0[c], acc1[c]]);
@@ -499,13 +522,9 @@ pub(crate) unsafe fn map<V: Vector, M: Map>(
     }
 }
 
-/// Widest rows that [`map_rows`] handles [`ROW_GROUP`] at a time. Grouping wider rows, which
-/// makes four write streams a row apart, ran slower than one row at a time (C = 256: 1.6 ms
-/// against 0.8 ms for 3.2M floats).
-const MAX_GROUPED_WIDTH: usize = 64;
-
 /// Maps `len` floats of channels-last rows, `width` floats at a time, with parameter rows:
-/// [`ROW_GROUP`] narrow rows per load of the parameters, then the rows left one at a time.
+/// when the data is in the cache and rows are narrow, [`ROW_GROUP`] rows per load of the
+/// parameters; the rest one row at a time.
 ///
 /// # Safety
 /// As for [`map`], with `len` floats, a multiple of `width`, which is a multiple of `W::LANES`;
@@ -520,7 +539,8 @@ unsafe fn map_rows<W: Vector, M: Map>(
 ) {
     let group = ROW_GROUP * width;
     let mut row = 0;
-    while width <= MAX_GROUPED_WIDTH && row + group <= len {
+    let grouped = width <= MAX_GROUPED_WIDTH && len <= CACHED_FLOATS;
+    while grouped && row + group <= len {
         let mut j = 0;
         while j < width {
             let pv = [
