@@ -2,7 +2,8 @@
  * Property-based tests (fast-check): random module options, shapes, layouts and call
  * sequences — mode switches, forward/backward interleavings through both APIs, several modules
  * sharing one back end (and its wasm instance), tensors made by one module and used by
- * another, loadStateDict and in-place weight updates in between, bad calls mixed in — run
+ * another, loadStateDict and in-place weight updates in between, memory growth between calls,
+ * disposed inputs of pending forwards, bad calls mixed in — run
  * against a float64 model built on test/reference.ts. Every step's outputs are compared with
  * the model's, and after every step the state (weights, running statistics,
  * numBatchesTracked, mode, whether a forward is pending) equals the model's. At the end every
@@ -78,7 +79,11 @@ type Action =
   | { t: "mode"; m: number; training: boolean }
   | { t: "load"; m: number; seed: number; kind: "f32" | "f64" | "array"; tracked: number | bigint }
   | { t: "update"; m: number; seed: number }
-  | { t: "badForward"; m: number; seed: number };
+  | { t: "badForward"; m: number; seed: number }
+  /** memory.grow between any two calls: every view is detached, nothing else may change. */
+  | { t: "grow"; m: number; pages: number }
+  /** The caller disposes the input tensor of a pending forward: its backward must refuse. */
+  | { t: "disposeInput"; m: number };
 
 const configArb: fc.Arbitrary<ModuleConfig> = fc.record({
   // Channel counts around the SIMD width: 1–9, and 16/17.
@@ -141,6 +146,15 @@ function actionArb(modules: number): fc.Arbitrary<Action> {
     },
     { weight: 1, arbitrary: fc.record({ t: fc.constant("update" as const), m, seed }) },
     { weight: 1, arbitrary: fc.record({ t: fc.constant("badForward" as const), m, seed }) },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        t: fc.constant("grow" as const),
+        m,
+        pages: fc.integer({ min: 1, max: 2 }),
+      }),
+    },
+    { weight: 1, arbitrary: fc.record({ t: fc.constant("disposeInput" as const), m }) },
   );
 }
 
@@ -203,6 +217,8 @@ class Model {
   pending:
     | { shape: number[]; x: Float32Array; mean: Float64Array; variance: Float64Array }
     | undefined;
+  /** The pending forward's input tensor was disposed: backward must throw until a new forward. */
+  poisoned = false;
   /** Largest |x| per channel seen: the scale of float32 rounding in the batch means. */
   readonly xmax: Float64Array;
 
@@ -407,7 +423,11 @@ function run(kind: BackendKind, configs: ModuleConfig[], actions: Action[], stat
   /** A live tensor of `shape` to write into: reuses one when it is no module's saved input. */
   const scratch = (maker: number, shape: readonly number[], not: (Tensor | undefined)[]) =>
     tensors.find(
-      (t) => t.shape.join() === shape.join() && !not.includes(t) && !savedInput.includes(t),
+      (t) =>
+        !t.disposed &&
+        t.shape.join() === shape.join() &&
+        !not.includes(t) &&
+        !savedInput.includes(t),
     ) ?? make(maker, shape);
 
   try {
@@ -448,6 +468,7 @@ function run(kind: BackendKind, configs: ModuleConfig[], actions: Action[], stat
           }
           const y = call();
           savedInput[a.m] = input;
+          model.poisoned = false;
           stats.worst = Math.max(stats.worst, checkForward(what, y, values, model, shape));
           break;
         }
@@ -479,6 +500,12 @@ function run(kind: BackendKind, configs: ModuleConfig[], actions: Action[], stat
           }
           if (p === undefined) {
             expect(call).toThrow(/BatchNorm\.backward: no forward\(\) to differentiate/);
+            break;
+          }
+          if (model.poisoned) {
+            expect(call).toThrow(
+              /BatchNorm\.backward: the input tensor of the last forward\(\) was disposed/,
+            );
             break;
           }
           if (a.wrongShape) {
@@ -536,6 +563,19 @@ function run(kind: BackendKind, configs: ModuleConfig[], actions: Action[], stat
           (ref.bias as Float64Array).set(bn.bias);
           break;
         }
+        case "grow": {
+          const b = resolveBackend(kind);
+          if (b instanceof WasmBackend) b.heap.memory.grow(a.pages);
+          break;
+        }
+        case "disposeInput": {
+          const input = savedInput[a.m];
+          if (input !== undefined && model.pending !== undefined) {
+            input.dispose();
+            model.poisoned = true;
+          }
+          break;
+        }
         case "badForward": {
           // A channel count that is not numFeatures: refused, nothing changes.
           const wrong = { ...config, C: config.C + 1 };
@@ -562,6 +602,10 @@ function run(kind: BackendKind, configs: ModuleConfig[], actions: Action[], stat
         expect(() => b.backward(new Float32Array(1))).toThrow(/no forward\(\) to differentiate/);
         return;
       }
+      if (model.poisoned) {
+        expect(() => b.backward(new Float32Array(1))).toThrow(/was disposed/);
+        return;
+      }
       const dy = upstream(model.pending.x.length, i);
       const g = b.backward(dy);
       stats.worst = Math.max(
@@ -581,7 +625,7 @@ describe.each(BACKENDS)("random call sequences on the %s back end", (kind) => {
     const stats: Stats = { worst: 0, steps: 0 };
     fc.assert(
       fc.property(runArb, ({ configs, actions }) => run(kind, configs, actions, stats)),
-      { numRuns: 200, seed: 20261125 + kind.length },
+      { numRuns: 300, seed: 20261125 + kind.length },
     );
     // The tolerance is not vacuous: many steps ran, and the worst error is well inside it.
     expect(stats.steps).toBeGreaterThan(1000);
