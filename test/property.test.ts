@@ -27,12 +27,12 @@ beforeAll(async () => {
 });
 
 /**
- * Tolerance in units of each quantity's error scale (see `scaleY`, `checkBackward`, and the
+ * Tolerance in units of each quantity's error scale (see `checkForward`, `checkBackward` and the
  * running statistics in `checkState`). float32's unit roundoff is 2^-24 ≈ 6e-8; the data are
  * generated with |mean| ≤ 3·spread and a spread of at least half their range per channel (see
- * `batch`), so rounding x − mean is magnified at most ~16 times, and sums run over ≤ 256
+ * `batch`), so rounding x − mean is magnified at most ~16 times, and sums run over ≤ 100
  * values. 2^-16 ≈ 1.5e-5 (256 roundoffs) stays far below what a wrong convention changes (a
- * running variance that is biased instead of unbiased is off by a factor n/(n − 1) ≥ 1/255,
+ * running variance that is biased instead of unbiased is off by a factor n/(n − 1) ≥ 1/99,
  * times the momentum; the library's own error is a few roundoffs). The worst ratio measured
  * over these runs is about 1.1e-6 (scalar build).
  */
