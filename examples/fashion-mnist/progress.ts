@@ -16,16 +16,26 @@ export function clock(seconds: number): string {
   return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
 }
 
-/** The text of the bar for one progress report, fitted to `columns`. */
+/**
+ * The text of the bar for one progress report, fitted to `columns`: the most detailed variant
+ * that fits next to a bar of at least 5 characters.
+ */
 export function progressLine(p: Progress, columns: number): string {
   const eta = p.step > 0 ? (p.elapsedSeconds / p.step) * (p.steps - p.step) : Number.NaN;
-  const stats =
-    ` ${String(p.step).padStart(String(p.steps).length)}/${p.steps}` +
-    ` │ no BN: loss ${num(p.plain.loss)} acc ${pct(p.plain.accuracy)} test ${pct(p.testAccuracy.plain)}` +
-    ` │ BN: loss ${num(p.bn.loss)} acc ${pct(p.bn.accuracy)} test ${pct(p.testAccuracy.bn)}` +
-    ` │ ${clock(p.elapsedSeconds)} ETA ${clock(eta)}`;
+  const count = `${String(p.step).padStart(String(p.steps).length)}/${p.steps}`;
+  const time = `${clock(p.elapsedSeconds)} ETA ${clock(eta)}`;
+  const { plain, bn, testAccuracy: test } = p;
+  const variants = [
+    ` ${count} │ no BN: loss ${num(plain.loss)} acc ${pct(plain.accuracy)} test ${pct(test.plain)}` +
+      ` │ BN: loss ${num(bn.loss)} acc ${pct(bn.accuracy)} test ${pct(test.bn)} │ ${time}`,
+    ` ${count} no BN/BN: loss ${num(plain.loss)}/${num(bn.loss)}` +
+      ` acc ${pct(plain.accuracy)}/${pct(bn.accuracy)} test ${pct(test.plain)}/${pct(test.bn)} ${time}`,
+    ` ${count} no BN/BN loss ${num(plain.loss)}/${num(bn.loss)}` +
+      ` test ${pct(test.plain)}/${pct(test.bn)} ${time}`,
+  ];
+  const stats = variants.find((v) => v.length + 8 <= columns);
+  if (stats === undefined) return (variants[2] as string).trim().slice(0, Math.max(0, columns - 1));
   const width = Math.min(30, columns - stats.length - 3);
-  if (width < 5) return stats.trim().slice(0, Math.max(0, columns - 1));
   const filled = Math.round((width * p.step) / p.steps);
   return `[${"█".repeat(filled)}${"░".repeat(width - filled)}]${stats}`;
 }
@@ -68,7 +78,7 @@ export class ProgressBar {
     const elapsed = this.#last?.elapsedSeconds ?? 0;
     this.#out.write(
       `step ${step}: test accuracy without BN ${pct(plain.accuracy)}, with BN ${pct(bn.accuracy)}` +
-        (this.#last
+        (this.#last && step > 0
           ? ` │ training loss ${num(this.#last.plain.loss)} / ${num(this.#last.bn.loss)}`
           : "") +
         ` │ ${clock(elapsed)}\n`,

@@ -101,7 +101,7 @@ export interface ExperimentResult {
 }
 
 export const DEFAULTS = {
-  steps: 8000,
+  steps: 15000,
   batchSize: 60,
   learningRate: 0.1,
   initStd: 0.1,
