@@ -192,6 +192,35 @@ describe.each([...BUNDLERS, "plain"] as const)("%s app", (bundler) => {
     expect(ok.map((r) => r.path.slice(1)).every((p) => emitted.includes(p))).toBe(true);
   });
 
+  it("picks the scalar build where the runtime has no WebAssembly SIMD", async () => {
+    const s = await server();
+    const first = s.requests.length;
+    const { report, status, errors } = await openPage<Report>(
+      browser as Browser,
+      `${s.url}/index.html`,
+      { noSimd: true },
+    );
+    expect(report.error, errors.join("\n")).toBeUndefined();
+    expect(report.init).toEqual({
+      backend: "scalar",
+      available: ["scalar", "js"],
+      reason: "this runtime has no WebAssembly SIMD",
+    });
+    expect(report.autoBackend).toBe("scalar");
+    expect(status).toBe("wasm-batchnorm: running on the scalar back end");
+    checkRun(report, "scalar");
+    checkRun(report, "js");
+    expect(report.forced?.simd).toMatch(
+      /backend "simd" is not available here \(this runtime has no WebAssembly SIMD\)/,
+    );
+    // Only the scalar build was downloaded.
+    const wasm = s.requests.slice(first).filter((r) => r.path.endsWith(".wasm"));
+    expect(wasm).toHaveLength(1);
+    const out = (await outputs.get(bundler)) as string;
+    const fetched = await readFile(join(out, wasm[0]?.path ?? ""));
+    expect(fetched.equals(await readFile(join(hosted, "batchnorm-scalar.wasm")))).toBe(true);
+  });
+
   // (The plain page's inline import map would need a CSP hash of its own: bundled apps only.)
   if (bundled) {
     it("runs on wasm under a CSP that allows 'wasm-unsafe-eval'", async () => {

@@ -212,7 +212,7 @@ export interface PageRun<R> {
 export async function openPage<R>(
   browser: Browser,
   url: string,
-  options: { deleteWebAssembly?: boolean } = {},
+  options: { deleteWebAssembly?: boolean; noSimd?: boolean } = {},
 ): Promise<PageRun<R>> {
   const context = await browser.newContext();
   try {
@@ -226,6 +226,12 @@ export async function openPage<R>(
       await page.addInitScript(() => {
         // The point: a runtime without the global, as some locked-down embedders have.
         delete (globalThis as { WebAssembly?: unknown }).WebAssembly;
+      });
+    }
+    if (options.noSimd) {
+      await page.addInitScript(() => {
+        // A runtime without WebAssembly SIMD: the probe module does not validate.
+        WebAssembly.validate = () => false;
       });
     }
     await page.goto(url);
