@@ -1,9 +1,10 @@
 /**
- * Issue 5: the packed package, installed into small Vite, webpack 5 and Rollup apps, built,
- * served on localhost and run in headless Chromium. Each page runs a training forward, backward
- * and inference on every back end init() found; the numbers are checked against a float64
- * reference here. Pages where WebAssembly is blocked (CSP) or missing must fall back to JS and
- * say so, and forcing a wasm back end there must fail with a clear error.
+ * Issue 5: the packed package, installed into small Vite, webpack 5 and Rollup apps and a plain
+ * import-map page, built, served on localhost and run in headless Chromium. Each page
+ * (fixtures/shared/app.js) runs a training forward, backward and inference on every back end
+ * init() found; the numbers are checked against a float64 reference here. Without SIMD it must
+ * pick the scalar build; where WebAssembly is blocked (CSP) or missing it must fall back to JS
+ * and say so, and forcing a wasm back end there must fail with a clear error.
  */
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
