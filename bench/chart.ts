@@ -30,17 +30,17 @@ const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replac
 
 export function renderChart(results: BenchResults): string {
   const shapes = [...new Set(results.cases.map((c) => c.shapeLabel))];
-  const barW = 9;
-  const groupGap = 14;
+  const barW = 12;
+  const groupGap = 26;
   const groupW = SERIES.length * barW + groupGap;
   const left = 58;
   const panelW = shapes.length * groupW;
   const panelH = 190;
-  const top = 64;
+  const top = 84;
   const panelGap = 96;
   const width = left + panelW + 30;
   const height = top + OPS.length * (panelH + panelGap) - 20;
-  const lo = 0.01;
+  const lo = 0.001;
   const hi = 100;
   const y = (v: number) =>
     panelH * (1 - (Math.log10(v) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo)));
@@ -48,25 +48,26 @@ export function renderChart(results: BenchResults): string {
   out.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif" font-size="11">`,
     `<rect width="100%" height="100%" fill="#fff"/>`,
-    `<text x="${left}" y="20" font-size="15" font-weight="600">Speedup over the pure-JS back end (log scale; above 1× is faster)</text>`,
+    `<text x="${left}" y="20" font-size="15" font-weight="600">Speedup over the pure-JS back end (zero-copy), log scale</text>`,
     `<text x="${left}" y="37" fill="#555">${esc(
-      `Node ${results.meta.node} · ${results.meta.cpu}, ${results.meta.cores} cores · ${String(results.meta.date).slice(0, 10)} · median of interleaved samples · TF.js runs channels-last shapes only; its backward is fwd+bwd − fwd`,
+      `Node ${results.meta.node} · ${results.meta.cpu}, ${results.meta.cores} cores · ${String(results.meta.date).slice(0, 10)} · medians of interleaved samples`,
     )}</text>`,
+    `<text x="${left}" y="52" fill="#555">TF.js runs the channels-last shapes only; its backward (pale) is its fwd+bwd − training fwd.</text>`,
   );
   // Legend.
   let lx = left;
   for (const s of SERIES) {
     out.push(
-      `<rect x="${lx}" y="46" width="10" height="10" fill="${s.color}"/>`,
-      `<text x="${lx + 14}" y="55">${esc(s.label)}</text>`,
+      `<rect x="${lx}" y="62" width="10" height="10" fill="${s.color}"/>`,
+      `<text x="${lx + 14}" y="71">${esc(s.label)}</text>`,
     );
-    lx += 14 + s.label.length * 6 + 18;
+    lx += 14 + s.label.length * 6 + 14;
   }
   OPS.forEach((op, p) => {
     const y0 = top + 20 + p * (panelH + panelGap);
     out.push(`<g transform="translate(0 ${y0})">`);
     out.push(`<text x="${left}" y="-8" font-size="13" font-weight="600">${esc(op.label)}</text>`);
-    for (const v of [0.01, 0.1, 1, 10, 100]) {
+    for (const v of [0.001, 0.01, 0.1, 1, 10, 100]) {
       const yy = y(v).toFixed(1);
       out.push(
         `<line x1="${left}" x2="${left + panelW}" y1="${yy}" y2="${yy}" stroke="${v === 1 ? "#333" : "#ddd"}" stroke-width="${v === 1 ? 1.2 : 1}"/>`,
@@ -79,7 +80,7 @@ export function renderChart(results: BenchResults): string {
       const [kind, dims] = shape.split(" ");
       out.push(
         `<text x="${gx + (SERIES.length * barW) / 2}" y="${panelH + 16}" text-anchor="middle">${esc(kind ?? "")}</text>`,
-        `<text x="${gx + (SERIES.length * barW) / 2}" y="${panelH + 29}" text-anchor="middle" fill="#555">${esc((dims ?? "").replace(/x/g, "×"))}</text>`,
+        `<text x="${gx + (SERIES.length * barW) / 2}" y="${panelH + 29}" text-anchor="middle" fill="#555" font-size="10">${esc((dims ?? "").replace(/x/g, "×"))}</text>`,
       );
       if (c === undefined) return;
       SERIES.forEach((s, i) => {

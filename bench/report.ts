@@ -1,0 +1,57 @@
+/**
+ * The README's benchmark table, in Markdown, from a results file:
+ * `node --import tsx bench/report.ts [bench/results/latest.json]`.
+ *
+ * @module
+ */
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import type { BenchResults, CaseResult, Impl, Path } from "./types.js";
+
+const ms = (v: number | undefined) =>
+  v === undefined || !Number.isFinite(v)
+    ? "—"
+    : v >= 100
+      ? v.toFixed(0)
+      : v >= 10
+        ? v.toFixed(1)
+        : v >= 1
+          ? v.toFixed(2)
+          : v.toFixed(3);
+const ratio = (v: number | undefined) =>
+  v === undefined || !Number.isFinite(v) ? "—" : v >= 10 ? v.toFixed(0) : v.toFixed(1);
+
+function find(c: CaseResult, impl: Impl, path: Path) {
+  return c.results.find((r) => r.impl === impl && r.path === path);
+}
+
+/** One row per shape and op: times in ms (median), SIMD's bandwidth and ratios. */
+export function markdownTable(results: BenchResults): string {
+  const lines = [
+    "| shape | op | SIMD 0-copy | SIMD copy API | scalar 0-copy | JS 0-copy | TF.js wasm | TF.js cpu | SIMD GB/s | copy GB/s | SIMD % of copy | SIMD × JS | SIMD × TF.js wasm |",
+    "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+  ];
+  for (const c of results.cases) {
+    const simd = find(c, "simd", "zero-copy");
+    const tfw = find(c, "tfjs-wasm", "");
+    const tfc = find(c, "tfjs-cpu", "");
+    const mark = (r: typeof tfw) => (r?.derived ? `≈${ms(r.medianMs)}` : ms(r?.medianMs));
+    lines.push(
+      `| ${c.shapeLabel.replace(/x/g, "×")} | ${c.opLabel} | ${ms(simd?.medianMs)} | ${ms(
+        find(c, "simd", "copy API")?.medianMs,
+      )} | ${ms(find(c, "scalar", "zero-copy")?.medianMs)} | ${ms(
+        find(c, "js", "zero-copy")?.medianMs,
+      )} | ${mark(tfw)} | ${mark(tfc)} | ${simd?.gbps.toFixed(1) ?? "—"} | ${c.copy.gbps.toFixed(
+        1,
+      )} | ${simd === undefined ? "—" : `${(simd.fractionOfCopy * 100).toFixed(0)}%`} | ${ratio(
+        simd?.speedupVsJs,
+      )} | ${simd === undefined || tfw === undefined ? "—" : ratio(tfw.medianMs / simd.medianMs)} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const input = process.argv[2] ?? "bench/results/latest.json";
+  console.log(markdownTable(JSON.parse(readFileSync(input, "utf8")) as BenchResults));
+}
