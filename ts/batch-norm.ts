@@ -53,6 +53,15 @@ export interface StateDict {
   num_batches_tracked?: number;
 }
 
+/** What {@link BatchNorm.loadStateDict} accepts: a {@link StateDict}, or one with wider types. */
+export interface StateDictInput {
+  weight?: Float32Array | Float64Array | readonly number[];
+  bias?: Float32Array | Float64Array | readonly number[];
+  running_mean?: Float32Array | Float64Array | readonly number[];
+  running_var?: Float32Array | Float64Array | readonly number[];
+  num_batches_tracked?: number | bigint;
+}
+
 /** What {@link BatchNorm.backward} returns: `dx` is shaped like the input. */
 export interface Gradients<T> {
   /** Gradient with respect to the input. */
@@ -416,7 +425,7 @@ export class BatchNorm {
    *
    * @throws TypeError or RangeError naming the bad key.
    */
-  loadStateDict(stateDict: StateDict): void {
+  loadStateDict(stateDict: StateDictInput): void {
     const where = "BatchNorm.loadStateDict";
     this.#live("loadStateDict");
     if (typeof stateDict !== "object" || stateDict === null) {

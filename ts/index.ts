@@ -12,6 +12,7 @@ export {
   type Layout,
   memoryBytes,
   type StateDict,
+  type StateDictInput,
 } from "./batch-norm.js";
 export type { InitOptions, InitResult, WasmSource } from "./init.js";
 export { Tensor } from "./tensor.js";
