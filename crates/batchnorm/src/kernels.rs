@@ -385,6 +385,38 @@ pub(crate) fn moments<V: Vector>(
                 );
             }
         });
+    } else if x.len() <= CACHED_FLOATS && band_planes(dims) >= 2 {
+        // Short runs in the cache: a block is a band of whole planes, swept in storage order,
+        // holding several runs of each channel, whose sums add up before one merge per channel
+        // (moments of [16, 64, 8, 8]: 1.7× faster, [8, 32, 16, 16]: 1.1×). Not for tensors
+        // from memory, where a run's second sweep from L1 beats a band's from L2
+        // ([64, 256, 14, 14]: 1.1× slower).
+        let inner = dims.inner;
+        let [sum, sum_d, sum_d2] = split_rows::<3>(ws.rows, channels);
+        for band in x.chunks(band_planes(dims) * channels * inner) {
+            let n = band.len() / channels;
+            sum.fill(0.0);
+            for plane in band.chunks_exact(channels * inner) {
+                for (run, s) in plane.chunks_exact(inner).zip(sum.iter_mut()) {
+                    *s += reduce_run::<V, Sum>(run, run, 0.0)[0];
+                }
+            }
+            for s in sum.iter_mut() {
+                *s /= n as f32; // now the shift
+            }
+            sum_d.fill(0.0);
+            sum_d2.fill(0.0);
+            for plane in band.chunks_exact(channels * inner) {
+                for (c, run) in plane.chunks_exact(inner).enumerate() {
+                    let [d, d2] = reduce_run::<V, ShiftedSums>(run, run, sum[c]);
+                    sum_d[c] += d;
+                    sum_d2[c] += d2;
+                }
+            }
+            for c in 0..channels {
+                ws.moments[c].merge_shifted(n, sum[c], sum_d[c], sum_d2[c]);
+            }
+        }
     } else {
         for plane in x.chunks_exact(channels * dims.inner) {
             for (run, stats) in plane.chunks_exact(dims.inner).zip(ws.moments.iter_mut()) {
@@ -400,6 +432,14 @@ pub(crate) fn moments<V: Vector>(
         *m = stats.mean as f32;
         *v = (stats.m2 / stats.n) as f32;
     }
+}
+
+/// Planes per channels-first statistics block when runs are short: a band of about
+/// [`ROW_BLOCK`] floats (in the cache for its second sweep) with at most [`BLOCK`] values per
+/// channel. Fewer than 2: each run is a block of its own (or several, when longer than
+/// [`BLOCK`]).
+fn band_planes(dims: Dims) -> usize {
+    core::cmp::min(ROW_BLOCK / (dims.channels * dims.inner), BLOCK / dims.inner)
 }
 
 /// One channels-last block of `rows` rows: the corrected two-pass moments of each channel,
