@@ -86,7 +86,7 @@ export class ProgressBar {
   }
 
   #draw(p: Progress): void {
-    this.#out.write(`\r${progressLine(p, this.#out.columns ?? 120)}\x1b[K`);
+    this.#out.write(`\r${progressLine(p, this.#out.columns || 120)}\x1b[K`);
     this.#drawn = true;
   }
 
