@@ -167,7 +167,7 @@ export function evaluate(
     const n = Math.min(EVAL_CHUNK, size - from);
     gatherBatch(test, order, from, n, x, labels);
     const logits = net.forward(x.subarray(0, n * test.pixels), n);
-    const r = softmaxLoss(net, logits, labels, n);
+    const r = softmaxCrossEntropy(logits, labels, n, net.classes, null);
     lossSum += r.lossSum;
     correct += r.correct;
     const u = net.sigmoidInputs[hidden] as Float32Array;
@@ -183,10 +183,6 @@ export function evaluate(
     p50: quantile(probe, 0.5),
     p85: quantile(probe, 0.85),
   };
-}
-
-function softmaxLoss(net: Network, logits: Float32Array, labels: Uint8Array, n: number) {
-  return softmaxCrossEntropy(logits, labels, n, net.classes, null);
 }
 
 /** The settings of a run, resolved (every default filled in). */
@@ -209,6 +205,12 @@ export function resolveSettings(
     sizes: [train.pixels, ...(options.hidden ?? DEFAULTS.hidden), 10],
     trainImages: train.count,
   };
+  const lastHidden = settings.sizes[settings.sizes.length - 2] as number;
+  if (!(settings.probeUnit >= 0 && settings.probeUnit < lastHidden)) {
+    throw new RangeError(
+      `probeUnit must be a unit of the last hidden layer (0 to ${lastHidden - 1}), got ${settings.probeUnit}`,
+    );
+  }
   if (train.count < settings.batchSize) {
     throw new RangeError(
       `${train.count} training images are fewer than a batch (${settings.batchSize})`,
