@@ -69,7 +69,8 @@ function slice(set: ImageSet, count: number): ImageSet {
   };
 }
 
-const realData = hasDataset(DEBIAN_DATA_DIR);
+// DEMO_TEST_GENERATED=1 forces the generated images, to check that path where the dataset is.
+const realData = hasDataset(DEBIAN_DATA_DIR) && process.env.DEMO_TEST_GENERATED !== "1";
 const data = realData
   ? (() => {
       const all = loadFashionMnist(DEBIAN_DATA_DIR);
