@@ -132,22 +132,10 @@ export function denseForward(layer: Dense, x: Float32Array, n: number, y: Float3
       const d2 = x[x3 + k + 2] as number;
       const d3 = x[x3 + k + 3] as number;
       if (
-        a0 === 0 &&
-        a1 === 0 &&
-        a2 === 0 &&
-        a3 === 0 &&
-        b0 === 0 &&
-        b1 === 0 &&
-        b2 === 0 &&
-        b3 === 0 &&
-        c0 === 0 &&
-        c1 === 0 &&
-        c2 === 0 &&
-        c3 === 0 &&
-        d0 === 0 &&
-        d1 === 0 &&
-        d2 === 0 &&
-        d3 === 0
+        zero4(a0, a1, a2, a3) &&
+        zero4(b0, b1, b2, b3) &&
+        zero4(c0, c1, c2, c3) &&
+        zero4(d0, d1, d2, d3)
       )
         continue;
       const w0 = k * O;
@@ -172,6 +160,11 @@ export function denseForward(layer: Dense, x: Float32Array, n: number, y: Float3
   for (; r < n; r++) {
     for (let k = 0; k < I; k++) axpy(x[r * I + k] as number, W, k * O, y, r * O, O);
   }
+}
+
+/** Whether four values are all zero. */
+function zero4(a: number, b: number, c: number, d: number): boolean {
+  return a === 0 && b === 0 && c === 0 && d === 0;
 }
 
 /** `y[yo .. yo+len) += a·x[xo .. xo+len)` (the tails of the tiled loops). */
@@ -226,22 +219,10 @@ export function denseBackward(
       const d2 = x[x2 + k + 3] as number;
       const d3 = x[x3 + k + 3] as number;
       if (
-        a0 === 0 &&
-        a1 === 0 &&
-        a2 === 0 &&
-        a3 === 0 &&
-        b0 === 0 &&
-        b1 === 0 &&
-        b2 === 0 &&
-        b3 === 0 &&
-        c0 === 0 &&
-        c1 === 0 &&
-        c2 === 0 &&
-        c3 === 0 &&
-        d0 === 0 &&
-        d1 === 0 &&
-        d2 === 0 &&
-        d3 === 0
+        zero4(a0, a1, a2, a3) &&
+        zero4(b0, b1, b2, b3) &&
+        zero4(c0, c1, c2, c3) &&
+        zero4(d0, d1, d2, d3)
       )
         continue;
       const g0 = k * O;
