@@ -543,8 +543,9 @@ async function main() {
             ? null
             : check(c.outputs(), rig.reference[op.id], `${label}, ${contestantName(c)}`, tol);
         const checkMs = now() - t0;
-        // The check ran the op once; when that took longer than a whole warm-up, it was one.
-        const t1 = checkMs > PLAN.maxWarmupMs ? checkMs : await warmUp(c);
+        // The check ran the op once; when that took longer than a whole warm-up, it was one,
+        // and one more run (now warm) sizes the samples.
+        const t1 = checkMs > PLAN.maxWarmupMs ? sample(c, 1) : await warmUp(c);
         const k = Math.max(1, Math.round(PLAN.sampleMs / t1));
         timed.push({ c, k, t1, samples: [], quota: 0, maxErr });
       }
@@ -570,6 +571,9 @@ async function main() {
             continue;
           }
           await t.c.enter?.();
+          // Finish the garbage of the previous contestant (the copy API allocates a new output
+          // per call) here, not in background threads that compete with this sample.
+          gc?.();
           t.samples.push(sample(t.c, t.k));
         }
       }
