@@ -13,7 +13,8 @@
  * Usage: node --expose-gc --import tsx bench/run.ts [--quick] [--no-tfjs] [--filter text]
  *        [--json path] [--svg path]
  * `--filter` keeps the cases whose label contains the text (e.g. "NHWC 32x56", "fwd+bwd") and
- * then writes no files unless `--json`/`--svg` are given.
+ * then writes no files unless `--json`/`--svg` are given; `--quick` writes
+ * `bench/results/quick.json` and no chart, and runs TF.js's CPU back end on the small shapes only.
  *
  * @module
  */
@@ -76,8 +77,13 @@ const QUICK = argv.includes("--quick");
 const FILTER = option("--filter");
 const WITH_TFJS = !argv.includes("--no-tfjs");
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
-const JSON_OUT = option("--json") ?? (FILTER ? undefined : join(ROOT, "bench/results/latest.json"));
-const SVG_OUT = option("--svg") ?? (FILTER ? undefined : join(ROOT, "docs/bench.svg"));
+/** A full run updates the results and the chart the README shows; --quick and --filter do not. */
+const JSON_OUT =
+  option("--json") ??
+  (FILTER
+    ? undefined
+    : join(ROOT, QUICK ? "bench/results/quick.json" : "bench/results/latest.json"));
+const SVG_OUT = option("--svg") ?? (FILTER || QUICK ? undefined : join(ROOT, "docs/bench.svg"));
 
 /** Time budgets per case (all contestants together); a slow contestant gets fewer samples. */
 const PLAN = QUICK
@@ -284,6 +290,8 @@ function makeRig(spec: ShapeSpec, tf: Tf | undefined): Rig {
   // TF.js broadcasts per-channel vectors along the last axis: it runs the channels-last shapes.
   if (tf !== undefined && spec.kind !== "NCHW") {
     for (const name of ["wasm", "cpu"] as const) {
+      // --quick leaves out TF.js's CPU back end where one of its runs takes seconds.
+      if (QUICK && name === "cpu" && n > 2 ** 20) continue;
       const impl: Impl = name === "wasm" ? "tfjs-wasm" : "tfjs-cpu";
       const enter = () => tf.setBackend(name);
       // Tensors are made while their back end is selected, so they live in its memory.
@@ -544,19 +552,25 @@ async function main() {
             : check(c.outputs(), rig.reference[op.id], `${label}, ${contestantName(c)}`, tol);
         const checkMs = now() - t0;
         // The check ran the op once; when that took longer than a whole warm-up, it was one,
-        // and one more run (now warm) sizes the samples.
-        const t1 = checkMs > PLAN.maxWarmupMs ? sample(c, 1) : await warmUp(c);
+        // and one more run (now warm; --quick skips it) sizes the samples.
+        if (QUICK && checkMs > 1500) {
+          // --quick: a run of seconds (TF.js's CPU back end on the large shapes) is timed once,
+          // by the check itself (which also reads the result back).
+          timed.push({ c, k: 1, t1: checkMs, samples: [checkMs], quota: 0, maxErr });
+          continue;
+        }
+        const t1 = checkMs <= PLAN.maxWarmupMs ? await warmUp(c) : sample(c, 1);
         const k = Math.max(1, Math.round(PLAN.sampleMs / t1));
         timed.push({ c, k, t1, samples: [], quota: 0, maxErr });
       }
       // Rounds: as many as the budget allows; each contestant may spend an equal share of it.
       const share = PLAN.caseMs / timed.length;
-      const roundMs = timed.reduce((s, t) => s + t.k * t.t1, 0);
+      const roundMs = timed.reduce((s, t) => s + (t.samples.length > 0 ? 0 : t.k * t.t1), 0);
       const rounds = Math.max(
         PLAN.minRounds,
         Math.min(PLAN.maxRounds, Math.floor(PLAN.caseMs / roundMs)),
       );
-      for (const t of timed) {
+      for (const t of timed.filter((t) => t.samples.length === 0)) {
         const affordable = Math.floor(Math.max(share, PLAN.caseMs / PLAN.maxRounds) / (t.k * t.t1));
         t.quota = Math.min(rounds, Math.max(minSamples(t.c.impl, t.c.path), affordable));
         // A run of seconds (TF.js's CPU back end, fwd+bwd on the large shapes): one sample.
