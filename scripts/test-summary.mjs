@@ -10,7 +10,8 @@ try {
   console.log("0 passed, 1 failed");
   process.exit(1);
 }
-const failed = report.numFailedTests + (report.numFailedTestSuites ?? 0);
+// A file that fails to load fails its suite but no test: count it as one failure then.
+const failed = report.numFailedTests || report.numFailedTestSuites || (report.success ? 0 : 1);
 const skipped = report.numPendingTests + report.numTodoTests;
 console.log(
   `${report.numPassedTests} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}`,
