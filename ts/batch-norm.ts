@@ -87,6 +87,8 @@ interface Saved {
   batchStats: boolean;
 }
 
+type Six = [F32Buffer, F32Buffer, F32Buffer, F32Buffer, F32Buffer, F32Buffer];
+
 const LAYOUTS: readonly Layout[] = ["NCHW", "NHWC"];
 const BACKENDS: readonly ("auto" | BackendKind)[] = ["auto", "simd", "scalar", "js"];
 
@@ -136,6 +138,10 @@ export class BatchNorm {
   #impl: Backend;
   /** Per-channel arrays in the back end's memory: kernel parameters and results. */
   #channel: F32Buffer[] = [];
+  /** The six per-channel buffers, in the order the two passes below name them. */
+  get #six(): Six {
+    return this.#channel as Six;
+  }
   #ws: F32Buffer | undefined;
   /** Module-owned input and output buffers of the copy API, reused while the size holds. */
   #copyX: F32Buffer | undefined;
@@ -496,14 +502,7 @@ export class BatchNorm {
     shape: readonly number[],
   ) {
     const C = this.numFeatures;
-    const [center, scale, shift, , mean, variance] = this.#channel as [
-      F32Buffer,
-      F32Buffer,
-      F32Buffer,
-      F32Buffer,
-      F32Buffer,
-      F32Buffer,
-    ];
+    const [center, scale, shift, , mean, variance] = this.#six;
     const ws = this.#ws as F32Buffer;
     const batchStats = this.#training || !this.trackRunningStats;
     const invstd = new Float64Array(C);
@@ -549,14 +548,7 @@ export class BatchNorm {
   /** Runs a backward whose arguments are all checked; consumes the saved forward. */
   #gradients(saved: Saved, x: F32Buffer, dy: F32Buffer, dx: F32Buffer) {
     const C = this.numFeatures;
-    const [center, k1, k2, k3, sumDyBuf, sumDyXcBuf] = this.#channel as [
-      F32Buffer,
-      F32Buffer,
-      F32Buffer,
-      F32Buffer,
-      F32Buffer,
-      F32Buffer,
-    ];
+    const [center, k1, k2, k3, sumDyBuf, sumDyXcBuf] = this.#six;
     const ws = this.#ws as F32Buffer;
     const { dims, invstd, weight } = saved;
     center.view().set(saved.center);
