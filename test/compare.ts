@@ -128,3 +128,54 @@ export function errorScales(
   }
   return { y: perElement(y, chan), dx: perElement(dx, chan), dWeight, dBias };
 }
+
+/**
+ * Error scales of backward's outputs. dx = weight·invstd·(dy − mean(dy) − x̂·mean(dy·x̂))
+ * cancels, so its scale is |weight|·invstd·max|dy|·(1 + max|x̂|) per channel, times the
+ * magnification (|x| + |mean|)·invstd of the rounding in x − mean (returned per element); the
+ * sums dWeight and dBias are scaled by the sums of the magnitudes of their terms.
+ */
+export function gradientScales(
+  x: ArrayLike<number>,
+  dy: ArrayLike<number>,
+  mean: ArrayLike<number>,
+  variance: ArrayLike<number>,
+  weight: ArrayLike<number> | null,
+  eps: number,
+  chan: Int32Array,
+  C: number,
+): { dx: Float64Array; dWeight: Float64Array; dBias: Float64Array } {
+  const maxDy = new Float64Array(C);
+  const maxXhat = new Float64Array(C);
+  const maxCond = new Float64Array(C);
+  const sumAbsDy = new Float64Array(C);
+  const sumAbsDyXhat = new Float64Array(C);
+  const invstd = Float64Array.from(
+    { length: C },
+    (_, c) => 1 / Math.sqrt((variance[c] as number) + eps),
+  );
+  for (let i = 0; i < x.length; i++) {
+    const c = chan[i] as number;
+    const s = invstd[c] as number;
+    const xhat = Math.abs((x[i] as number) - (mean[c] as number)) * s;
+    const cond = (Math.abs(x[i] as number) + Math.abs(mean[c] as number)) * s;
+    const d = Math.abs(dy[i] as number);
+    maxDy[c] = Math.max(maxDy[c] as number, d);
+    maxXhat[c] = Math.max(maxXhat[c] as number, xhat);
+    maxCond[c] = Math.max(maxCond[c] as number, cond);
+    sumAbsDy[c] = (sumAbsDy[c] as number) + d;
+    sumAbsDyXhat[c] = (sumAbsDyXhat[c] as number) + d * (xhat + cond);
+  }
+  const dxScale = new Float64Array(C);
+  for (let c = 0; c < C; c++) {
+    dxScale[c] =
+      Math.abs(weight?.[c] ?? 1) *
+        (invstd[c] as number) *
+        (maxDy[c] as number) *
+        (1 + (maxXhat[c] as number)) *
+        (1 + (maxCond[c] as number)) +
+      1e-30;
+  }
+  const floor = (v: Float64Array) => v.map((e) => e + 1e-30);
+  return { dx: perElement(dxScale, chan), dWeight: floor(sumAbsDyXhat), dBias: floor(sumAbsDy) };
+}

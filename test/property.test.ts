@@ -17,7 +17,7 @@ import type { BackendKind } from "../ts/backend.js";
 import { BatchNorm, type Layout, type StateDict, type Tensor } from "../ts/index.node.js";
 import { resolveBackend } from "../ts/init.js";
 import { WasmBackend } from "../ts/wasm/backend-wasm.js";
-import { assertClose, perElement } from "./compare.js";
+import { assertClose, gradientScales } from "./compare.js";
 import { Rng } from "./random.js";
 import { channelOf, RefBatchNorm } from "./reference.js";
 import { BACKENDS, initFromDist } from "./setup-backends.js";
@@ -282,50 +282,19 @@ function checkBackward(
   const weight = model.savedWeight;
   model.pending = undefined;
   const chan = channelOf(shape, ref.layout);
-  const C = ref.C;
-  const maxDy = new Float64Array(C);
-  const maxXhat = new Float64Array(C);
-  const maxCond = new Float64Array(C);
-  const sumAbsDy = new Float64Array(C);
-  const sumAbsDyXhat = new Float64Array(C);
-  for (let i = 0; i < x.length; i++) {
-    const c = chan[i] as number;
-    const invstd = 1 / Math.sqrt((variance[c] as number) + ref.eps);
-    const xhat = Math.abs((x[i] as number) - (mean[c] as number)) * invstd;
-    const cond = (Math.abs(x[i] as number) + Math.abs(mean[c] as number)) * invstd;
-    const d = Math.abs(dy[i] as number);
-    maxDy[c] = Math.max(maxDy[c] as number, d);
-    maxXhat[c] = Math.max(maxXhat[c] as number, xhat);
-    maxCond[c] = Math.max(maxCond[c] as number, cond);
-    sumAbsDy[c] = (sumAbsDy[c] as number) + d;
-    sumAbsDyXhat[c] = (sumAbsDyXhat[c] as number) + d * (xhat + cond);
-  }
-  // dx = weight·invstd·(dy − mean(dy) − x̂·mean(dy·x̂)) cancels: scale it by its terms' size,
-  // magnified by the conditioning of x − mean.
-  const dxScale = new Float64Array(C);
-  for (let c = 0; c < C; c++) {
-    const invstd = 1 / Math.sqrt((variance[c] as number) + ref.eps);
-    dxScale[c] =
-      Math.abs(weight?.[c] ?? 1) *
-        invstd *
-        (maxDy[c] as number) *
-        (1 + (maxXhat[c] as number)) *
-        (1 + (maxCond[c] as number)) +
-      1e-30;
-  }
-  let worst = assertClose(`${what}: dx`, grads.dx, g.dx, perElement(dxScale, chan), TOL);
+  const scales = gradientScales(x, dy, mean, variance, weight, ref.eps, chan, ref.C);
+  let worst = assertClose(`${what}: dx`, grads.dx, g.dx, scales.dx, TOL);
   if (ref.affine) {
-    const floor = (s: Float64Array) => s.map((v) => v + 1e-30);
     worst = Math.max(
       worst,
       assertClose(
         `${what}: dWeight`,
         grads.dWeight as Float32Array,
         g.dWeight,
-        floor(sumAbsDyXhat),
+        scales.dWeight,
         TOL,
       ),
-      assertClose(`${what}: dBias`, grads.dBias as Float32Array, g.dBias, floor(sumAbsDy), TOL),
+      assertClose(`${what}: dBias`, grads.dBias as Float32Array, g.dBias, scales.dBias, TOL),
     );
   } else {
     expect(grads.dWeight).toBeNull();
