@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 if ! toolchain=$(rust_for_wasm); then
-  echo "wasm-batchnorm: no Rust toolchain with the wasm32-unknown-unknown target." >&2
-  echo "  Run 'npm run setup' (as root on Debian), or: rustup target add wasm32-unknown-unknown" >&2
+  explain_wasm_toolchain
+  echo "  ('npm run setup' installs it, as root on Debian)" >&2
   exit 1
 fi
 read -r cargo rustc <<<"$toolchain"

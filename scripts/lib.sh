@@ -1,5 +1,26 @@
 # Shared helpers for the scripts in this folder (sourced, not run).
 
+# The Debian packages that give a Rust toolchain with the wasm32 target. lld-14 is only
+# *recommended* by libstd-rust-dev-wasm32, yet /usr/bin/rust-lld (the wasm linker) points to it.
+DEBIAN_RUST_WASM=(rustc cargo libstd-rust-dev-wasm32 lld-14)
+
+# require_node: stops with a clear message when Node is older than package.json's engines
+# (the locked dev tools need it: Vite 7 wants >= 20.19).
+require_node() {
+  local want
+  want=$(node -p 'require("./package.json").engines.node.replace(/^>=\s*/, "")' 2>/dev/null) || {
+    echo "wasm-batchnorm: Node.js is needed (>= 20.19): https://nodejs.org or your package manager" >&2
+    return 1
+  }
+  if ! node -e '
+    const [want, have] = process.argv.slice(1).map((v) => v.split(".").map(Number));
+    for (let i = 0; i < 3; i++) if ((have[i] ?? 0) !== (want[i] ?? 0)) process.exit((have[i] ?? 0) > (want[i] ?? 0) ? 0 : 1);
+  ' "$want" "${NODE_VERSION_OVERRIDE:-$(node -p 'process.versions.node')}"; then
+    echo "wasm-batchnorm: Node.js ${NODE_VERSION_OVERRIDE:-$(node -p 'process.versions.node')} is too old: the build and test tools need >= $want" >&2
+    return 1
+  fi
+}
+
 # ensure_debian_packages PKG...: installs the Debian packages that are missing, idempotently.
 # Where it cannot (not root, no apt-get), it stops and says what to install by hand.
 ensure_debian_packages() {
@@ -22,14 +43,49 @@ ensure_debian_packages() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 }
 
-# rust_for_wasm: prints "CARGO RUSTC" for a toolchain that has the wasm32-unknown-unknown target:
-# a rustup toolchain that has it wins; otherwise Debian's (rustc, cargo, libstd-rust-dev-wasm32).
+# probe_wasm_rustc RUSTC: builds a tiny no_std cdylib for wasm32 with RUSTC, which needs the
+# target's core library and its linker (rust-lld) exactly as the crate does. Prints the
+# compiler's errors on failure.
+probe_wasm_rustc() {
+  local dir status
+  dir=$(mktemp -d)
+  printf '#![no_std]\n#[panic_handler]\nfn p(_: &core::panic::PanicInfo) -> ! { loop {} }\n#[no_mangle]\npub extern "C" fn probe(x: u32) -> u32 { x + 1 }\n' >"$dir/probe.rs"
+  "$1" --edition 2021 --crate-type cdylib --target wasm32-unknown-unknown -C opt-level=1 \
+    -o "$dir/probe.wasm" "$dir/probe.rs" >"$dir/log" 2>&1 && [ -s "$dir/probe.wasm" ]
+  status=$?
+  [ $status -eq 0 ] || sed 's/^/    /' "$dir/log" >&2
+  rm -rf "$dir"
+  return $status
+}
+
+# rust_for_wasm: prints "CARGO RUSTC" for a toolchain that really builds for wasm32 (checked by
+# building a probe, not by looking for package names): a rustup toolchain that has the target
+# wins; otherwise Debian's /usr/bin/cargo and /usr/bin/rustc.
 rust_for_wasm() {
-  if command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  if command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown &&
+    probe_wasm_rustc rustc 2>/dev/null; then
     echo "cargo rustc"
-  elif [ -x /usr/bin/cargo ] && [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/wasm32-unknown-unknown ]; then
+  elif [ -x /usr/bin/cargo ] && [ -x /usr/bin/rustc ] && probe_wasm_rustc /usr/bin/rustc 2>/dev/null; then
     echo "/usr/bin/cargo /usr/bin/rustc"
   else
     return 1
   fi
+}
+
+# explain_wasm_toolchain: says what is missing for the wasm build and how to install it.
+explain_wasm_toolchain() {
+  echo "wasm-batchnorm: no Rust toolchain here builds for wasm32-unknown-unknown." >&2
+  local pkg
+  for pkg in "${DEBIAN_RUST_WASM[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
+      echo "  missing Debian package: $pkg" >&2
+  done
+  [ -e /usr/bin/rust-lld ] && [ ! -e "$(readlink -f /usr/bin/rust-lld)" ] &&
+    echo "  /usr/bin/rust-lld points to $(readlink /usr/bin/rust-lld), which is not installed (package lld-14)" >&2
+  if [ -x /usr/bin/rustc ]; then
+    echo "  Debian's rustc fails on a probe build:" >&2
+    probe_wasm_rustc /usr/bin/rustc || true
+  fi
+  echo "  Install: sudo apt-get install -y ${DEBIAN_RUST_WASM[*]}" >&2
+  echo "  (or, with rustup and network access to its servers: rustup target add wasm32-unknown-unknown)" >&2
 }
