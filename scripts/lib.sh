@@ -3,22 +3,33 @@
 # The Debian packages that give a Rust toolchain with the wasm32 target. lld-14 is only
 # *recommended* by libstd-rust-dev-wasm32, yet /usr/bin/rust-lld (the wasm linker) points to it.
 DEBIAN_RUST_WASM=(rustc cargo libstd-rust-dev-wasm32 lld-14)
+# Every Debian package setup.sh may install (with --browser and --dataset): what CI purges.
+SETUP_PACKAGES=("${DEBIAN_RUST_WASM[@]}" wabt chromium dataset-fashion-mnist)
 
-# require_node: stops with a clear message when Node is older than package.json's engines
-# (the locked dev tools need it: Vite 7 wants >= 20.19).
+# require_node: stops with a clear message when Node does not satisfy package.json's engines
+# (what the locked dev tools need: Vite 7 wants ^20.19.0 || >=22.12.0). Understands ranges of
+# "^x.y.z" and ">=x.y.z" joined by "||".
 require_node() {
-  local want
-  want=$(node -p 'require("./package.json").engines.node.replace(/^>=\s*/, "")' 2>/dev/null) || {
-    echo "wasm-batchnorm: Node.js is needed (>= 20.19): https://nodejs.org or your package manager" >&2
-    return 1
-  }
-  if ! node -e '
-    const [want, have] = process.argv.slice(1).map((v) => v.split(".").map(Number));
-    for (let i = 0; i < 3; i++) if ((have[i] ?? 0) !== (want[i] ?? 0)) process.exit((have[i] ?? 0) > (want[i] ?? 0) ? 0 : 1);
-  ' "$want" "${NODE_VERSION_OVERRIDE:-$(node -p 'process.versions.node')}"; then
-    echo "wasm-batchnorm: Node.js ${NODE_VERSION_OVERRIDE:-$(node -p 'process.versions.node')} is too old: the build and test tools need >= $want" >&2
+  local have=${NODE_VERSION_OVERRIDE:-}
+  if ! command -v node >/dev/null 2>&1; then
+    echo "wasm-batchnorm: Node.js is needed (see engines in package.json); install it first" >&2
     return 1
   fi
+  node -e '
+    const range = require("./package.json").engines.node;
+    const have = (process.argv[1] || process.versions.node).split(".").map(Number);
+    const cmp = (a, b) => a.map((x, i) => x - b[i]).find((d) => d !== 0) ?? 0;
+    const ok = range.split("||").some((alt) => {
+      const [, op, v] = alt.trim().match(/^(\^|>=)(\d+\.\d+\.\d+)$/) ?? [];
+      if (!v) throw new Error(`engines.node: cannot read "${alt.trim()}"`);
+      const want = v.split(".").map(Number);
+      return cmp(have, want) >= 0 && (op === ">=" || have[0] === want[0]);
+    });
+    if (!ok) {
+      console.error(`wasm-batchnorm: Node.js ${have.join(".")} is too old or unsupported: the build and test tools need ${range} (package.json engines)`);
+      process.exit(1);
+    }
+  ' "$have"
 }
 
 # ensure_debian_packages PKG...: installs the Debian packages that are missing, idempotently.
