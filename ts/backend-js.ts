@@ -32,15 +32,40 @@ export function wrapJs(data: Float32Array): F32Buffer {
 
 const v = (b: F32Buffer): Float32Array => b.view();
 
+/** The longest Float32Array this engine makes (V8: 2^32 − 1 elements on 64-bit). */
+const MAX_FLOATS = 2 ** 32 - 1;
+
 export const jsBackend: Backend = {
   kind: "js",
+  maxFloats: MAX_FLOATS,
 
   alloc(length) {
+    if (!(length <= MAX_FLOATS)) {
+      throw new RangeError(`wasm-batchnorm: cannot allocate ${length} floats in a Float32Array`);
+    }
     return new JsBuffer(new Float32Array(length));
+  },
+
+  workspaceFloats() {
+    return 0;
   },
 
   allocWorkspace() {
     return new JsBuffer(new Float32Array(0));
+  },
+
+  // JS arrays live on the garbage-collected heap, whose limit is the engine's: a failed
+  // allocation throws a RangeError and leaves nothing behind.
+  fits() {
+    return true;
+  },
+
+  memoryBytes() {
+    return 0;
+  },
+
+  pin(a) {
+    return () => a;
   },
 
   moments(xb, { outer, channels, inner }, _ws, meanb, varb) {

@@ -28,13 +28,36 @@ export interface F32Buffer {
   free(): void;
 }
 
-/** One implementation of the batch-norm passes. Buffers must come from the same back end. */
+/**
+ * One implementation of the batch-norm passes, and the memory its buffers live in. Buffers
+ * must come from the same back end. Everything a module needs to know of memory is asked here.
+ */
 export interface Backend {
   readonly kind: BackendKind;
+  /** The most floats one buffer can hold (wasm32: 2^30, its 4 GiB). */
+  readonly maxFloats: number;
   /** Allocates `length` floats (zeroed). Throws a RangeError when memory cannot hold them. */
   alloc(length: number): F32Buffer;
-  /** Allocates the scratch space that the passes below need for `channels` channels. */
+  /**
+   * Floats of scratch space that the passes below need for `channels` channels, or `Infinity`
+   * when that is more than memory can hold.
+   */
+  workspaceFloats(channels: number): number;
+  /** Allocates `workspaceFloats(channels)` floats. */
   allocWorkspace(channels: number): F32Buffer;
+  /**
+   * Whether `floats` more floats (in any number of buffers) can fit next to what is live now:
+   * lets a caller refuse a whole set of allocations before making any of them.
+   */
+  fits(floats: number): boolean;
+  /** Bytes of memory the back end holds now (wasm: its linear memory; JS: 0). */
+  memoryBytes(): number;
+  /**
+   * A caller's array, re-read after allocations: when it is a view of this back end's memory
+   * (a tensor's `.data`), an allocation that grows the memory detaches it, and the getter then
+   * re-views the same floats in the new memory. Other arrays are returned as they are.
+   */
+  pin(a: Float32Array): () => Float32Array;
   /** Per-channel mean and biased variance of `x`. */
   moments(x: F32Buffer, dims: Dims, ws: F32Buffer, mean: F32Buffer, variance: F32Buffer): void;
   /** `y = (x − center)·scale + shift`, per channel; `y` may be `x`. */
@@ -71,6 +94,11 @@ export interface Backend {
   ): void;
   /** Copies `src` to `dst` (same length): the streaming-bandwidth yardstick of the benchmarks. */
   copy(src: F32Buffer, dst: F32Buffer): void;
+}
+
+/** Number of values per channel of a `Dims` (what batch statistics are taken over). */
+export function perChannel(dims: Dims): number {
+  return dims.outer * dims.inner;
 }
 
 /** Number of elements of a `Dims`. */

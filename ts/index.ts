@@ -5,14 +5,9 @@
  * @module
  */
 export type { BackendKind } from "./backend.js";
-export {
-  BatchNorm,
-  type BatchNormOptions,
-  type Gradients,
-  type Layout,
-  memoryBytes,
-  type StateDict,
-  type StateDictInput,
-} from "./batch-norm.js";
+export { BatchNorm, type Gradients, memoryBytes } from "./batch-norm.js";
 export type { InitOptions, InitResult, WasmSource } from "./init.js";
+export type { BatchNormOptions } from "./options.js";
+export type { Layout } from "./shape.js";
+export type { StateDict, StateDictInput } from "./state.js";
 export { Tensor } from "./tensor.js";

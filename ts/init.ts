@@ -1,11 +1,14 @@
 /**
- * Loading the wasm builds and choosing a back end.
+ * Loading the wasm builds, and the one registry of back ends that modules and functional ops
+ * resolve their `backend` option against. Its state is private to this file.
  *
  * @module
  */
 import type { Backend, BackendKind } from "./backend.js";
 import { jsBackend } from "./backend-js.js";
+import { checkOptions } from "./errors.js";
 import { WasmBackend } from "./wasm/backend-wasm.js";
+import { compileSource, isCompileRefused, message, SIMD_PROBE } from "./wasm/compile.js";
 
 /**
  * Where a wasm build comes from: a URL (or a string holding one; in Node also a file path), the
@@ -46,32 +49,48 @@ export interface Platform {
   fetch(url: URL): Promise<ArrayBuffer | Response>;
 }
 
-interface Loaded extends InitResult {
-  readonly backends: Partial<Record<BackendKind, Backend>>;
-}
+type Backends = Partial<Record<BackendKind, Backend>>;
 
-let loaded: Loaded | undefined;
-let pending: Promise<InitResult> | undefined;
-
-/**
- * The smallest module that uses a v128 instruction (`i8x16.popcnt` of a splat): it validates
- * exactly where the runtime has WebAssembly SIMD.
- */
-const SIMD_PROBE = new Uint8Array([
-  0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15,
-  253, 98, 11,
-]);
+let loaded: (InitResult & { readonly backends: Backends }) | undefined;
+/** The call that loads (or loaded) the builds, and the sources it was given. */
+let pending: { promise: Promise<InitResult>; options: InitOptions } | undefined;
 
 /** Makes the `init` of one entry point (Node or browser). */
 export function createInit(platform: Platform): (options?: InitOptions) => Promise<InitResult> {
-  return (options = {}) => {
-    // Idempotent once it succeeded; a failure is not cached, so a later call tries again.
-    pending ??= load(platform, options).catch((error: unknown) => {
+  return (options) => {
+    const given = checkOptions(options, "init") as InitOptions;
+    if (pending !== undefined) {
+      if (!sameSources(pending.options, given)) {
+        return Promise.reject(
+          new Error(
+            "init: already called with other sources for the wasm builds; the builds it loaded " +
+              "are the ones in use (call init() once, or with the same sources)",
+          ),
+        );
+      }
+      return pending.promise;
+    }
+    // Idempotent once it succeeded; a failure is not kept, so a later call tries again.
+    const promise = load(platform, given).catch((error: unknown) => {
       pending = undefined;
       throw error;
     });
-    return pending;
+    pending = { promise, options: { ...given } };
+    return promise;
   };
+}
+
+/**
+ * Whether a later call's sources agree with the first call's: a source it does not give means
+ * "whatever is loaded" (so library code may call `init()` to make sure); one it gives must be
+ * the same (the same object, or the same URL or path).
+ */
+function sameSources(first: InitOptions, later: InitOptions): boolean {
+  const same = (x: WasmSource | undefined, y: WasmSource | undefined) =>
+    y === undefined ||
+    x === y ||
+    ((typeof x === "string" || x instanceof URL) && String(x) === String(y));
+  return same(first.simd, later.simd) && same(first.scalar, later.scalar);
 }
 
 async function load(platform: Platform, options: InitOptions): Promise<InitResult> {
@@ -79,116 +98,46 @@ async function load(platform: Platform, options: InitOptions): Promise<InitResul
     return settle({}, "WebAssembly is not available in this runtime");
   }
   const simd = WebAssembly.validate(SIMD_PROBE);
-  const compile = (kind: "simd" | "scalar") =>
-    compileSource(platform, options[kind] ?? platform.defaultUrl(kind), kind);
-  let modules: [WebAssembly.Module, WebAssembly.Module | undefined];
-  try {
-    modules = await Promise.all([compile("scalar"), simd ? compile("simd") : undefined]);
-  } catch (error) {
+  const instantiate = async (kind: "simd" | "scalar") => {
+    const module = await compileSource(platform, options[kind] ?? platform.defaultUrl(kind), kind);
+    return new WasmBackend(kind, await WebAssembly.instantiate(module, {}));
+  };
+  const [scalar, simdBuild] = await Promise.allSettled([
+    instantiate("scalar"),
+    simd ? instantiate("simd") : Promise.reject(new Error("no SIMD")),
+  ]);
+  if (scalar.status === "rejected") {
     // A Content-Security-Policy without 'wasm-unsafe-eval' forbids compiling any wasm: that is
     // the runtime having no WebAssembly, not a broken install, so fall back to JS.
-    if (isCompileRefused(error))
+    if (isCompileRefused(scalar.reason))
       return settle(
         {},
         "WebAssembly is blocked here (a Content-Security-Policy needs 'wasm-unsafe-eval' in " +
-          `script-src to allow it): ${message(error)}`,
+          `script-src to allow it): ${message(scalar.reason)}`,
       );
-    throw error;
+    throw scalar.reason;
   }
-  const [scalarModule, simdModule] = modules;
-  const backends: Loaded["backends"] = {
-    scalar: new WasmBackend("scalar", await WebAssembly.instantiate(scalarModule, {})),
-  };
-  if (simdModule !== undefined) {
-    backends.simd = new WasmBackend("simd", await WebAssembly.instantiate(simdModule, {}));
+  if (!simd) return settle({ scalar: scalar.value }, "this runtime has no WebAssembly SIMD");
+  if (simdBuild.status === "rejected") {
+    return settle(
+      { scalar: scalar.value },
+      `the SIMD build failed to load, so the scalar build is used: ${message(simdBuild.reason)}`,
+    );
   }
-  return settle(backends, simd ? undefined : "this runtime has no WebAssembly SIMD");
+  return settle({ simd: simdBuild.value, scalar: scalar.value }, undefined);
 }
 
-function settle(wasm: Loaded["backends"], reason: string | undefined): InitResult {
-  const backends = { ...wasm, js: jsBackend };
+function settle(wasm: Backends, reason: string | undefined): InitResult {
+  const backends: Backends = { ...wasm, js: jsBackend };
   const available = (["simd", "scalar", "js"] as const).filter((k) => backends[k] !== undefined);
-  const result = { backend: available[0] ?? "js", available, backends };
-  loaded = reason === undefined ? result : { ...result, reason };
-  const { backends: _, ...publicResult } = loaded;
-  return publicResult;
-}
-
-async function compileSource(
-  platform: Platform,
-  source: WasmSource,
-  kind: string,
-): Promise<WebAssembly.Module> {
-  if (source instanceof WebAssembly.Module) return source;
-  let bytes: ArrayBuffer | ArrayBufferView | Response;
-  let from = "the bytes given";
-  if (typeof source === "string" || source instanceof URL) {
-    const url = source instanceof URL ? source : platform.toUrl(source);
-    from = url.href;
-    bytes = await platform.fetch(url);
-  } else if (isPromiseLike(source)) {
-    bytes = await source;
-  } else {
-    bytes = source;
-  }
-  if (typeof Response !== "undefined" && bytes instanceof Response) {
-    if (!bytes.ok) {
-      throw new Error(
-        `wasm-batchnorm: loading the ${kind} build from ${bytes.url || "a Response"} failed: ` +
-          `HTTP ${bytes.status} ${bytes.statusText}`,
-      );
-    }
-    from = bytes.url || from;
-    bytes = await bytes.arrayBuffer();
-  }
-  checkMagic(bytes as ArrayBuffer | ArrayBufferView, kind, from);
-  return WebAssembly.compile(bytes as BufferSource);
+  const result = { backend: available[0] ?? "js", available };
+  loaded = { ...result, ...(reason === undefined ? {} : { reason }), backends };
+  return reason === undefined ? result : { ...result, reason };
 }
 
 /**
- * A clear error for a file that is not WebAssembly at all: typically a dev server's HTML
- * fallback page, served because a bundler moved the JS away from its .wasm files.
- */
-function checkMagic(bytes: ArrayBuffer | ArrayBufferView, kind: string, from: string): void {
-  const head = ArrayBuffer.isView(bytes)
-    ? new Uint8Array(bytes.buffer, bytes.byteOffset, Math.min(4, bytes.byteLength))
-    : new Uint8Array(bytes, 0, Math.min(4, bytes.byteLength));
-  if (
-    head.length === 4 &&
-    head[0] === 0 &&
-    head[1] === 0x61 &&
-    head[2] === 0x73 &&
-    head[3] === 0x6d
-  ) {
-    return;
-  }
-  const start = String.fromCharCode(...head.subarray(0, 4)).replace(/[^\x20-\x7e]/g, "?");
-  throw new Error(
-    `wasm-batchnorm: the ${kind} build from ${from} is not a WebAssembly file ` +
-      `(it starts with ${JSON.stringify(start)}). A dev server may have answered with a page: ` +
-      `serve the .wasm files next to the package's JS (with Vite, add ` +
-      `optimizeDeps: { exclude: ["wasm-batchnorm"] }), or pass their address to init().`,
-  );
-}
-
-function isPromiseLike(x: unknown): x is PromiseLike<Response> {
-  return typeof (x as { then?: unknown }).then === "function";
-}
-
-function isCompileRefused(error: unknown): boolean {
-  return (
-    error instanceof EvalError ||
-    (error instanceof WebAssembly.CompileError && /refused|unsafe-eval|CSP/i.test(message(error)))
-  );
-}
-
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-/**
- * The back end for a module's `backend` option. Throws when `init()` has not run (except for
- * `"js"`, which needs nothing loaded) or when the requested build is unavailable.
+ * The back end for a `backend` option. Throws when `init()` has not run (except for `"js"`,
+ * which needs nothing loaded) or when the requested build is unavailable.
  */
 export function resolveBackend(requested: "auto" | BackendKind): Backend {
   if (requested === "js") return jsBackend;

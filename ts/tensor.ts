@@ -4,6 +4,9 @@
  * @module
  */
 import type { Backend, F32Buffer } from "./backend.js";
+import { show, typeName } from "./errors.js";
+import { freeWhenCollected, keepAlive } from "./lifetime.js";
+import { shapeLength } from "./shape.js";
 
 const disposeSymbol: typeof Symbol.dispose =
   (Symbol as { dispose?: typeof Symbol.dispose }).dispose ??
@@ -11,8 +14,9 @@ const disposeSymbol: typeof Symbol.dispose =
 
 /**
  * A float32 tensor in the memory of one back end (for wasm: the instance's linear memory), made
- * by {@link BatchNorm.tensor} and read and written in place through {@link Tensor.data}. It is
- * freed by {@link Tensor.dispose} (or `using`), never by the garbage collector.
+ * by {@link BatchNorm.tensor} and read and written in place through {@link Tensor.data}. Free it
+ * with {@link Tensor.dispose} (or `using`); one dropped without it is freed when the garbage
+ * collector reclaims it.
  */
 export class Tensor {
   /** The dimensions, e.g. `[N, C, H, W]`. */
@@ -26,6 +30,13 @@ export class Tensor {
     this.backend = backend;
     this.shape = Object.freeze([...shape]);
     this.#buffer = buffer;
+    freeWhenCollected(this, buffer);
+  }
+
+  /** @internal A zero-filled tensor of a checked shape (`where` names the caller in errors). */
+  static alloc(backend: Backend, shape: readonly number[], where: string): Tensor {
+    const length = shapeLength(shape, where, "shape");
+    return new Tensor(backend, shape, backend.alloc(length));
   }
 
   /**
@@ -59,7 +70,9 @@ export class Tensor {
 
   /** Frees the tensor's memory. A second call does nothing. */
   dispose(): void {
-    this.#buffer?.free();
+    if (this.#buffer === undefined) return;
+    keepAlive(this);
+    this.#buffer.free();
     this.#buffer = undefined;
   }
 
@@ -67,6 +80,38 @@ export class Tensor {
   [disposeSymbol](): void {
     this.dispose();
   }
+}
+
+/** Checks that `t` is a live tensor of `backend`'s memory. */
+export function checkTensor(t: unknown, backend: Backend, where: string, name: string): Tensor {
+  if (!(t instanceof Tensor)) {
+    throw new TypeError(`${where}: ${name} must be a Tensor, got ${typeName(t)}`);
+  }
+  if (t.disposed) {
+    throw new Error(`${where}: ${name} (Tensor [${t.shape.join(", ")}]) was disposed`);
+  }
+  if (t.backend !== backend) {
+    throw new TypeError(
+      `${where}: ${name} belongs to the ${t.backend.kind} back end's memory, ` +
+        `but this module runs on ${backend.kind}: make it with this module's tensor()`,
+    );
+  }
+  return t;
+}
+
+/** The `out` of a Tensor call's options object (`undefined` when there is none). */
+export function checkOut(options: unknown, where: string): Tensor | undefined {
+  if (options === undefined) return undefined;
+  if (typeof options !== "object" || options === null || Array.isArray(options)) {
+    throw new TypeError(
+      `${where}: with a Tensor, the second argument must be an options object { out?: Tensor }, got ${show(options)}`,
+    );
+  }
+  const out = (options as { out?: unknown }).out;
+  if (out !== undefined && !(out instanceof Tensor)) {
+    throw new TypeError(`${where}: options.out must be a Tensor, got ${typeName(out)}`);
+  }
+  return out;
 }
 
 export { disposeSymbol };

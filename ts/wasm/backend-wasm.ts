@@ -6,10 +6,11 @@
  */
 import type { Backend, BackendKind, Dims, F32Buffer } from "../backend.js";
 import { type BatchNormExports, checkExports } from "./abi.js";
-import { Heap, WasmF32Buffer } from "./memory.js";
+import { Heap, MAX_BYTES, WasmF32Buffer } from "./memory.js";
 
 export class WasmBackend implements Backend {
   readonly kind: BackendKind;
+  readonly maxFloats = MAX_BYTES / 4;
   readonly heap: Heap;
   readonly #abi: BatchNormExports;
 
@@ -39,8 +40,35 @@ export class WasmBackend implements Backend {
     return new WasmF32Buffer(this.heap, length);
   }
 
+  workspaceFloats(channels: number): number {
+    // The export computes in 32-bit usize and saturates there (u32::MAX) rather than wrap; a
+    // channel count past i32 would not even reach it intact.
+    if (!(channels >= 0 && channels < 2 ** 31)) return Infinity;
+    // The workspace grows linearly with the channel count; a size that wrapped in 32 bits is
+    // caught here too, whatever the build does past that.
+    if (this.#abi.bn_workspace_bytes(1) * channels >= MAX_BYTES - 1) return Infinity;
+    const bytes = this.#abi.bn_workspace_bytes(channels) >>> 0;
+    return bytes >= MAX_BYTES - 1 ? Infinity : Math.ceil(bytes / 4);
+  }
+
   allocWorkspace(channels: number): F32Buffer {
-    return this.alloc(Math.ceil(this.#abi.bn_workspace_bytes(channels) / 4));
+    return this.alloc(this.workspaceFloats(channels));
+  }
+
+  fits(floats: number): boolean {
+    return this.heap.fits(floats * 4);
+  }
+
+  memoryBytes(): number {
+    return this.heap.memoryBytes;
+  }
+
+  pin(a: Float32Array): () => Float32Array {
+    const memory = this.heap.memory;
+    if (a.buffer !== memory.buffer) return () => a;
+    const { byteOffset, length } = a;
+    // A grown memory has detached `a` (its length reads 0): view the same floats again.
+    return () => (a.length === length ? a : new Float32Array(memory.buffer, byteOffset, length));
   }
 
   moments(x: F32Buffer, d: Dims, ws: F32Buffer, mean: F32Buffer, variance: F32Buffer): void {

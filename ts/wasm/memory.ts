@@ -12,7 +12,7 @@ const PAGE = 65536;
 /** Every block starts on 16 bytes, so v128 loads are aligned and float64 scratch is too. */
 const ALIGN = 16;
 /** wasm32 addresses 4 GiB at most. */
-const MAX_BYTES = 2 ** 32;
+export const MAX_BYTES = 2 ** 32;
 
 interface Block {
   start: number;
@@ -85,6 +85,16 @@ export class Heap {
       this.#top = last.start;
       this.#free.pop();
     }
+  }
+
+  /**
+   * Whether `bytes` more (in blocks of any size, each rounded up to 16) can fit beside what is
+   * live: a necessary condition, checked before a set of allocations so that one that cannot
+   * fit is refused before any of it is made. (An allocation may still fail on a fragmented
+   * heap; callers free what they made then.)
+   */
+  fits(bytes: number): boolean {
+    return Number.isFinite(bytes) && this.allocatedBytes + bytes <= MAX_BYTES - this.#base;
   }
 
   /** Bytes handed out by `alloc` and not yet freed (each block rounded up to 16 bytes). */

@@ -1,0 +1,137 @@
+/**
+ * The batch-norm algorithm over a back end's passes, shared by the functional ops and the
+ * module: the kernels do the O(N) passes; the O(C) work here is done in float64, straight into
+ * the per-channel buffers (no arrays allocated per call but the gradients handed back).
+ *
+ * @module
+ */
+import { type Backend, type Dims, type F32Buffer, perChannel } from "./backend.js";
+import type { ChannelScratch } from "./scratch.js";
+
+/** Per-channel affine parameters; `null` is weight 1 and bias 0. */
+export interface Affine {
+  readonly weight: ArrayLike<number> | null;
+  readonly bias: ArrayLike<number> | null;
+}
+
+/** Batch statistics of `x` into `s.mean` and `s.variance` (biased), by the stable kernels. */
+export function batchMoments(be: Backend, x: F32Buffer, dims: Dims, s: ChannelScratch): void {
+  be.moments(x, dims, s.ws, s.mean, s.variance);
+}
+
+/**
+ * Sets `scale = weight·invstd` and `shift = bias` for a forward centred on `center` (already
+ * in place), with `invstd = 1/sqrt(variance + eps)` written to `invstd`.
+ */
+export function forwardCoefficients(
+  s: ChannelScratch,
+  affine: Affine,
+  variance: ArrayLike<number>,
+  eps: number,
+  invstd: Float64Array,
+): void {
+  const scale = s.scale.view();
+  const shift = s.shift.view();
+  const { weight, bias } = affine;
+  for (let c = 0; c < scale.length; c++) {
+    const k = 1 / Math.sqrt((variance[c] as number) + eps);
+    invstd[c] = k;
+    scale[c] = weight === null ? k : (weight[c] as number) * k;
+  }
+  if (bias === null) shift.fill(0);
+  else shift.set(bias);
+}
+
+/** `y = (x − center)·scale + shift` with the coefficients in `s`. */
+export function applyForward(
+  be: Backend,
+  x: F32Buffer,
+  y: F32Buffer,
+  dims: Dims,
+  center: F32Buffer,
+  s: ChannelScratch,
+): void {
+  be.scaleShift(x, y, dims, center, s.scale, s.shift, s.ws);
+}
+
+/**
+ * `running = (1 − m)·running + m·batch`, with the unbiased variance `var·n/(n − 1)` of `n`
+ * values per channel (PyTorch's rule).
+ */
+export function updateRunningStats(
+  runningMean: Float32Array,
+  runningVar: Float32Array,
+  mean: ArrayLike<number>,
+  variance: ArrayLike<number>,
+  n: number,
+  m: number,
+): void {
+  const unbias = n / (n - 1);
+  for (let c = 0; c < runningMean.length; c++) {
+    runningMean[c] = (1 - m) * (runningMean[c] as number) + m * (mean[c] as number);
+    runningVar[c] = (1 - m) * (runningVar[c] as number) + m * (variance[c] as number) * unbias;
+  }
+}
+
+/** What a backward needs of its forward. */
+export interface ForwardRecord {
+  readonly dims: Dims;
+  /** The per-channel centre the forward used (batch or running mean). */
+  readonly center: F32Buffer;
+  /** 1/sqrt(var + eps) of the forward, per channel. */
+  readonly invstd: Float64Array;
+  /** The weight the forward used, or `null` for 1. */
+  readonly weight: ArrayLike<number> | null;
+  /** Batch statistics (the gradient flows through them) or running statistics (constants). */
+  readonly batchStats: boolean;
+}
+
+/** Gradients of the parameters (always computed; the module drops them when not affine). */
+export interface ParamGradients {
+  dWeight: Float32Array;
+  dBias: Float32Array;
+}
+
+/**
+ * The backward passes: `dBias = Σdy`, `dWeight = Σdy·x̂`, and `dx` into `dx` (which may be `dy`
+ * or `x`), either through the batch statistics,
+ * `dx = weight·invstd/n · (n·dy − Σdy − x̂·Σ(dy·x̂))`, or with them constant, `dx = dy·weight·invstd`.
+ */
+export function backwardPasses(
+  be: Backend,
+  f: ForwardRecord,
+  x: F32Buffer,
+  dy: F32Buffer,
+  dx: F32Buffer,
+  s: ChannelScratch,
+): ParamGradients {
+  const { dims, invstd, weight } = f;
+  be.gradSums(x, dy, dims, f.center, s.ws, s.sumDy, s.sumDyXc);
+  const sumDy = s.sumDy.view();
+  const sumDyXc = s.sumDyXc.view();
+  const kDy = s.kDy.view();
+  const C = kDy.length;
+  const dWeight = new Float32Array(C);
+  for (let c = 0; c < C; c++) {
+    const k = invstd[c] as number;
+    dWeight[c] = k * (sumDyXc[c] as number);
+    kDy[c] = weight === null ? k : (weight[c] as number) * k;
+  }
+  const dBias = sumDy.slice();
+  if (f.batchStats) {
+    const n = perChannel(dims);
+    const kXc = s.kXc.view();
+    const kConst = s.kConst.view();
+    for (let c = 0; c < C; c++) {
+      const k = invstd[c] as number;
+      const a = kDy[c] as number;
+      kXc[c] = (-a * k * k * (sumDyXc[c] as number)) / n;
+      kConst[c] = (-a * (dBias[c] as number)) / n;
+    }
+    be.gradInput(x, dy, dx, dims, f.center, s.kDy, s.kXc, s.kConst, s.ws);
+  } else {
+    s.kXc.view().fill(0);
+    be.scaleShift(dy, dx, dims, s.kXc, s.kDy, s.kXc, s.ws);
+  }
+  return { dWeight, dBias };
+}

@@ -1,0 +1,93 @@
+/**
+ * The options of the module and of the functional ops, their defaults (PyTorch's) and their
+ * checks.
+ *
+ * @module
+ */
+import type { BackendKind } from "./backend.js";
+import { checkChoice, show } from "./errors.js";
+import { LAYOUTS, type Layout } from "./shape.js";
+
+/** Options of {@link BatchNorm}; every default is PyTorch's. */
+export interface BatchNormOptions {
+  /** Added to the variance before the square root. Default `1e-5`; must be ≥ 0. */
+  eps?: number;
+  /**
+   * Weight of the new batch statistic in the running averages:
+   * `running = (1 − momentum)·running + momentum·batch`. Default `0.1`, in [0, 1]; `null` makes
+   * the running statistics a cumulative average over all batches seen.
+   */
+  momentum?: number | null;
+  /** Learnable per-channel `weight` (γ, initially 1) and `bias` (β, initially 0). Default `true`. */
+  affine?: boolean;
+  /**
+   * Keep `runningMean` and `runningVar` and use them in inference. Default `true`; when `false`,
+   * batch statistics are used in both modes.
+   */
+  trackRunningStats?: boolean;
+  /** Default `"NCHW"`. */
+  layout?: Layout;
+  /**
+   * Which implementation runs the kernels. `"auto"` (default) takes the best that
+   * {@link init} loaded: SIMD wasm, else scalar wasm, else JS.
+   */
+  backend?: "auto" | BackendKind;
+}
+
+/** {@link BatchNormOptions} with every default filled in and every value checked. */
+export type ModuleConfig = Required<BatchNormOptions>;
+
+export const BACKEND_CHOICES: readonly ("auto" | BackendKind)[] = ["auto", "simd", "scalar", "js"];
+
+export function checkEps(eps: unknown, where: string): number {
+  if (typeof eps !== "number" || !(eps >= 0) || eps === Infinity) {
+    throw new RangeError(`${where}: options.eps must be a finite number ≥ 0, got ${show(eps)}`);
+  }
+  return eps;
+}
+
+export function checkMomentum(momentum: unknown, where: string, nullable: boolean): number | null {
+  if (momentum === null && nullable) return null;
+  if (typeof momentum !== "number" || !(momentum >= 0 && momentum <= 1)) {
+    throw new RangeError(
+      `${where}: options.momentum must be in [0, 1]${nullable ? " or null" : ""}, got ${show(momentum)}`,
+    );
+  }
+  return momentum;
+}
+
+export function checkBoolean(value: unknown, where: string, name: string): boolean {
+  if (typeof value !== "boolean") {
+    throw new TypeError(`${where}: ${name} must be a boolean, got ${show(value)}`);
+  }
+  return value;
+}
+
+export const checkLayout = (layout: unknown, where: string): Layout =>
+  checkChoice(layout, LAYOUTS, where, "options.layout");
+
+export const checkBackend = (backend: unknown, where: string): "auto" | BackendKind =>
+  checkChoice(backend, BACKEND_CHOICES, where, "options.backend");
+
+/** The module's options, defaults filled in; throws naming the bad option. */
+export function moduleConfig(options: BatchNormOptions, where: string): ModuleConfig {
+  if (typeof options !== "object" || options === null || Array.isArray(options)) {
+    throw new TypeError(`${where}: options must be an object, got ${show(options)}`);
+  }
+  const {
+    eps = 1e-5,
+    momentum = 0.1,
+    affine = true,
+    trackRunningStats = true,
+    layout = "NCHW",
+    backend = "auto",
+  } = options;
+  return {
+    eps: checkEps(eps, where),
+    momentum: checkMomentum(momentum, where, true),
+    affine: checkBoolean(affine, where, "options.affine"),
+    trackRunningStats: checkBoolean(trackRunningStats, where, "options.trackRunningStats"),
+    layout: checkLayout(layout, where),
+    backend: checkBackend(backend, where),
+  };
+}

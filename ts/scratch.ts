@@ -1,0 +1,63 @@
+/**
+ * The per-channel arrays the passes read and write, in the back end's memory, each named by its
+ * role. A module keeps one set for its life; a functional call makes one for the call.
+ *
+ * @module
+ */
+import type { Backend, F32Buffer } from "./backend.js";
+import type { BufferSet } from "./lifetime.js";
+
+/** Per-channel float32 buffers in a {@link ChannelScratch}. */
+const ROLES = [
+  "mean",
+  "variance",
+  "center",
+  "scale",
+  "shift",
+  "kDy",
+  "kXc",
+  "kConst",
+  "sumDy",
+  "sumDyXc",
+] as const;
+
+type Role = (typeof ROLES)[number];
+
+export interface ChannelScratch extends Record<Role, F32Buffer> {
+  /** The kernels' own scratch space. */
+  readonly ws: F32Buffer;
+}
+
+/**
+ * Floats that {@link allocScratch} takes for `channels` channels (`Infinity` when the
+ * back end's workspace cannot be that large).
+ */
+export function scratchFloats(backend: Backend, channels: number): number {
+  return ROLES.length * channels + backend.workspaceFloats(channels);
+}
+
+/**
+ * Allocates the per-channel buffers for `channels` channels in `buffers`' back end. Throws a
+ * RangeError before allocating anything when they cannot all fit (`where`: who asks; `name`:
+ * what the channel count is called there).
+ */
+export function allocScratch(
+  buffers: BufferSet,
+  channels: number,
+  where: string,
+  name: string,
+): ChannelScratch {
+  const { backend } = buffers;
+  const floats = scratchFloats(backend, channels);
+  if (!backend.fits(floats)) {
+    const bytes = Number.isFinite(floats) ? `${floats * 4} bytes` : "more than 4 GiB";
+    throw new RangeError(
+      `${where}: ${name} = ${channels} is too large: its per-channel arrays need ${bytes} of ` +
+        "wasm memory, which holds at most 4 GiB (less what is in use)",
+    );
+  }
+  const scratch: Partial<Record<Role | "ws", F32Buffer>> = {};
+  for (const role of ROLES) scratch[role] = buffers.alloc(channels);
+  scratch.ws = buffers.alloc(backend.workspaceFloats(channels));
+  return scratch as ChannelScratch;
+}
