@@ -473,8 +473,24 @@ export class BatchNorm {
     return this.affine ? grads : { dWeight: null, dBias: null };
   }
 
+  /**
+   * The input ranks a subclass accepts (PyTorch's `BatchNorm1d/2d/3d` check them), with the
+   * class's name and the forms it expects, for the error message; any rank ≥ 2 when absent.
+   */
+  protected readonly ranks?: {
+    readonly accepted: readonly number[];
+    readonly name: string;
+    readonly forms: string;
+  };
+
   #dims(shape: readonly number[], where: string, name: string): Dims {
     const dims = dimsOf(shape, this.layout, where, name, this.numFeatures);
+    const ranks = this.ranks;
+    if (ranks !== undefined && !ranks.accepted.includes(shape.length)) {
+      throw new RangeError(
+        `${where}: ${ranks.name} expects ${ranks.forms} input, got ${name} [${shape.join(", ")}] (rank ${shape.length})`,
+      );
+    }
     // PyTorch's rule, checked whenever batch statistics are used: in training, and in
     // inference too when there are no running statistics (`trackRunningStats: false`).
     if ((this.#training || !this.trackRunningStats) && perChannel(dims) <= 1) {
