@@ -8,5 +8,7 @@ export default defineConfig({
     hookTimeout: 300_000,
     // The wasm builds are loaded once per test file; files run in parallel on the 2 cores.
     pool: "forks",
+    // test/lifetime.test.ts forces garbage collection to see dropped modules freed.
+    execArgv: ["--expose-gc"],
   },
 });

@@ -58,7 +58,12 @@ let pending: { promise: Promise<InitResult>; options: InitOptions } | undefined;
 /** Makes the `init` of one entry point (Node or browser). */
 export function createInit(platform: Platform): (options?: InitOptions) => Promise<InitResult> {
   return (options) => {
-    const given = checkOptions(options, "init") as InitOptions;
+    let given: InitOptions;
+    try {
+      given = checkOptions(options, "init") as InitOptions;
+    } catch (error) {
+      return Promise.reject(error);
+    }
     if (pending !== undefined) {
       if (!sameSources(pending.options, given)) {
         return Promise.reject(
