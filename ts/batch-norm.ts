@@ -108,13 +108,6 @@ export class BatchNorm {
   /** 1/sqrt(var + eps) of the last forward, and the weight it used: backward reads them. */
   readonly #invstd: Float64Array;
   readonly #forwardWeight: Float32Array | null;
-  /**
-   * The bits of the running statistics and parameters that the inference coefficients in the
-   * scratch buffers were computed from; a forward recomputes them only when these changed.
-   */
-  readonly #inferenceInputs: Int32Array[];
-  readonly #inferenceKey: Int32Array;
-  #inferenceReady = false;
   #training = true;
   #saved: Saved | undefined;
   #disposed = false;
@@ -161,10 +154,6 @@ export class BatchNorm {
     } = this.#state);
     this.#invstd = new Float64Array(numFeatures);
     this.#forwardWeight = this.weight && new Float32Array(numFeatures);
-    this.#inferenceInputs = [this.runningMean, this.runningVar, this.weight, this.bias]
-      .filter((a) => a !== null)
-      .map((a) => new Int32Array(a.buffer, a.byteOffset, a.length));
-    this.#inferenceKey = new Int32Array(numFeatures * this.#inferenceInputs.length);
   }
 
   /** Whether the module is in training mode (the initial mode). */
@@ -407,13 +396,12 @@ export class BatchNorm {
     if (batchStats) {
       batchMoments(this.#impl, x, dims, s);
       forwardCoefficients(s, state, s.variance.view(), this.eps, this.#invstd);
-      this.#inferenceReady = false;
       center = s.mean;
     } else {
-      if (!this.#inferenceCurrent()) {
-        s.center.view().set(state.runningMean as Float32Array);
-        forwardCoefficients(s, state, state.runningVar as Float32Array, this.eps, this.#invstd);
-      }
+      // Recomputed on every call: checking whether the parameters or running statistics
+      // changed since the last call (they are updated in place) costs as much as this.
+      s.center.view().set(state.runningMean as Float32Array);
+      forwardCoefficients(s, state, state.runningVar as Float32Array, this.eps, this.#invstd);
       center = s.center;
     }
     applyForward(this.#impl, x, y, dims, center, s);
@@ -431,32 +419,6 @@ export class BatchNorm {
       shape: [...shape],
       record: { dims, center, invstd: this.#invstd, weight, batchStats },
     };
-  }
-
-  /**
-   * Whether the inference coefficients in the scratch buffers were computed from the running
-   * statistics and parameters as they are now (compared bit for bit: a NaN, or a -0 turned 0,
-   * counts as a change); records them as current when not.
-   */
-  #inferenceCurrent(): boolean {
-    const key = this.#inferenceKey;
-    const C = this.numFeatures;
-    let same = this.#inferenceReady;
-    for (let a = 0; a < this.#inferenceInputs.length; a++) {
-      const values = this.#inferenceInputs[a] as Int32Array;
-      const offset = a * C;
-      if (same) {
-        for (let c = 0; c < C; c++) {
-          if (values[c] !== key[offset + c]) {
-            same = false;
-            break;
-          }
-        }
-      }
-      if (!same) key.set(values, offset);
-    }
-    this.#inferenceReady = true;
-    return same;
   }
 
   /** Runs a backward whose arguments are all checked; consumes the saved forward. */
