@@ -14,5 +14,17 @@ export {
   type StateDict,
   type StateDictInput,
 } from "./batch-norm.js";
+export {
+  type BatchNormParameters,
+  type ConvLayout,
+  type FoldableBatchNorm,
+  type FoldConvOptions,
+  type Folded,
+  type FoldLinearOptions,
+  foldedAffineOf,
+  foldIntoConv,
+  foldIntoLinear,
+  type LinearLayout,
+} from "./fold.js";
 export type { InitOptions, InitResult, WasmSource } from "./init.js";
 export { Tensor } from "./tensor.js";
