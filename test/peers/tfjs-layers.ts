@@ -42,15 +42,20 @@ export interface TfjsBn {
 
 let ready: Promise<boolean> | undefined;
 
+/** Selects TF.js's CPU back end (float32, plain JS kernels), once. */
+export async function tfjsReady(): Promise<void> {
+  // IS_TEST silences tfjs-backend-cpu's one-time advice to install tfjs-node.
+  tf.env().set("IS_TEST", true);
+  ready ??= tf.setBackend("cpu");
+  await ready;
+}
+
 /** A batchNormalization layer built for inputs of `shape` (`[N, ...]`). */
 export async function tfjsBatchNorm(
   shape: readonly number[],
   options: TfjsBnOptions = {},
 ): Promise<TfjsBn> {
-  // IS_TEST silences tfjs-backend-cpu's one-time advice to install tfjs-node.
-  tf.env().set("IS_TEST", true);
-  ready ??= tf.setBackend("cpu");
-  await ready;
+  await tfjsReady();
   const config: Record<string, number> = { axis: options.axis ?? -1 };
   if (options.momentum !== undefined) config.momentum = options.momentum;
   if (options.epsilon !== undefined) config.epsilon = options.epsilon;
