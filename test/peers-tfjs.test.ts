@@ -17,7 +17,10 @@ afterAll(() => {
   if (process.env.PEERS_REPORT) console.log("tfjs-layers", measured);
 });
 
-/** Channels last, TF.js's default (axis −1): 3·2·4 = 24 values per channel. */
+/**
+ * Channels last, with the layer's axis left to its default: the comparisons with the NHWC
+ * formulas show that the default axis is the last one. 3·2·4 = 24 values per channel.
+ */
 const SHAPE = [3, 2, 4, 5] as const;
 const C = 5;
 const n = 24;
@@ -37,11 +40,12 @@ const asParams = (w: {
 });
 
 describe("TF.js layers batchNormalization", () => {
-  it("has momentum 0.99 and epsilon 1e-3 by default, and weights gamma, beta, moving_mean, moving_variance in that order", async () => {
+  it("has momentum 0.99, epsilon 1e-3 and axis −1 by default, and weights gamma, beta, moving_mean, moving_variance in that order", async () => {
     const bn = await tfjsBatchNorm(SHAPE);
     const config = bn.layer.getConfig();
     expect(config.momentum).toBe(0.99);
     expect(config.epsilon).toBe(1e-3);
+    expect(config.axis).toBe(-1);
     expect(bn.names().map((name) => name.split("/").pop())).toEqual([
       "gamma",
       "beta",

@@ -16,7 +16,7 @@ export interface KerasBnWeights {
 }
 
 export interface TfjsBnOptions {
-  /** Channel axis (default -1, TF.js's default: channels last). */
+  /** Channel axis; left out = TF.js's default (−1, channels last). */
   axis?: number;
   /** Left out = TF.js's default. */
   momentum?: number;
@@ -56,7 +56,9 @@ export async function tfjsBatchNorm(
   options: TfjsBnOptions = {},
 ): Promise<TfjsBn> {
   await tfjsReady();
-  const config: Record<string, number> = { axis: options.axis ?? -1 };
+  // Every option left out takes TF.js's default, which the tests then pin down.
+  const config: Record<string, number> = {};
+  if (options.axis !== undefined) config.axis = options.axis;
   if (options.momentum !== undefined) config.momentum = options.momentum;
   if (options.epsilon !== undefined) config.epsilon = options.epsilon;
   const layer = tfl.layers.batchNormalization({ ...config, inputShape: shape.slice(1) });
