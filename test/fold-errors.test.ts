@@ -27,6 +27,13 @@ describe("fold errors", () => {
       /foldIntoLinear: bn must have a positive integer numFeatures and a foldedAffine\(\) method, got BatchNorm/,
     );
     expect(() => foldIntoConv(null as never, [1, 2])).toThrow(TypeError);
+    // bn and weight are checked before options.shape is compared with them.
+    expect(() => foldIntoConv(null as never, [1, 2], null, { shape: [2, 1, 1] })).toThrow(
+      /bn must have/,
+    );
+    expect(() => foldIntoConv(bn2, "ab" as never, null, { shape: [2, 1, 1] })).toThrow(
+      /weight must be a Float32Array, Float64Array or array of numbers, got "ab"/,
+    );
     const zero = { numFeatures: 0, foldedAffine: bn2.foldedAffine };
     expect(() => foldIntoConv(zero, [1, 2])).toThrow(/numFeatures/);
   });

@@ -131,6 +131,7 @@ export function foldIntoLinear(
   options: FoldLinearOptions = {},
 ): Folded {
   const where = "foldIntoLinear";
+  checkBn(where, bn);
   const layout = option(where, options, "layout", "outIn", ["outIn", "inOut"] as const);
   return fold(where, bn, weight, bias, layout === "outIn" ? "first" : "last");
 }
@@ -151,6 +152,7 @@ export function foldIntoConv(
   options: FoldConvOptions = {},
 ): Folded {
   const where = "foldIntoConv";
+  checkBn(where, bn);
   const layout = option(where, options, "layout", "OIHW", [
     "OIHW",
     "OHWI",
@@ -159,6 +161,7 @@ export function foldIntoConv(
   ] as const);
   const { shape } = options;
   if (shape !== undefined) {
+    numbers(where, "weight", weight);
     if (
       !Array.isArray(shape) ||
       shape.length < 3 ||
@@ -176,17 +179,17 @@ export function foldIntoConv(
         : layout === "HWIM"
           ? (shape[shape.length - 2] as number) * last
           : shape[0];
-    if (out !== bn?.numFeatures) {
+    if (out !== bn.numFeatures) {
       throw new RangeError(
         `${where}: options.shape ${show(shape)} in layout "${layout}" has ${out} output ` +
-          `channels, expected bn.numFeatures = ${show(bn?.numFeatures)}`,
+          `channels, expected bn.numFeatures = ${bn.numFeatures}`,
       );
     }
     const length = shape.reduce((a, d) => a * d, 1);
-    if (weight?.length !== length) {
+    if (weight.length !== length) {
       throw new RangeError(
         `${where}: weight must have ${length} elements for options.shape ${show(shape)}, got ` +
-          `${show(weight?.length)}`,
+          `${weight.length}`,
       );
     }
   }
@@ -194,14 +197,8 @@ export function foldIntoConv(
   return fold(where, bn, weight, bias, outLast ? "last" : "first");
 }
 
-/** The shared fold: the output channel is the first axis (`"first"`) or the last (`"last"`). */
-function fold(
-  where: string,
-  bn: FoldableBatchNorm,
-  weight: ArrayLike<number>,
-  bias: ArrayLike<number> | null | undefined,
-  outAxis: "first" | "last",
-): Folded {
+/** Checks that `bn` is foldable: a positive integer `numFeatures` and a `foldedAffine()`. */
+function checkBn(where: string, bn: FoldableBatchNorm): void {
   if (
     typeof bn !== "object" ||
     bn === null ||
@@ -213,6 +210,19 @@ function fold(
       `${where}: bn must have a positive integer numFeatures and a foldedAffine() method, got ${show(bn)}`,
     );
   }
+}
+
+/**
+ * The shared fold, for a checked `bn`: the output channel is the weight's first axis
+ * (`"first"`) or its last (`"last"`).
+ */
+function fold(
+  where: string,
+  bn: FoldableBatchNorm,
+  weight: ArrayLike<number>,
+  bias: ArrayLike<number> | null | undefined,
+  outAxis: "first" | "last",
+): Folded {
   const C = bn.numFeatures;
   const w = numbers(where, "weight", weight);
   if (w.length === 0 || w.length % C !== 0) {
