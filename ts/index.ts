@@ -18,6 +18,18 @@ export {
   type MomentsOptions,
   moments,
 } from "./functional.js";
+export {
+  type BatchNormParameters,
+  type ConvLayout,
+  type FoldableBatchNorm,
+  type FoldConvOptions,
+  type Folded,
+  type FoldLinearOptions,
+  foldedAffineOf,
+  foldIntoConv,
+  foldIntoLinear,
+  type LinearLayout,
+} from "./fold.js";
 export type { InitOptions, InitResult, WasmSource } from "./init.js";
 export type { BatchNormOptions } from "./options.js";
 export type { Layout } from "./shape.js";
