@@ -74,7 +74,10 @@ export function sameShape(
   where: string,
   name: string,
 ): void {
-  if (got.length !== want.length || got.some((d, i) => d !== want[i])) {
+  let same = got.length === want.length;
+  // A plain loop: this runs on every zero-copy call.
+  for (let i = 0; same && i < got.length; i++) same = got[i] === want[i];
+  if (!same) {
     throw new RangeError(
       `${where}: ${name} must have shape [${want.join(", ")}], got [${got.join(", ")}]`,
     );
