@@ -105,21 +105,32 @@ describe("the packed package in a Node app", () => {
     expect(out.y).toEqual({ simd: EXPECTED, scalar: EXPECTED, js: EXPECTED });
   });
 
-  it("a failed init() can be retried, and a non-wasm file gets a clear error", async () => {
+  it("a failed init() can be retried; a non-wasm file gets a clear error, and falls back to scalar when it is the SIMD build", async () => {
     const out = await node(`${PRELUDE}
       const errors = [];
-      for (const bad of [{ scalar: "no-such.wasm" }, { simd: "package.json" }]) {
+      for (const bad of [{ scalar: "no-such.wasm" }, { scalar: "package.json" }]) {
         await init(bad).then(() => errors.push(null), (e) => errors.push(e.message));
       }
-      const info = await init();
-      console.log(JSON.stringify({ errors, info, y: check() }));`);
+      const info = await init({ simd: "package.json" });
+      const y = {};
+      for (const backend of ["scalar", "js"]) {
+        const bn = new BatchNorm(2, { backend });
+        y[backend] = Array.from(bn.forward(new Float32Array([1, 10, 3, 30]), [2, 2]));
+      }
+      console.log(JSON.stringify({ errors, info, y }));`);
     const [missing, notWasm] = out.errors as string[];
     expect(missing).toMatch(/ENOENT.*no-such\.wasm/);
     expect(notWasm).toMatch(
-      /the simd build from file:.*package\.json is not a WebAssembly file \(it starts with "\{\? {2}"\)/,
+      /the scalar build from file:.*package\.json is not a WebAssembly file \(it starts with "\{\? {2}"\)/,
     );
-    expect(out.info).toEqual({ backend: "simd", available: ["simd", "scalar", "js"] });
-    expect(out.y).toEqual({ simd: EXPECTED, scalar: EXPECTED, js: EXPECTED });
+    expect(out.info).toEqual({
+      backend: "scalar",
+      available: ["scalar", "js"],
+      reason: expect.stringMatching(
+        /^the SIMD build failed to load, so the scalar build is used: .*the simd build from file:.*package\.json is not a WebAssembly file/,
+      ),
+    });
+    expect(out.y).toEqual({ scalar: EXPECTED, js: EXPECTED });
   });
 
   it("its published types check in a strict TypeScript consumer", async () => {
