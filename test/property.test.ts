@@ -15,12 +15,11 @@ import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { BackendKind } from "../ts/backend.js";
 import { BatchNorm, type Layout, type StateDict, type Tensor } from "../ts/index.node.js";
-import { resolveBackend } from "../ts/init.js";
-import { WasmBackend } from "../ts/wasm/backend-wasm.js";
 import { assertClose, gradientScales } from "./compare.js";
 import { Rng } from "./random.js";
 import { channelOf, RefBatchNorm } from "./reference.js";
 import { BACKENDS, initFromDist } from "./setup-backends.js";
+import { heapOf, live } from "./state.js";
 
 beforeAll(async () => {
   await initFromDist();
@@ -37,11 +36,6 @@ beforeAll(async () => {
  * over these runs is about 1.1e-6 (scalar build).
  */
 const TOL = 2 ** -16;
-
-const live = (kind: BackendKind) => {
-  const b = resolveBackend(kind);
-  return b instanceof WasmBackend ? b.heap.allocatedBytes : 0;
-};
 
 // ---------------------------------------------------------------------------------------------
 // What a run is made of.
@@ -533,8 +527,7 @@ function run(kind: BackendKind, configs: ModuleConfig[], actions: Action[], stat
           break;
         }
         case "grow": {
-          const b = resolveBackend(kind);
-          if (b instanceof WasmBackend) b.heap.memory.grow(a.pages);
+          heapOf(kind)?.memory.grow(a.pages);
           break;
         }
         case "disposeInput": {

@@ -7,15 +7,12 @@
  * test/reference.ts within a stated tolerance.
  */
 import { beforeAll, describe, expect, it, vi } from "vitest";
-import type { BackendKind } from "../ts/backend.js";
 import { BatchNorm, type BatchNormOptions, memoryBytes, Tensor } from "../ts/index.node.js";
-import { resolveBackend } from "../ts/init.js";
-import { WasmBackend } from "../ts/wasm/backend-wasm.js";
-import type { Heap } from "../ts/wasm/memory.js";
 import { assertClose, gradientScales } from "./compare.js";
 import { Rng } from "./random.js";
 import { channelOf, RefBatchNorm } from "./reference.js";
 import { BACKENDS, initFromDist } from "./setup-backends.js";
+import { expectSameBits, expectSameState, heapOf } from "./state.js";
 
 beforeAll(async () => {
   await initFromDist();
@@ -23,12 +20,6 @@ beforeAll(async () => {
 
 const originalSet = Float32Array.prototype.set;
 const originalSlice = Float32Array.prototype.slice;
-
-/** The heap of a wasm back end (undefined for "js"): internal, for allocation accounting. */
-function heapOf(kind: BackendKind): Heap | undefined {
-  const b = resolveBackend(kind);
-  return b instanceof WasmBackend ? b.heap : undefined;
-}
 
 /**
  * Tolerance against the float64 reference, in units of a per-element error scale (below).
@@ -40,31 +31,6 @@ function heapOf(kind: BackendKind): Heap | undefined {
  * variance: a factor n/(n − 1), ≥ 1/300 here; eps 1e-5 vs 1e-3 on a unit variance: 5e-4).
  */
 const TOL = 2 ** -16;
-
-/** Bitwise equality of two float32 arrays (NaN payloads aside), with a useful message. */
-function expectSameBits(what: string, got: Float32Array, want: Float32Array): void {
-  expect(got.length, `${what}: length`).toBe(want.length);
-  const a = new Uint32Array(got.buffer, got.byteOffset, got.length);
-  const b = new Uint32Array(want.buffer, want.byteOffset, want.length);
-  for (let i = 0; i < a.length; i++) {
-    if (a[i] !== b[i]) {
-      throw new Error(`${what}[${i}]: zero-copy ${got[i]} ≠ copy API ${want[i]}`);
-    }
-  }
-}
-
-function expectSameState(a: BatchNorm, b: BatchNorm): void {
-  const sa = a.stateDict();
-  const sb = b.stateDict();
-  expect(Object.keys(sa)).toEqual(Object.keys(sb));
-  for (const k of ["weight", "bias", "running_mean", "running_var"] as const) {
-    const va = sa[k];
-    const vb = sb[k];
-    if (va !== undefined && vb !== undefined) expectSameBits(k, va, vb);
-  }
-  expect(sa.num_batches_tracked).toBe(sb.num_batches_tracked);
-  expect(a.training).toBe(b.training);
-}
 
 /**
  * Compares a forward output with the reference, scaling each element's error by the size of
