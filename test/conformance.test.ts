@@ -464,8 +464,9 @@ describe.each(BACKENDS)("running statistics follow PyTorch's rule: %s back end",
 });
 
 /**
- * DESIGN.md §4: reductions combine partial results in a fixed order, so the same input gives
- * the same bits on the same back end, run after run (only different builds may differ).
+ * docs/design.md, Numerics: reductions combine partial results in a fixed order, so the same
+ * input gives the same bits on the same back end, run after run (only different builds may
+ * differ).
  */
 describe.each(BACKENDS)("results are deterministic: %s back end", (backend) => {
   const picked = CASES.filter((k) => k.shape.reduce((p, d) => p * d, 1) > 4096);

@@ -1,10 +1,10 @@
 /**
- * Bad input (DESIGN.md §5): every case gets a TypeError, RangeError or Error whose message
- * names the argument, what was expected and what came; and nothing changes — weights, running
- * statistics, numBatchesTracked, mode, the pending forward, the heap's live bytes and the
- * memory size are what they were, and the next valid calls give exactly (bit for bit) what a
- * twin module that never saw the bad call gives. Also: NaN and Infinity in the data propagate,
- * as in PyTorch.
+ * Bad input (docs/design.md, Errors): every case gets a TypeError, RangeError or Error whose
+ * message names the argument, what was expected and what came; and nothing changes — weights,
+ * running statistics, numBatchesTracked, mode, the pending forward, the heap's live bytes and the
+ * memory size are what they were, and the next valid calls give exactly (bit for bit) what a twin
+ * module that never saw the bad call gives. Also: NaN and Infinity in the data propagate, as in
+ * PyTorch.
  */
 import { runInNewContext } from "node:vm";
 import { beforeAll, describe, expect, it } from "vitest";

@@ -1,9 +1,9 @@
 /**
- * The zero-copy path (DESIGN.md §2): tensors made by `bn.tensor(shape)` live in the back end's
- * memory (wasm linear memory for "simd" and "scalar"), are filled and read through `.data`
- * views, and go through training forward, backward and inference without any copy on the JS
- * side. On the same back end they must give exactly the bits of the copy-in/copy-out API (the
- * same kernels run on the same values), and they must match the float64 reference of
+ * The zero-copy path (docs/design.md, Zero-copy tensors): tensors made by `bn.tensor(shape)` live
+ * in the back end's memory (wasm linear memory for "simd" and "scalar"), are filled and read
+ * through `.data` views, and go through training forward, backward and inference without any copy
+ * on the JS side. On the same back end they must give exactly the bits of the copy-in/copy-out API
+ * (the same kernels run on the same values), and they must match the float64 reference of
  * test/reference.ts within a stated tolerance.
  */
 import { beforeAll, describe, expect, it, vi } from "vitest";

@@ -1,6 +1,6 @@
 /**
- * A float64 reference for what the browser pages compute, straight from DESIGN.md §3 (PyTorch's
- * semantics): a training forward with biased batch variance, its backward, the running-statistics
+ * A float64 reference for what the browser pages compute, straight from docs/design.md, Semantics
+ * (PyTorch's): a training forward with biased batch variance, its backward, the running-statistics
  * update with the unbiased variance, then an inference forward and its backward. NCHW only.
  *
  * Alongside each value it returns a conditioning scale: the same formula evaluated on magnitudes
