@@ -86,10 +86,11 @@ export interface ErrorScales {
  * cancel). Per channel, with a = |γ|/σ̂, μ and σ̂² the statistics the forward used,
  * x̂ = (x − μ)/σ̂:
  * - y: a·(max|x − μ| + |μ|) + |β|: the float32 mean carries an absolute error ∝ |μ| and the
- *   spread of what it averaged, and (x − μ)·a + β rounds relative to its terms;
+ *   spread of what it averaged (running statistics inherit that error), and (x − μ)·a + β
+ *   rounds relative to its terms;
  * - dx: a·max|dy|·(1 + max|x̂| + |μ|/σ̂) after a training forward (the three terms of
- *   k_dy·dy + k_xc·(x − μ) + k_const, with the float32 μ's error in x − μ), a·max|dy| after
- *   inference (dx = a·dy);
+ *   k_dy·dy + k_xc·(x − μ) + k_const, with the float32 μ's error in x − μ); a·|dy| per element
+ *   after inference (dx = a·dy, whose only error is relative: a's and the product's rounding);
  * - dWeight: Σ|dy|·(|x̂| + |μ|/σ̂); dBias: Σ|dy|;
  * - running statistics: see `runningScales`.
  * Each scale has a 1e-30 floor, so that exact zeros (dy = 0) do not divide by zero. How many
@@ -154,12 +155,12 @@ export function gradientScales(
   const maxDy = maxAbsPerChannel(dy, chan, C);
   /** |μ|/σ̂: the float32 mean's error, relative to the spread. */
   const mu = Float64Array.from(mean, (m, c) => Math.abs(m) * (invstd[c] as number));
-  const dx = new Float64Array(C);
-  for (let c = 0; c < C; c++) {
-    const a = Math.abs(weight?.[c] ?? 1) * (invstd[c] as number);
-    const terms = batchStats ? 1 + (maxXhat[c] as number) + (mu[c] as number) : 1;
-    dx[c] = a * (maxDy[c] as number) * terms + 1e-30;
-  }
+  const a = Float64Array.from(invstd, (s, c) => Math.abs(weight?.[c] ?? 1) * s);
+  const dx = Float64Array.from(dy, (d, i) => {
+    const c = chan[i] as number;
+    const terms = 1 + (maxXhat[c] as number) + (mu[c] as number);
+    return (a[c] as number) * (batchStats ? (maxDy[c] as number) * terms : Math.abs(d)) + 1e-30;
+  });
   const dWeight = new Float64Array(C).fill(1e-30);
   const dBias = new Float64Array(C).fill(1e-30);
   for (let i = 0; i < x.length; i++) {
@@ -168,7 +169,7 @@ export function gradientScales(
     dWeight[c] = (dWeight[c] as number) + ady * (Math.abs(xhat[i] as number) + (mu[c] as number));
     dBias[c] = (dBias[c] as number) + ady;
   }
-  return { dx: perElement(dx, chan), dWeight, dBias };
+  return { dx, dWeight, dBias };
 }
 
 /**

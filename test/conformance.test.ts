@@ -23,7 +23,7 @@
  *   an absolute error ∝ |μ|, and (x − μ)·a + b rounds relative to its terms.
  * - dx (training): |γ|/σ̂ · max|dy| · (1 + max|x̂| + |μ|/σ̂), the three terms of
  *   k_dy·dy + k_xc·(x − μ) + k_const, with the float32 μ's error in (x − μ). dx (inference):
- *   |γ|/σ̂ · max|dy|.
+ *   |γ|/σ̂ · |dy| per element (dx = a·dy has only relative errors).
  * - dWeight: Σ|dy|·(|x̂| + |μ|/σ̂); dBias: Σ|dy|.
  * - runningMean: |running mean| + √(running var); runningVar: running var.
  *
