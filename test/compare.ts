@@ -107,22 +107,23 @@ export function errorScales(
   bias: ArrayLike<number> | null,
   batchStats: boolean,
 ): ErrorScales {
-  return {
-    y: forwardScales(x, chan, mean, variance, eps, weight, bias),
-    ...gradientScales(x, dy, chan, mean, variance, eps, weight, batchStats),
-  };
+  const norm = { chan, mean, variance, eps, weight, bias };
+  return { y: forwardScales(x, norm), ...gradientScales(x, dy, norm, batchStats) };
+}
+
+/** What a forward normalized with: each element's channel, the statistics and parameters. */
+export interface Normalization {
+  chan: Int32Array;
+  mean: ArrayLike<number>;
+  variance: ArrayLike<number>;
+  eps: number;
+  weight: ArrayLike<number> | null;
+  bias: ArrayLike<number> | null;
 }
 
 /** `errorScales`' y alone (a forward has no dy), per element. */
-export function forwardScales(
-  x: ArrayLike<number>,
-  chan: Int32Array,
-  mean: ArrayLike<number>,
-  variance: ArrayLike<number>,
-  eps: number,
-  weight: ArrayLike<number> | null,
-  bias: ArrayLike<number> | null,
-): Float64Array {
+export function forwardScales(x: ArrayLike<number>, norm: Normalization): Float64Array {
+  const { chan, mean, variance, eps, weight, bias } = norm;
   const C = mean.length;
   const xc = Float64Array.from(x, (v, i) => v - (mean[chan[i] as number] as number));
   const maxXc = maxAbsPerChannel(xc, chan, C);
@@ -138,13 +139,10 @@ export function forwardScales(
 export function gradientScales(
   x: ArrayLike<number>,
   dy: ArrayLike<number>,
-  chan: Int32Array,
-  mean: ArrayLike<number>,
-  variance: ArrayLike<number>,
-  eps: number,
-  weight: ArrayLike<number> | null,
+  norm: Normalization,
   batchStats: boolean,
 ): Omit<ErrorScales, "y"> {
+  const { chan, mean, variance, eps, weight } = norm;
   const C = mean.length;
   const invstd = Float64Array.from(variance, (v) => 1 / Math.sqrt(v + eps));
   const xhat = Float64Array.from(x, (v, i) => {
@@ -193,11 +191,10 @@ export function runningScales(
 }
 
 /** Gradients as a module returns them: no dWeight and dBias without affine parameters. */
-export interface Gradients {
-  dx: ArrayLike<number>;
-  dWeight: ArrayLike<number> | null;
-  dBias: ArrayLike<number> | null;
-}
+export type Gradients = { dx: ArrayLike<number> } & Optional<"dWeight" | "dBias">;
+/** Running statistics as a module holds them: none without trackRunningStats. */
+export type Running = Optional<"runningMean" | "runningVar">;
+type Optional<K extends string> = Record<K, ArrayLike<number> | null>;
 
 /**
  * Compares gradients with the reference's, each within tol of its scale (dWeight and dBias
@@ -212,24 +209,14 @@ export function checkGradients(
   tol: number,
 ): number {
   const worst = assertClose(`${what}: dx`, got.dx, want.dx, scales.dx, tol);
-  if (!affine) {
-    expect(got.dWeight, `${what}: dWeight`).toBeNull();
-    expect(got.dBias, `${what}: dBias`).toBeNull();
-    return worst;
-  }
-  const dWeight = got.dWeight ?? [];
-  const dBias = got.dBias ?? [];
+  if (!affine) return Math.max(worst, expectNull(what, { dWeight: got.dWeight, dBias: got.dBias }));
   return Math.max(
     worst,
-    assertClose(`${what}: dWeight`, dWeight, want.dWeight, scales.dWeight, tol),
-    assertClose(`${what}: dBias`, dBias, want.dBias, scales.dBias, tol),
+    closeAll(what, tol, [
+      ["dWeight", got.dWeight, want.dWeight, scales.dWeight],
+      ["dBias", got.dBias, want.dBias, scales.dBias],
+    ]),
   );
-}
-
-/** Running statistics, or their absence. */
-export interface Running {
-  runningMean: ArrayLike<number> | null;
-  runningVar: ArrayLike<number> | null;
 }
 
 /** Compares running statistics with the reference's under `runningScales`; worst ratio. */
@@ -240,18 +227,35 @@ export function checkRunning(
   tol: number,
   spread?: ArrayLike<number>,
 ): number {
-  if (want.runningMean === null || want.runningVar === null) {
-    expect(got.runningMean, `${what}: runningMean`).toBeNull();
-    expect(got.runningVar, `${what}: runningVar`).toBeNull();
-    return 0;
+  const { runningMean: rm, runningVar: rv } = want;
+  if (rm === null || rv === null) {
+    return expectNull(what, { runningMean: got.runningMean, runningVar: got.runningVar });
   }
-  const scales = runningScales(want.runningMean, want.runningVar, spread);
-  const rm = got.runningMean ?? [];
-  const rv = got.runningVar ?? [];
-  return Math.max(
-    assertClose(`${what}: runningMean`, rm, want.runningMean, scales.runningMean, tol),
-    assertClose(`${what}: runningVar`, rv, want.runningVar, scales.runningVar, tol),
-  );
+  const scales = runningScales(rm, rv, spread);
+  return closeAll(what, tol, [
+    ["runningMean", got.runningMean, rm, scales.runningMean],
+    ["runningVar", got.runningVar, rv, scales.runningVar],
+  ]);
+}
+
+/** Each named value is null (a module without them); 0, the worst ratio of nothing compared. */
+function expectNull(what: string, values: Record<string, unknown>): number {
+  for (const [name, v] of Object.entries(values)) expect(v, `${what}: ${name}`).toBeNull();
+  return 0;
+}
+
+/** assertClose for each [name, got, want, scale] (got null fails); the worst ratio. */
+function closeAll(
+  what: string,
+  tol: number,
+  rows: [string, ArrayLike<number> | null, ArrayLike<number>, ArrayLike<number>][],
+): number {
+  let worst = 0;
+  for (const [name, got, want, scale] of rows) {
+    expect(got, `${what}: ${name}`).not.toBeNull();
+    worst = Math.max(worst, assertClose(`${what}: ${name}`, got ?? [], want, scale, tol));
+  }
+  return worst;
 }
 
 /**
@@ -275,7 +279,7 @@ export function checkForward(
   const want = ref.forward(x, shape);
   const { mean, variance } = lastStats(ref);
   const chan = channelOf(shape, ref.layout);
-  const scale = forwardScales(x, chan, mean, variance, ref.eps, ref.weight, ref.bias);
+  const scale = forwardScales(x, { chan, mean, variance, ...params(ref) });
   for (let i = 0; i < scale.length; i++) {
     const c = chan[i] as number;
     const a = Math.abs(ref.weight?.[c] ?? 1) / Math.sqrt((variance[c] as number) + ref.eps);
@@ -305,8 +309,12 @@ export function checkBackward(
   const { mean, variance } = lastStats(ref);
   const batch = ref.training || !ref.trackRunningStats;
   const chan = channelOf(shape, ref.layout);
-  const scales = gradientScales(x, dy, chan, mean, variance, ref.eps, ref.weight, batch);
+  const scales = gradientScales(x, dy, { chan, mean, variance, ...params(ref) }, batch);
   return checkGradients(what, got, ref.backward(dy), scales, ref.affine, tol);
+}
+
+function params(ref: RefBatchNorm) {
+  return { eps: ref.eps, weight: ref.weight, bias: ref.bias };
 }
 
 function lastStats(ref: RefBatchNorm): { mean: Float64Array; variance: Float64Array } {

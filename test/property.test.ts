@@ -281,7 +281,8 @@ function checkBackward(what: string, grads: Gradients, dy: Float32Array, model: 
   const weight = model.savedWeight;
   model.pending = undefined;
   const chan = channelOf(shape, ref.layout);
-  const scales = gradientScales(x, dy, chan, mean, variance, ref.eps, weight, batch);
+  const norm = { chan, mean, variance, eps: ref.eps, weight, bias: null };
+  const scales = gradientScales(x, dy, norm, batch);
   return checkGradients(what, grads, g, scales, ref.affine, TOL);
 }
 
