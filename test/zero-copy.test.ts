@@ -12,7 +12,7 @@ import { checkBackward, checkForward, checkRunning } from "./compare.js";
 import { Rng } from "./random.js";
 import { RefBatchNorm } from "./reference.js";
 import { BACKENDS, initFromDist } from "./setup-backends.js";
-import { expectSameBits, expectSameState, heapOf } from "./state.js";
+import { expectSameBits, expectSameState, heapOf, live } from "./state.js";
 
 beforeAll(async () => {
   await initFromDist();
@@ -98,8 +98,6 @@ describe.each(BACKENDS)("zero-copy tensors on the %s back end", (backend) => {
       const viaCopy = new BatchNorm(C, { ...options, backend });
       const viaTensor = new BatchNorm(C, { ...options, backend });
       const ref = new RefBatchNorm(C, options);
-      const heap = heapOf(backend);
-      const live = () => heap?.allocatedBytes ?? 0;
 
       // Different, non-trivial parameters, the same in all three.
       if (viaCopy.weight !== null) {
@@ -155,9 +153,9 @@ describe.each(BACKENDS)("zero-copy tensors on the %s back end", (backend) => {
       const data = x.data;
       const x1 = xs[1] as Float32Array;
       for (let i = 0; i < n; i++) data[i] = x1[i] as number;
-      let before = live();
+      let before = live(backend);
       const y2 = viaTensor.forward(x, { out: y });
-      expect(live()).toBe(before);
+      expect(live(backend)).toBe(before);
       expect(y2).toBe(y);
       expectSameBits("second training y", y.data, viaCopy.forward(x1, shape));
       checkForward("second training y", y.data, x1, shape, ref, TOL);
@@ -166,9 +164,9 @@ describe.each(BACKENDS)("zero-copy tensors on the %s back end", (backend) => {
 
       // 4. Backward in place: dx overwrites dy.
       dy.data.set(dys[1] as Float32Array);
-      before = live();
+      before = live(backend);
       const g2 = viaTensor.backward(dy, { out: dy });
-      expect(live()).toBe(before);
+      expect(live(backend)).toBe(before);
       expect(g2.dx).toBe(dy);
       const g2Copy = viaCopy.backward(dys[1] as Float32Array);
       expectSameBits("in-place dx", dy.data, g2Copy.dx);
@@ -188,14 +186,14 @@ describe.each(BACKENDS)("zero-copy tensors on the %s back end", (backend) => {
       ref.eval();
       const x2 = xs[2] as Float32Array;
       x.data.set(x2);
-      before = live();
+      before = live(backend);
       viaTensor.forward(x, { out: y });
-      expect(live()).toBe(before);
+      expect(live(backend)).toBe(before);
       expectSameBits("inference y", y.data, viaCopy.forward(x2, shape));
       checkForward("inference y", y.data, x2, shape, ref, TOL);
       dy.data.set(dys[2] as Float32Array);
       const g3 = viaTensor.backward(dy, { out: g.dx });
-      expect(live()).toBe(before);
+      expect(live(backend)).toBe(before);
       expect(g3.dx).toBe(g.dx);
       expectSameBits("inference dx", g.dx.data, viaCopy.backward(dys[2] as Float32Array).dx);
       checkBackward(
@@ -333,7 +331,7 @@ describe.each(BACKENDS)("zero-copy tensors on the %s back end", (backend) => {
   it("free with dispose(), Symbol.dispose and `using`", () => {
     const bn = new BatchNorm(2, { backend });
     const heap = heapOf(backend);
-    const start = heap?.allocatedBytes ?? 0;
+    const start = live(backend);
     let escaped: Tensor | undefined;
     {
       using x = bn.tensor([4, 2]);
@@ -343,7 +341,7 @@ describe.each(BACKENDS)("zero-copy tensors on the %s back end", (backend) => {
       if (heap !== undefined) expect(heap.allocatedBytes).toBeGreaterThan(start);
     }
     expect(escaped.disposed).toBe(true);
-    expect(heap?.allocatedBytes ?? 0).toBe(start);
+    expect(live(backend)).toBe(start);
     const t = bn.tensor([4, 2]);
     t[Symbol.dispose]();
     expect(t.disposed).toBe(true);
@@ -357,7 +355,7 @@ describe.each(BACKENDS)("zero-copy tensors on the %s back end", (backend) => {
     expect(escaped.disposed).toBe(false);
     escaped.dispose();
     bn.dispose();
-    expect(heap?.allocatedBytes ?? 0).toBeLessThanOrEqual(start);
+    expect(live(backend)).toBeLessThanOrEqual(start);
     if (heap !== undefined) expect(memoryBytes(backend)).toBe(heap.memory.buffer.byteLength);
   });
 });
