@@ -16,13 +16,14 @@
  * ## Tolerances
  * Every compared value v is checked as |v − ref| ≤ TOL · scale, where `scale` is the size of
  * the terms the float32 computation of v adds up (the usual forward error bound: rounding
- * errors are relative to the terms, not to a result that may cancel):
+ * errors are relative to the terms, not to a result that may cancel). The rule is
+ * test/compare.ts's (`errorScales`, `runningScales`), shared by every suite:
  *
  * - y: per channel |a|·(max|x − μ| + |μ|) + |b| with a = γ/√(σ²+ε): the float32 mean carries
  *   an absolute error ∝ |μ|, and (x − μ)·a + b rounds relative to its terms.
  * - dx (training): |γ|/σ̂ · max|dy| · (1 + max|x̂| + |μ|/σ̂), the three terms of
  *   k_dy·dy + k_xc·(x − μ) + k_const, with the float32 μ's error in (x − μ). dx (inference):
- *   |γ|/σ̂ · max|dy|.
+ *   |γ|/σ̂ · |dy| per element (dx = a·dy has only relative errors).
  * - dWeight: Σ|dy|·(|x̂| + |μ|/σ̂); dBias: Σ|dy|.
  * - runningMean: |running mean| + √(running var); runningVar: running var.
  *
@@ -40,7 +41,7 @@
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import { BatchNorm } from "../ts/index.node.js";
-import { assertClose, errorScales } from "./compare.js";
+import { assertClose, errorScales, runningScales } from "./compare.js";
 import { Rng } from "./random.js";
 import { channelOf, RefBatchNorm, type RefLayout } from "./reference.js";
 import { BACKENDS, initFromDist } from "./setup-backends.js";
@@ -278,13 +279,11 @@ function runReference(k: Case, combo: Combo, d: Data): { steps: Step[]; scales: 
     const e = errorScales(x, dy, chan, mean, variance, ref.eps, ref.weight, ref.bias, batch);
     const rm = ref.runningMean;
     const rv = ref.runningVar;
+    const running = rm === null || rv === null ? null : runningScales(rm, rv);
     scales.push({
       ...e,
-      runningMean:
-        rm === null || rv === null
-          ? null
-          : rm.map((m, c) => Math.abs(m) + Math.sqrt(rv[c] as number)),
-      runningVar: rv === null ? null : rv.slice(),
+      runningMean: running?.runningMean ?? null,
+      runningVar: running?.runningVar ?? null,
     });
   }
   return { steps, scales };
@@ -446,9 +445,9 @@ describe.each(BACKENDS)("running statistics follow PyTorch's rule: %s back end",
       const rm = bn.runningMean as Float32Array;
       const rv = bn.runningVar as Float32Array;
       const want = rules.pytorch;
-      const meanScale = want.mean.map((v, c) => Math.abs(v) + Math.sqrt(want.var[c] as number));
-      assertClose(`${backend}: runningMean`, rm, want.mean, meanScale, TOL);
-      assertClose(`${backend}: runningVar`, rv, want.var, want.var, TOL);
+      const scales = runningScales(want.mean, want.var);
+      assertClose(`${backend}: runningMean`, rm, want.mean, scales.runningMean, TOL);
+      assertClose(`${backend}: runningVar`, rv, want.var, scales.runningVar, TOL);
       // The test has teeth: the biased rule lies more than 10·TOL away on every channel.
       for (let c = 0; c < C; c++) {
         const wv = want.var[c] as number;
@@ -464,8 +463,9 @@ describe.each(BACKENDS)("running statistics follow PyTorch's rule: %s back end",
 });
 
 /**
- * DESIGN.md §4: reductions combine partial results in a fixed order, so the same input gives
- * the same bits on the same back end, run after run (only different builds may differ).
+ * docs/design.md, Numerics: reductions combine partial results in a fixed order, so the same
+ * input gives the same bits on the same back end, run after run (only different builds may
+ * differ).
  */
 describe.each(BACKENDS)("results are deterministic: %s back end", (backend) => {
   const picked = CASES.filter((k) => k.shape.reduce((p, d) => p * d, 1) > 4096);

@@ -1,51 +1,22 @@
 /**
- * Bad input (DESIGN.md §5): every case gets a TypeError, RangeError or Error whose message
- * names the argument, what was expected and what came; and nothing changes — weights, running
- * statistics, numBatchesTracked, mode, the pending forward, the heap's live bytes and the
- * memory size are what they were, and the next valid calls give exactly (bit for bit) what a
- * twin module that never saw the bad call gives. Also: NaN and Infinity in the data propagate,
- * as in PyTorch.
+ * Bad input (docs/design.md, Errors): every case gets a TypeError, RangeError or Error whose
+ * message names the argument, what was expected and what came; and nothing changes — weights,
+ * running statistics, numBatchesTracked, mode, the pending forward, the heap's live bytes and the
+ * memory size are what they were, and the next valid calls give exactly (bit for bit) what a twin
+ * module that never saw the bad call gives. Also: NaN and Infinity in the data propagate, as in
+ * PyTorch.
  */
 import { runInNewContext } from "node:vm";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { BackendKind } from "../ts/backend.js";
 import { BatchNorm, type BatchNormOptions, memoryBytes, type Tensor } from "../ts/index.node.js";
-import { resolveBackend } from "../ts/init.js";
-import { WasmBackend } from "../ts/wasm/backend-wasm.js";
 import { Rng } from "./random.js";
 import { BACKENDS, initFromDist } from "./setup-backends.js";
+import { expectSameBits, expectSameState, live } from "./state.js";
 
 beforeAll(async () => {
   await initFromDist();
 });
-
-const live = (kind: BackendKind) => {
-  const b = resolveBackend(kind);
-  return b instanceof WasmBackend ? b.heap.allocatedBytes : 0;
-};
-
-function expectSameBits(what: string, got: Float32Array | null, want: Float32Array | null): void {
-  if (got === null || want === null) {
-    expect(got, what).toBe(want);
-    return;
-  }
-  expect(got.length, `${what}: length`).toBe(want.length);
-  for (let i = 0; i < got.length; i++) {
-    if (!Object.is(got[i], want[i])) throw new Error(`${what}[${i}]: ${got[i]} ≠ ${want[i]}`);
-  }
-}
-
-function expectSameState(bn: BatchNorm, twin: BatchNorm): void {
-  const a = bn.stateDict();
-  const b = twin.stateDict();
-  expect(Object.keys(a)).toEqual(Object.keys(b));
-  for (const k of ["weight", "bias", "running_mean", "running_var"] as const) {
-    expectSameBits(k, a[k] ?? null, b[k] ?? null);
-  }
-  expect(a.num_batches_tracked).toBe(b.num_batches_tracked);
-  expect(bn.numBatchesTracked).toBe(twin.numBatchesTracked);
-  expect(bn.training).toBe(twin.training);
-}
 
 const C = 3;
 const SHAPE = [4, C, 2];

@@ -13,35 +13,16 @@ import { beforeAll, describe, expect, it, vi } from "vitest";
 import type { Backend, BackendKind } from "../ts/backend.js";
 import { BatchNorm, type Layout, memoryBytes, type Tensor } from "../ts/index.node.js";
 import { resolveBackend } from "../ts/init.js";
-import { WasmBackend } from "../ts/wasm/backend-wasm.js";
 import { Heap } from "../ts/wasm/memory.js";
 import { Rng } from "./random.js";
 import { BACKENDS, initFromDist } from "./setup-backends.js";
+import { expectSameBits, live, wasmHeap } from "./state.js";
 
 beforeAll(async () => {
   await initFromDist();
 });
 
 const WASM = ["simd", "scalar"] as const;
-
-function heapOf(kind: BackendKind): Heap {
-  const b = resolveBackend(kind);
-  if (!(b instanceof WasmBackend)) throw new Error(`${kind} has no wasm heap`);
-  return b.heap;
-}
-
-/** Live bytes of a back end's heap; the JS back end has none to count (0). */
-function live(kind: BackendKind): number {
-  const b = resolveBackend(kind);
-  return b instanceof WasmBackend ? b.heap.allocatedBytes : 0;
-}
-
-function expectSameBits(what: string, got: Float32Array, want: Float32Array): void {
-  expect(got.length, `${what}: length`).toBe(want.length);
-  for (let i = 0; i < got.length; i++) {
-    if (!Object.is(got[i], want[i])) throw new Error(`${what}[${i}]: ${got[i]} ≠ ${want[i]}`);
-  }
-}
 
 function snapshot(bn: BatchNorm) {
   return { ...bn.stateDict(), training: bn.training, tracked: bn.numBatchesTracked };
@@ -67,16 +48,16 @@ function growByAllocating(bn: BatchNorm, kind: BackendKind): number {
  * no hole below the top large enough to take the filler instead.)
  */
 function fillLeaving(bn: BatchNorm, kind: BackendKind, bytes: number): Tensor {
-  const room = heapOf(kind).headroom;
+  const room = wasmHeap(kind).headroom;
   const filler = bn.tensor([Math.max(1, Math.floor((room - bytes) / 4) + 16)]);
-  expect(heapOf(kind).headroom).toBeLessThan(bytes);
+  expect(wasmHeap(kind).headroom).toBeLessThan(bytes);
   return filler;
 }
 
 describe.each(WASM)("wasm memory of the %s back end", (kind) => {
   // First in this file, so that it starts from the instance's initial memory.
   it("stays bounded over 10,000 create → forward → backward → eval → dispose cycles", () => {
-    const heap = heapOf(kind);
+    const heap = wasmHeap(kind);
     const initial = memoryBytes(kind);
     const baseline = heap.allocatedBytes;
     // Varied shapes, layouts and options: channel counts and inner sizes on and off multiples of
@@ -141,7 +122,7 @@ describe.each(WASM)("wasm memory of the %s back end", (kind) => {
     x.data.set(values);
     const oldView = x.data;
     const address = oldView.byteOffset;
-    const heap = heapOf(kind);
+    const heap = wasmHeap(kind);
 
     // Growth through an allocation of the library.
     growByAllocating(bn, kind);
@@ -175,7 +156,7 @@ describe.each(WASM)("wasm memory of the %s back end", (kind) => {
     const upstream = rng.normals(90);
     const bn = new BatchNorm(C, { backend: kind });
     const twin = new BatchNorm(C, { backend: kind }); // same calls, no growth in between
-    const heap = heapOf(kind);
+    const heap = wasmHeap(kind);
 
     const x = bn.tensor(shape);
     x.data.set(values);
@@ -249,7 +230,7 @@ describe.each(WASM)("wasm memory of the %s back end", (kind) => {
   });
 
   it("fails cleanly when memory.grow fails (memory exhausted), and works once it can grow", () => {
-    const heap = heapOf(kind);
+    const heap = wasmHeap(kind);
     const shape = [2, 1, 5000];
     const values = new Float32Array(10_000).map((_, i) => Math.cos(i) + (i % 5));
     const bn = new BatchNorm(1, { backend: kind });
@@ -303,7 +284,7 @@ describe.each(WASM)("wasm memory of the %s back end", (kind) => {
   });
 
   it("falls back to the smallest growth when a generous one is refused", () => {
-    const heap = heapOf(kind);
+    const heap = wasmHeap(kind);
     const bn = new BatchNorm(1, { backend: kind });
     const filler = fillLeaving(bn, kind, 1024);
     const memory = memoryBytes(kind);
@@ -364,7 +345,8 @@ describe.each(WASM)("wasm memory of the %s back end", (kind) => {
 
 describe("memoryBytes()", () => {
   it("reports each back end's linear memory", () => {
-    for (const kind of WASM) expect(memoryBytes(kind)).toBe(heapOf(kind).memory.buffer.byteLength);
+    for (const kind of WASM)
+      expect(memoryBytes(kind)).toBe(wasmHeap(kind).memory.buffer.byteLength);
     expect(memoryBytes()).toBe(memoryBytes("simd")); // "auto" is SIMD on Node 20
     expect(memoryBytes("auto")).toBe(memoryBytes("simd"));
     expect(memoryBytes("js")).toBe(0); // no linear memory

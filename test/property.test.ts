@@ -15,33 +15,33 @@ import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { BackendKind } from "../ts/backend.js";
 import { BatchNorm, type Layout, type StateDict, type Tensor } from "../ts/index.node.js";
-import { resolveBackend } from "../ts/init.js";
-import { WasmBackend } from "../ts/wasm/backend-wasm.js";
-import { assertClose, gradientScales } from "./compare.js";
+import {
+  checkGradients,
+  checkForward as checkRefForward,
+  checkRunning,
+  type Gradients,
+  gradientScales,
+} from "./compare.js";
 import { Rng } from "./random.js";
 import { channelOf, RefBatchNorm } from "./reference.js";
 import { BACKENDS, initFromDist } from "./setup-backends.js";
+import { heapOf, live } from "./state.js";
 
 beforeAll(async () => {
   await initFromDist();
 });
 
 /**
- * Tolerance in units of each quantity's error scale (see `checkForward`, `checkBackward` and the
- * running statistics in `checkState`). float32's unit roundoff is 2^-24 ≈ 6e-8; the data are
- * generated with |mean| ≤ 3·spread and a spread of at least half their range per channel (see
- * `batch`), so rounding x − mean is magnified at most ~16 times, and sums run over ≤ 100
- * values. 2^-16 ≈ 1.5e-5 (256 roundoffs) stays far below what a wrong convention changes (a
- * running variance that is biased instead of unbiased is off by a factor n/(n − 1) ≥ 1/99,
- * times the momentum; the library's own error is a few roundoffs). The worst ratio measured
- * over these runs is about 1.1e-6 (scalar build).
+ * Tolerance in units of each quantity's error scale (test/compare.ts: `errorScales`, and the
+ * forward and running-statistics checks there). float32's unit roundoff is 2^-24 ≈ 6e-8; the data
+ * are generated with |mean| ≤ 3·spread and a spread of at least half their range per channel (see
+ * `batch`), so rounding x − mean is magnified at most ~16 times, and sums run over ≤ 100 values.
+ * 2^-16 ≈ 1.5e-5 (256 roundoffs) stays far below what a wrong convention changes (a running
+ * variance that is biased instead of unbiased is off by a factor n/(n − 1) ≥ 1/99, times the
+ * momentum; the library's own error is a few roundoffs). The worst ratio measured over these runs
+ * is about 8e-7.
  */
 const TOL = 2 ** -16;
-
-const live = (kind: BackendKind) => {
-  const b = resolveBackend(kind);
-  return b instanceof WasmBackend ? b.heap.allocatedBytes : 0;
-};
 
 // ---------------------------------------------------------------------------------------------
 // What a run is made of.
@@ -215,7 +215,14 @@ class Model {
   /** The weight the pending forward used: backward differentiates that forward. */
   savedWeight: Float64Array | null = null;
   pending:
-    | { shape: number[]; x: Float32Array; mean: Float64Array; variance: Float64Array }
+    | {
+        shape: number[];
+        x: Float32Array;
+        mean: Float64Array;
+        variance: Float64Array;
+        /** Whether the forward normalized with batch statistics (not running ones). */
+        batch: boolean;
+      }
     | undefined;
   /** The pending forward's input tensor was disposed: backward must throw until a new forward. */
   poisoned = false;
@@ -234,73 +241,49 @@ class Model {
   }
 }
 
+/** Checks a forward against the model, which then holds it pending (see compare.ts). */
 function checkForward(
   what: string,
   y: Float32Array,
   x: Float32Array,
   model: Model,
   shape: number[],
-) {
+): number {
   const ref = model.ref;
-  const yRef = ref.forward(x, shape);
-  const chan = channelOf(shape, ref.layout);
-  const mean = ref.lastMean as Float64Array;
-  const variance = ref.lastVar as Float64Array;
-  model.pending = { shape, x, mean, variance };
+  const worst = checkRefForward(what, y, x, shape, ref, TOL);
+  const batch = ref.training || !ref.trackRunningStats;
+  model.pending = {
+    shape,
+    x,
+    mean: ref.lastMean as Float64Array,
+    variance: ref.lastVar as Float64Array,
+    batch,
+  };
   model.savedWeight = ref.weight === null ? null : Float64Array.from(ref.weight);
-  const scale = new Float64Array(y.length);
-  for (let i = 0; i < y.length; i++) {
+  const chan = channelOf(shape, ref.layout);
+  for (let i = 0; i < x.length; i++) {
     const c = chan[i] as number;
     model.xmax[c] = Math.max(model.xmax[c] as number, Math.abs(x[i] as number));
-    const invstd = 1 / Math.sqrt((variance[c] as number) + ref.eps);
-    scale[i] =
-      Math.abs(ref.weight?.[c] ?? 1) *
-        invstd *
-        (Math.abs(x[i] as number) + Math.abs(mean[c] as number)) +
-      Math.abs(ref.bias?.[c] ?? 0) +
-      Math.abs(yRef[i] as number) +
-      1e-30;
   }
-  return assertClose(what, y, yRef, scale, TOL);
+  return worst;
 }
 
-function checkBackward(
-  what: string,
-  grads: { dx: Float32Array; dWeight: Float32Array | null; dBias: Float32Array | null },
-  dy: Float32Array,
-  model: Model,
-): number {
+/** Checks a backward against the model's, of the forward that ran (with the weight it used). */
+function checkBackward(what: string, grads: Gradients, dy: Float32Array, model: Model): number {
   const ref = model.ref;
   const p = model.pending;
   if (p === undefined) throw new Error("model: no pending forward");
-  // Differentiate the forward that ran: with the weight it used.
   const current = ref.weight === null ? null : Float64Array.from(ref.weight);
   if (model.savedWeight !== null) ref.weight?.set(model.savedWeight);
   const g = ref.backward(dy);
   if (current !== null) ref.weight?.set(current);
-  const { x, mean, variance, shape } = p;
+  const { x, mean, variance, shape, batch } = p;
   const weight = model.savedWeight;
   model.pending = undefined;
   const chan = channelOf(shape, ref.layout);
-  const scales = gradientScales(x, dy, mean, variance, weight, ref.eps, chan, ref.C);
-  let worst = assertClose(`${what}: dx`, grads.dx, g.dx, scales.dx, TOL);
-  if (ref.affine) {
-    worst = Math.max(
-      worst,
-      assertClose(
-        `${what}: dWeight`,
-        grads.dWeight as Float32Array,
-        g.dWeight,
-        scales.dWeight,
-        TOL,
-      ),
-      assertClose(`${what}: dBias`, grads.dBias as Float32Array, g.dBias, scales.dBias, TOL),
-    );
-  } else {
-    expect(grads.dWeight).toBeNull();
-    expect(grads.dBias).toBeNull();
-  }
-  return worst;
+  const norm = { chan, mean, variance, eps: ref.eps, weight, bias: null };
+  const scales = gradientScales(x, dy, norm, batch);
+  return checkGradients(what, grads, g, scales, ref.affine, TOL);
 }
 
 /** The module's state equals the model's (running statistics to rounding, the rest exactly). */
@@ -317,31 +300,8 @@ function checkState(what: string, bn: BatchNorm, model: Model): number {
     if (want === null) expect(got, name).toBeNull();
     else expect(Array.from(got as Float32Array), `${what}: ${name}`).toEqual(Array.from(want));
   }
-  if (ref.runningMean === null || ref.runningVar === null) {
-    expect(bn.runningMean).toBeNull();
-    expect(bn.runningVar).toBeNull();
-    return 0;
-  }
-  // The running mean's error comes from the batch means, whose rounding is relative to the
-  // largest |x| seen; the running variance's is relative to itself (it is ≥ 1/1024 here).
-  const rm = ref.runningMean;
-  const rv = ref.runningVar;
-  return Math.max(
-    assertClose(
-      `${what}: runningMean`,
-      bn.runningMean as Float32Array,
-      rm,
-      rm.map((v, c) => Math.abs(v) + (model.xmax[c] as number) + 1e-30),
-      TOL,
-    ),
-    assertClose(
-      `${what}: runningVar`,
-      bn.runningVar as Float32Array,
-      rv,
-      rv.map((v) => Math.abs(v) + 1e-30),
-      TOL,
-    ),
-  );
+  // The batch means are rounded relative to the largest |x| seen: a bound on the spread.
+  return checkRunning(what, bn, ref, TOL, model.xmax);
 }
 
 /** The model's state after loading `sd`: what a float32 module holds of those values. */
@@ -533,8 +493,7 @@ function run(kind: BackendKind, configs: ModuleConfig[], actions: Action[], stat
           break;
         }
         case "grow": {
-          const b = resolveBackend(kind);
-          if (b instanceof WasmBackend) b.heap.memory.grow(a.pages);
+          heapOf(kind)?.memory.grow(a.pages);
           break;
         }
         case "disposeInput": {

@@ -1,6 +1,6 @@
 /**
  * An independent float64 reference of batch normalization, written from the math of
- * DESIGN.md §3 (PyTorch's semantics) and the backprop formulas of Ioffe & Szegedy (2015), not
+ * docs/design.md, Semantics (PyTorch's) and the backprop formulas of Ioffe & Szegedy (2015), not
  * from the kernels. It is deliberately naive: every element's channel comes from its
  * row-major multi-index, statistics are two-pass sums in float64 over explicit loops, and the
  * backward pass follows the paper's chain rule step by step (∂ℓ/∂x̂ → ∂ℓ/∂σ² → ∂ℓ/∂μ → ∂ℓ/∂x)

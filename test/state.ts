@@ -47,6 +47,13 @@ export function heapOf(kind: BackendKind): Heap | undefined {
   return b instanceof WasmBackend ? b.heap : undefined;
 }
 
+/** The heap of a wasm back end, for tests that only run on those: "js" has none (an error). */
+export function wasmHeap(kind: BackendKind): Heap {
+  const heap = heapOf(kind);
+  if (heap === undefined) throw new Error(`${kind} has no wasm heap`);
+  return heap;
+}
+
 /** Live bytes of a back end's heap; the JS back end has none to count (0). */
 export function live(kind: BackendKind): number {
   return heapOf(kind)?.allocatedBytes ?? 0;

@@ -1,21 +1,18 @@
 /**
- * The zero-copy path (DESIGN.md §2): tensors made by `bn.tensor(shape)` live in the back end's
- * memory (wasm linear memory for "simd" and "scalar"), are filled and read through `.data`
- * views, and go through training forward, backward and inference without any copy on the JS
- * side. On the same back end they must give exactly the bits of the copy-in/copy-out API (the
- * same kernels run on the same values), and they must match the float64 reference of
+ * The zero-copy path (docs/design.md, Zero-copy tensors): tensors made by `bn.tensor(shape)` live
+ * in the back end's memory (wasm linear memory for "simd" and "scalar"), are filled and read
+ * through `.data` views, and go through training forward, backward and inference without any copy
+ * on the JS side. On the same back end they must give exactly the bits of the copy-in/copy-out API
+ * (the same kernels run on the same values), and they must match the float64 reference of
  * test/reference.ts within a stated tolerance.
  */
 import { beforeAll, describe, expect, it, vi } from "vitest";
-import type { BackendKind } from "../ts/backend.js";
 import { BatchNorm, type BatchNormOptions, memoryBytes, Tensor } from "../ts/index.node.js";
-import { resolveBackend } from "../ts/init.js";
-import { WasmBackend } from "../ts/wasm/backend-wasm.js";
-import type { Heap } from "../ts/wasm/memory.js";
-import { assertClose, gradientScales } from "./compare.js";
+import { checkBackward, checkForward, checkRunning } from "./compare.js";
 import { Rng } from "./random.js";
-import { channelOf, RefBatchNorm } from "./reference.js";
+import { RefBatchNorm } from "./reference.js";
 import { BACKENDS, initFromDist } from "./setup-backends.js";
+import { expectSameBits, expectSameState, heapOf, live } from "./state.js";
 
 beforeAll(async () => {
   await initFromDist();
@@ -24,123 +21,24 @@ beforeAll(async () => {
 const originalSet = Float32Array.prototype.set;
 const originalSlice = Float32Array.prototype.slice;
 
-/** The heap of a wasm back end (undefined for "js"): internal, for allocation accounting. */
-function heapOf(kind: BackendKind): Heap | undefined {
-  const b = resolveBackend(kind);
-  return b instanceof WasmBackend ? b.heap : undefined;
-}
-
 /**
- * Tolerance against the float64 reference, in units of a per-element error scale (below).
+ * Tolerance against the float64 reference, in units of test/compare.ts's error scales.
  * float32 has a unit roundoff of 2^-24 ≈ 6e-8; every output is a handful of float32 operations
  * on the input plus per-channel sums of at most a few hundred terms (the kernels use blocked,
  * shifted sums, so their error grows far slower than n·2^-24). 2^-16 ≈ 1.5e-5 (256 roundoffs)
- * leaves a margin of ~100 over the worst ratio measured here (1.6e-7), while still being
+ * leaves a margin of ~90 over the worst ratio measured here (1.7e-7), while still being
  * hundreds of times smaller than the differences a wrong convention makes (biased vs unbiased
  * variance: a factor n/(n − 1), ≥ 1/300 here; eps 1e-5 vs 1e-3 on a unit variance: 5e-4).
  */
 const TOL = 2 ** -16;
 
-/** Bitwise equality of two float32 arrays (NaN payloads aside), with a useful message. */
-function expectSameBits(what: string, got: Float32Array, want: Float32Array): void {
-  expect(got.length, `${what}: length`).toBe(want.length);
-  const a = new Uint32Array(got.buffer, got.byteOffset, got.length);
-  const b = new Uint32Array(want.buffer, want.byteOffset, want.length);
-  for (let i = 0; i < a.length; i++) {
-    if (a[i] !== b[i]) {
-      throw new Error(`${what}[${i}]: zero-copy ${got[i]} ≠ copy API ${want[i]}`);
-    }
-  }
-}
-
-function expectSameState(a: BatchNorm, b: BatchNorm): void {
-  const sa = a.stateDict();
-  const sb = b.stateDict();
-  expect(Object.keys(sa)).toEqual(Object.keys(sb));
-  for (const k of ["weight", "bias", "running_mean", "running_var"] as const) {
-    const va = sa[k];
-    const vb = sb[k];
-    if (va !== undefined && vb !== undefined) expectSameBits(k, va, vb);
-  }
-  expect(sa.num_batches_tracked).toBe(sb.num_batches_tracked);
-  expect(a.training).toBe(b.training);
-}
-
 /**
- * Compares a forward output with the reference, scaling each element's error by the size of
- * what float32 rounding acts on: |weight|·invstd·(|x| + |mean|) (the rounding of x − mean,
- * magnified) + |bias| + |y|.
+ * The module's running statistics and batch count equal the reference's (see checkRunning). The
+ * running mean's scale takes the spread as at most 1, as this suite always did (|mean| + 1).
  */
-function checkForward(
-  what: string,
-  y: Float32Array,
-  x: Float32Array,
-  ref: RefBatchNorm,
-  shape: readonly number[],
-): void {
-  const yRef = ref.forward(x, shape);
-  const chan = channelOf(shape, ref.layout);
-  const mean = ref.lastMean as Float64Array;
-  const variance = ref.lastVar as Float64Array;
-  const scale = new Float64Array(y.length);
-  for (let i = 0; i < y.length; i++) {
-    const c = chan[i] as number;
-    const w = Math.abs(ref.weight?.[c] ?? 1);
-    const invstd = 1 / Math.sqrt((variance[c] as number) + ref.eps);
-    scale[i] =
-      w * invstd * (Math.abs(x[i] as number) + Math.abs(mean[c] as number)) +
-      Math.abs(ref.bias?.[c] ?? 0) +
-      Math.abs(yRef[i] as number) +
-      1e-30;
-  }
-  assertClose(what, y, yRef, scale, TOL);
-}
-
-/**
- * Compares gradients with the reference, each within TOL of its error scale (see gradientScales).
- */
-function checkBackward(
-  what: string,
-  grads: { dx: Float32Array; dWeight: Float32Array | null; dBias: Float32Array | null },
-  dy: Float32Array,
-  x: Float32Array,
-  ref: RefBatchNorm,
-  shape: readonly number[],
-): void {
-  const mean = ref.lastMean as Float64Array;
-  const variance = ref.lastVar as Float64Array;
-  const g = ref.backward(dy);
-  const chan = channelOf(shape, ref.layout);
-  const scales = gradientScales(x, dy, mean, variance, ref.weight, ref.eps, chan, ref.C);
-  assertClose(`${what}: dx`, grads.dx, g.dx, scales.dx, TOL);
-  if (ref.affine) {
-    assertClose(`${what}: dWeight`, grads.dWeight as Float32Array, g.dWeight, scales.dWeight, TOL);
-    assertClose(`${what}: dBias`, grads.dBias as Float32Array, g.dBias, scales.dBias, TOL);
-  } else {
-    expect(grads.dWeight).toBeNull();
-    expect(grads.dBias).toBeNull();
-  }
-}
-
 function checkState(bn: BatchNorm, ref: RefBatchNorm): void {
   expect(bn.numBatchesTracked).toBe(ref.numBatchesTracked);
-  const pairs = [
-    ["runningMean", bn.runningMean, ref.runningMean],
-    ["runningVar", bn.runningVar, ref.runningVar],
-  ] as const;
-  for (const [name, got, want] of pairs) {
-    if (want === null) expect(got).toBeNull();
-    // Running statistics are stored in float32 and updated in float64 from float32 batch
-    // statistics: their error is a few roundoffs of the values involved (all O(1) here).
-    else
-      assertClose(
-        name,
-        got as Float32Array,
-        want,
-        want.map((v) => Math.abs(v) + 1),
-        TOL,
-      );
-  }
+  checkRunning("state", bn, ref, TOL, new Float64Array(ref.C).fill(1));
 }
 
 /** Shapes with channel counts and inner sizes that are and are not multiples of 4 and 16. */
@@ -200,8 +98,6 @@ describe.each(BACKENDS)("zero-copy tensors on the %s back end", (backend) => {
       const viaCopy = new BatchNorm(C, { ...options, backend });
       const viaTensor = new BatchNorm(C, { ...options, backend });
       const ref = new RefBatchNorm(C, options);
-      const heap = heapOf(backend);
-      const live = () => heap?.allocatedBytes ?? 0;
 
       // Different, non-trivial parameters, the same in all three.
       if (viaCopy.weight !== null) {
@@ -229,7 +125,7 @@ describe.each(BACKENDS)("zero-copy tensors on the %s back end", (backend) => {
       expect(y.shape).toEqual(shape);
       expectSameBits("training y", y.data, yCopy);
       expectSameState(viaTensor, viaCopy);
-      checkForward("training y", y.data, xs[0] as Float32Array, ref, shape);
+      checkForward("training y", y.data, xs[0] as Float32Array, shape, ref, TOL);
       checkState(viaTensor, ref);
 
       // 2. Backward into a new gradient tensor.
@@ -247,8 +143,9 @@ describe.each(BACKENDS)("zero-copy tensors on the %s back end", (backend) => {
         { ...g, dx: g.dx.data },
         dys[0] as Float32Array,
         xs[0] as Float32Array,
-        ref,
         shape,
+        ref,
+        TOL,
       );
 
       // 3. Training forward again, the input refilled element by element, the output reused:
@@ -256,24 +153,32 @@ describe.each(BACKENDS)("zero-copy tensors on the %s back end", (backend) => {
       const data = x.data;
       const x1 = xs[1] as Float32Array;
       for (let i = 0; i < n; i++) data[i] = x1[i] as number;
-      let before = live();
+      let before = live(backend);
       const y2 = viaTensor.forward(x, { out: y });
-      expect(live()).toBe(before);
+      expect(live(backend)).toBe(before);
       expect(y2).toBe(y);
       expectSameBits("second training y", y.data, viaCopy.forward(x1, shape));
-      checkForward("second training y", y.data, x1, ref, shape);
+      checkForward("second training y", y.data, x1, shape, ref, TOL);
       expectSameState(viaTensor, viaCopy);
       checkState(viaTensor, ref);
 
       // 4. Backward in place: dx overwrites dy.
       dy.data.set(dys[1] as Float32Array);
-      before = live();
+      before = live(backend);
       const g2 = viaTensor.backward(dy, { out: dy });
-      expect(live()).toBe(before);
+      expect(live(backend)).toBe(before);
       expect(g2.dx).toBe(dy);
       const g2Copy = viaCopy.backward(dys[1] as Float32Array);
       expectSameBits("in-place dx", dy.data, g2Copy.dx);
-      checkBackward("in place", { ...g2, dx: dy.data }, dys[1] as Float32Array, x1, ref, shape);
+      checkBackward(
+        "in place",
+        { ...g2, dx: dy.data },
+        dys[1] as Float32Array,
+        x1,
+        shape,
+        ref,
+        TOL,
+      );
 
       // 5. Inference into the reused output, then its backward into the reused gradient tensor.
       viaCopy.eval();
@@ -281,17 +186,25 @@ describe.each(BACKENDS)("zero-copy tensors on the %s back end", (backend) => {
       ref.eval();
       const x2 = xs[2] as Float32Array;
       x.data.set(x2);
-      before = live();
+      before = live(backend);
       viaTensor.forward(x, { out: y });
-      expect(live()).toBe(before);
+      expect(live(backend)).toBe(before);
       expectSameBits("inference y", y.data, viaCopy.forward(x2, shape));
-      checkForward("inference y", y.data, x2, ref, shape);
+      checkForward("inference y", y.data, x2, shape, ref, TOL);
       dy.data.set(dys[2] as Float32Array);
       const g3 = viaTensor.backward(dy, { out: g.dx });
-      expect(live()).toBe(before);
+      expect(live(backend)).toBe(before);
       expect(g3.dx).toBe(g.dx);
       expectSameBits("inference dx", g.dx.data, viaCopy.backward(dys[2] as Float32Array).dx);
-      checkBackward("inference", { ...g3, dx: g.dx.data }, dys[2] as Float32Array, x2, ref, shape);
+      checkBackward(
+        "inference",
+        { ...g3, dx: g.dx.data },
+        dys[2] as Float32Array,
+        x2,
+        shape,
+        ref,
+        TOL,
+      );
 
       // The state after the whole sequence is identical, and the input was never written.
       expectSameState(viaTensor, viaCopy);
@@ -418,7 +331,7 @@ describe.each(BACKENDS)("zero-copy tensors on the %s back end", (backend) => {
   it("free with dispose(), Symbol.dispose and `using`", () => {
     const bn = new BatchNorm(2, { backend });
     const heap = heapOf(backend);
-    const start = heap?.allocatedBytes ?? 0;
+    const start = live(backend);
     let escaped: Tensor | undefined;
     {
       using x = bn.tensor([4, 2]);
@@ -428,7 +341,7 @@ describe.each(BACKENDS)("zero-copy tensors on the %s back end", (backend) => {
       if (heap !== undefined) expect(heap.allocatedBytes).toBeGreaterThan(start);
     }
     expect(escaped.disposed).toBe(true);
-    expect(heap?.allocatedBytes ?? 0).toBe(start);
+    expect(live(backend)).toBe(start);
     const t = bn.tensor([4, 2]);
     t[Symbol.dispose]();
     expect(t.disposed).toBe(true);
@@ -442,7 +355,7 @@ describe.each(BACKENDS)("zero-copy tensors on the %s back end", (backend) => {
     expect(escaped.disposed).toBe(false);
     escaped.dispose();
     bn.dispose();
-    expect(heap?.allocatedBytes ?? 0).toBeLessThanOrEqual(start);
+    expect(live(backend)).toBeLessThanOrEqual(start);
     if (heap !== undefined) expect(memoryBytes(backend)).toBe(heap.memory.buffer.byteLength);
   });
 });

@@ -24,7 +24,10 @@ const FIXTURES = join(ROOT, "test/browser/fixtures");
 const APPS = join(ROOT, "test/browser/.apps");
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-/** DESIGN.md §6; the network flags keep Chromium from calling home on a closed network. */
+/**
+ * docs/design.md, Toolchain; the network flags keep Chromium from calling home on a closed
+ * network.
+ */
 const CHROMIUM_FLAGS = [
   "--headless",
   "--no-sandbox",

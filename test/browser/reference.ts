@@ -1,14 +1,18 @@
 /**
- * A float64 reference for what the browser pages compute, straight from DESIGN.md §3 (PyTorch's
- * semantics): a training forward with biased batch variance, its backward, the running-statistics
- * update with the unbiased variance, then an inference forward and its backward. NCHW only.
+ * What the browser pages compute, by the project's float64 reference (test/reference.ts), with
+ * the error scale of every value: the page (fixtures/shared/app.js) loads the weight and bias
+ * with fresh running statistics, runs a training forward and its backward (the running
+ * statistics updated), then an inference forward and its backward. NCHW only.
  *
- * Alongside each value it returns a conditioning scale: the same formula evaluated on magnitudes
- * (|x − mean| bounded by max|x| + |mean|), which bounds how much float32 rounding of the inputs
- * to each step can move the result. Tolerances are a few float32 ulps of that scale, so they stay
- * tight where the problem is well conditioned and honest where it is not (a channel whose mean is
- * 1000 times its spread).
+ * The scales follow test/compare.ts's rule (`errorScales`, `runningScales`): a few float32 ulps
+ * of the magnitudes each computation adds up, so tolerances stay tight where the problem is well
+ * conditioned and honest where it is not (a channel whose mean is 1000 times its spread). For
+ * y, dx, runningMean and yEval this suite had tighter per-element bounds (`elementBounds`); the
+ * smaller of the two is used, so that sharing the rule loosened no check.
  */
+import { errorScales, maxAbsPerChannel, runningScales } from "../compare.js";
+import { channelOf, RefBatchNorm } from "../reference.js";
+
 export interface ReferenceInput {
   shape: readonly number[];
   x: readonly number[];
@@ -22,99 +26,108 @@ export interface ReferenceInput {
   biasedRunningVar?: boolean;
 }
 
-/** A value with the scale its float32 computation is accurate to (a few ulps of it). */
-export interface Reference {
-  y: number[];
-  dx: number[];
-  dWeight: number[];
-  dBias: number[];
-  runningMean: number[];
-  runningVar: number[];
-  yEval: number[];
-  dxEval: number[];
+type Key = "y" | "dx" | "dWeight" | "dBias" | "runningMean" | "runningVar" | "yEval" | "dxEval";
+type Values = Record<Key, number[]>;
+
+/** The values the page reports, with the scale their float32 computation is accurate to. */
+export interface Reference extends Values {
   /** Per element (or per channel for per-channel values), the magnitude errors scale with. */
-  scale: Record<Exclude<keyof Reference, "scale">, number[]>;
+  scale: Values;
 }
 
 export function reference(input: ReferenceInput): Reference {
   const { shape, x, dy, x2, weight, bias, eps, momentum, biasedRunningVar = false } = input;
-  const [N = 0, C = 0, ...spatial] = shape;
-  const inner = spatial.reduce((a, b) => a * b, 1);
-  const n = N * inner;
-  const channelOf = (i: number) => Math.floor(i / inner) % C;
-  const perChannel = (f: (i: number) => number) => {
-    const s = new Array<number>(C).fill(0);
-    for (let i = 0; i < x.length; i++) {
-      const c = channelOf(i);
-      s[c] = (s[c] ?? 0) + f(i);
-    }
-    return s;
-  };
-  const at = (a: readonly number[], i: number) => a[i] ?? Number.NaN;
-
-  const mean = perChannel((i) => at(x, i)).map((s) => s / n);
-  const variance = perChannel((i) => (at(x, i) - at(mean, channelOf(i))) ** 2).map((s) => s / n);
-  const invstd = variance.map((v) => 1 / Math.sqrt(v + eps));
-  const maxAbs = perChannel(() => 0);
-  for (let i = 0; i < x.length; i++) {
-    const c = channelOf(i);
-    maxAbs[c] = Math.max(at(maxAbs, c), Math.abs(at(x, i)));
+  const C = shape[1] ?? 0;
+  const chan = channelOf(shape, "NCHW");
+  const ref = new RefBatchNorm(C, { eps, momentum });
+  ref.weight?.set(weight);
+  ref.bias?.set(bias);
+  const y = ref.forward(x, shape);
+  const mean = ref.lastMean as Float64Array;
+  const variance = ref.lastVar as Float64Array;
+  const g = ref.backward(dy);
+  const rm = ref.runningMean as Float64Array;
+  const rv = ref.runningVar as Float64Array;
+  if (biasedRunningVar) {
+    for (let c = 0; c < C; c++) rv[c] = 1 - momentum + momentum * (variance[c] as number);
   }
-  // How far float32 rounding of x and of the mean can move x − mean, relative to the spread.
-  const cond = maxAbs.map((m, c) => (m + Math.abs(at(mean, c))) * at(invstd, c));
+  const train = errorScales(x, dy, chan, mean, variance, eps, ref.weight, ref.bias, true);
+  const running = runningScales(rm, rv);
+  const values: Values = {
+    y: [...y],
+    dx: [...g.dx],
+    dWeight: [...g.dWeight],
+    dBias: [...g.dBias],
+    runningMean: [...rm],
+    runningVar: [...rv],
+    yEval: [],
+    dxEval: [],
+  };
+  ref.eval();
+  values.yEval = [...ref.forward(x2, shape)];
+  values.dxEval = [...ref.backward(dy).dx];
+  const infer = errorScales(x2, dy, chan, rm, rv, eps, ref.weight, ref.bias, false);
+  const rule: Values = {
+    y: [...train.y],
+    dx: [...train.dx],
+    dWeight: [...train.dWeight],
+    dBias: [...train.dBias],
+    runningMean: [...running.runningMean],
+    runningVar: [...running.runningVar],
+    yEval: [...infer.y],
+    dxEval: [...infer.dx],
+  };
+  const bound = elementBounds(input, values, chan, mean, variance);
+  const scale = { ...rule };
+  for (const k of ["y", "dx", "runningMean", "yEval"] as const) {
+    scale[k] = rule[k].map((s, i) => Math.min(s, bound[k][i] as number));
+  }
+  return { ...values, scale };
+}
 
-  const xhat = x.map((v, i) => (v - at(mean, channelOf(i))) * at(invstd, channelOf(i)));
-  const y = xhat.map((h, i) => at(weight, channelOf(i)) * h + at(bias, channelOf(i)));
-  const dBias = perChannel((i) => at(dy, i));
-  const dWeight = perChannel((i) => at(dy, i) * at(xhat, i));
-  const dx = x.map((_, i) => {
-    const c = channelOf(i);
-    return (
-      ((at(weight, c) * at(invstd, c)) / n) *
-      (n * at(dy, i) - at(dBias, c) - at(xhat, i) * at(dWeight, c))
-    );
-  });
-  const sumAbsDy = perChannel((i) => Math.abs(at(dy, i)));
-
-  const runningMean = mean.map((m) => momentum * m);
-  const stored = (v: number) => (biasedRunningVar ? v : (v * n) / (n - 1));
-  const runningVar = variance.map((v) => (1 - momentum) * 1 + momentum * stored(v));
-  const a = runningVar.map((v, c) => at(weight, c) / Math.sqrt(v + eps));
-  const yEval = x2.map((v, i) => {
-    const c = channelOf(i);
-    return at(a, c) * (v - at(runningMean, c)) + at(bias, c);
-  });
-  const dxEval = dy.map((g, i) => g * at(a, channelOf(i)));
-
-  const w = (c: number) => Math.abs(at(weight, c));
+/**
+ * The bounds this suite used before it shared test/compare.ts's rule, where they are the tighter:
+ * the rule's terms, but per element where the rule takes a channel's maximum, with
+ * cond = (max|x| + |μ|)/σ̂ (how far float32 rounding of x and of the mean can move x − μ,
+ * relative to the spread) and a = |γ|/√(running var + ε) for inference.
+ */
+function elementBounds(
+  input: ReferenceInput,
+  v: Values,
+  chan: Int32Array,
+  mean: Float64Array,
+  variance: Float64Array,
+): Pick<Values, "y" | "dx" | "runningMean" | "yEval"> {
+  const { x, dy, x2, weight, bias, eps, momentum } = input;
+  const C = mean.length;
+  const n = x.length / C;
+  const invstd = Float64Array.from(variance, (s) => 1 / Math.sqrt(s + eps));
+  const maxAbs = maxAbsPerChannel(x, chan, C);
+  const sumAbsDy = new Float64Array(C);
+  for (let i = 0; i < x.length; i++) {
+    const c = chan[i] as number;
+    sumAbsDy[c] = (sumAbsDy[c] as number) + Math.abs(dy[i] as number);
+  }
+  const cond = maxAbs.map((m, c) => (m + Math.abs(mean[c] as number)) * (invstd[c] as number));
+  const w = (c: number) => Math.abs(weight[c] as number);
+  const a = v.runningVar.map((s, c) => w(c) / Math.sqrt(s + eps));
   return {
-    y,
-    dx,
-    dWeight,
-    dBias,
-    runningMean,
-    runningVar,
-    yEval,
-    dxEval,
-    scale: {
-      y: x.map((_, i) => w(channelOf(i)) * at(cond, channelOf(i)) + Math.abs(at(y, i))),
-      dx: x.map((_, i) => {
-        const c = channelOf(i);
-        const spread = (at(cond, c) * at(sumAbsDy, c) * (1 + Math.abs(at(xhat, i)))) / n;
-        return w(c) * at(invstd, c) * (Math.abs(at(dy, i)) + spread);
-      }),
-      dWeight: sumAbsDy.map((s, c) => s * at(cond, c)),
-      dBias: sumAbsDy,
-      runningMean: maxAbs.map((m) => momentum * m),
-      runningVar: runningVar.map((v, c) => v + at(variance, c) * at(cond, c)),
-      yEval: x2.map((v, i) => {
-        const c = channelOf(i);
-        return (
-          Math.abs(at(a, c)) * (Math.abs(v) + Math.abs(at(runningMean, c))) + Math.abs(at(bias, c))
-        );
-      }),
-      dxEval: dy.map((g, i) => Math.abs(g * at(a, channelOf(i)))),
-    },
+    y: x.map((_, i) => {
+      const c = chan[i] as number;
+      return w(c) * (cond[c] as number) + Math.abs(v.y[i] as number);
+    }),
+    dx: x.map((xi, i) => {
+      const c = chan[i] as number;
+      const xhat = Math.abs(xi - (mean[c] as number)) * (invstd[c] as number);
+      const spread = ((cond[c] as number) * (sumAbsDy[c] as number) * (1 + xhat)) / n;
+      return w(c) * (invstd[c] as number) * (Math.abs(dy[i] as number) + spread);
+    }),
+    runningMean: [...maxAbs].map((m) => momentum * m),
+    yEval: x2.map((s, i) => {
+      const c = chan[i] as number;
+      const rm = Math.abs(v.runningMean[c] as number);
+      return (a[c] as number) * (Math.abs(s) + rm) + Math.abs(bias[c] as number);
+    }),
   };
 }
 
@@ -135,8 +148,8 @@ export function ulpsOff(got: readonly number[], want: readonly number[], scale: 
 }
 
 /**
- * Float32 ulps of each value's conditioning scale (see reference.ts) a back end may be off by.
- * Every back end is within 1 ulp here; 16 leaves room for summation order while staying far
- * below what a wrong convention costs (reference.test.ts checks that it tells them apart).
+ * Float32 ulps of each value's scale a back end may be off by. Every back end is within 1 ulp
+ * here; 16 leaves room for summation order while staying far below what a wrong convention
+ * costs (reference.test.ts checks that it tells them apart).
  */
 export const MAX_ULPS = 16;
