@@ -27,7 +27,12 @@ import {
 import { checkChoice, isTyped, show, typeName } from "./errors.js";
 import { resolveBackend } from "./init.js";
 import { BufferSet, freeWhenCollected, keepAlive } from "./lifetime.js";
-import { BACKEND_CHOICES, type BatchNormOptions, moduleConfig } from "./options.js";
+import {
+  BACKEND_CHOICES,
+  type BatchNormOptions,
+  moduleConfig,
+  type RunningVarEstimator,
+} from "./options.js";
 import { allocScratch, type ChannelScratch } from "./scratch.js";
 import { dimsOf, type Layout, sameShape } from "./shape.js";
 import { ModuleState, type StateDict, type StateDictInput } from "./state.js";
@@ -56,8 +61,9 @@ interface Saved {
  * `BatchNorm1d/2d/3d`: `y = weight · (x − mean) / sqrt(var + eps) + bias`.
  *
  * In training mode (the initial mode) `mean` and `var` are the batch's per-channel mean and
- * biased variance, and the running statistics are updated with the unbiased variance. In
- * inference mode ({@link BatchNorm.eval}) the running statistics are used.
+ * biased variance, and the running statistics are updated with the unbiased variance (by
+ * default: see `runningVarEstimator`). In inference mode ({@link BatchNorm.eval}) the running
+ * statistics are used.
  *
  * Two ways to call it: with `Float32Array`s (copied in and out), or with {@link Tensor}s made by
  * {@link BatchNorm.tensor}, which live in the back end's memory and are not copied.
@@ -87,6 +93,8 @@ export class BatchNorm {
   readonly momentum: number | null;
   readonly affine: boolean;
   readonly trackRunningStats: boolean;
+  /** The variance a training forward averages into `runningVar`. */
+  readonly runningVarEstimator: RunningVarEstimator;
   readonly layout: Layout;
   /** The back end this module runs on. */
   readonly backend: BackendKind;
@@ -96,7 +104,10 @@ export class BatchNorm {
   readonly bias: Float32Array | null;
   /** Running mean (initially 0); `null` when `trackRunningStats` is false. */
   readonly runningMean: Float32Array | null;
-  /** Running unbiased variance (initially 1); `null` when `trackRunningStats` is false. */
+  /**
+   * Running variance (initially 1), averaging the unbiased batch variance (or the biased one:
+   * `runningVarEstimator`); `null` when `trackRunningStats` is false.
+   */
   readonly runningVar: Float32Array | null;
 
   readonly #state: ModuleState;
@@ -144,6 +155,7 @@ export class BatchNorm {
     this.momentum = config.momentum;
     this.affine = config.affine;
     this.trackRunningStats = config.trackRunningStats;
+    this.runningVarEstimator = config.runningVarEstimator;
     this.layout = config.layout;
     this.#state = new ModuleState(numFeatures, config.affine, config.trackRunningStats);
     ({
@@ -410,7 +422,8 @@ export class BatchNorm {
       const m = this.momentum ?? 1 / state.numBatchesTracked;
       const rm = state.runningMean as Float32Array;
       const rv = state.runningVar as Float32Array;
-      updateRunningStats(rm, rv, s.mean.view(), s.variance.view(), perChannel(dims), m);
+      const n = perChannel(dims);
+      updateRunningStats(rm, rv, s.mean.view(), s.variance.view(), n, m, this.runningVarEstimator);
     }
     const weight = this.#forwardWeight;
     if (weight !== null) weight.set(state.weight as Float32Array);

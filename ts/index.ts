@@ -31,7 +31,7 @@ export {
   moments,
 } from "./functional.js";
 export type { InitOptions, InitResult, WasmSource } from "./init.js";
-export type { BatchNormOptions } from "./options.js";
+export type { BatchNormOptions, RunningVarEstimator } from "./options.js";
 export type { Layout } from "./shape.js";
 export type { StateDict, StateDictInput } from "./state.js";
 export { Tensor } from "./tensor.js";

@@ -25,6 +25,13 @@ export interface BatchNormOptions {
    * batch statistics are used in both modes.
    */
   trackRunningStats?: boolean;
+  /**
+   * The variance averaged into `runningVar` by a training forward: `"unbiased"` (default,
+   * PyTorch's: the batch variance times n/(n − 1), n values per channel) or `"biased"` (the batch
+   * variance itself, as Keras, TF.js layers and ONNX Runtime's training mode do). The batch is
+   * normalized with the biased variance either way.
+   */
+  runningVarEstimator?: RunningVarEstimator;
   /** Default `"NCHW"`. */
   layout?: Layout;
   /**
@@ -33,6 +40,11 @@ export interface BatchNormOptions {
    */
   backend?: "auto" | BackendKind;
 }
+
+/** See {@link BatchNormOptions.runningVarEstimator}. */
+export type RunningVarEstimator = "unbiased" | "biased";
+
+export const ESTIMATORS: readonly RunningVarEstimator[] = ["unbiased", "biased"];
 
 /** {@link BatchNormOptions} with every default filled in and every value checked. */
 export type ModuleConfig = Required<BatchNormOptions>;
@@ -63,6 +75,9 @@ export function checkBoolean(value: unknown, where: string, name: string): boole
   return value;
 }
 
+export const checkEstimator = (estimator: unknown, where: string): RunningVarEstimator =>
+  checkChoice(estimator, ESTIMATORS, where, "options.runningVarEstimator");
+
 export const checkLayout = (layout: unknown, where: string): Layout =>
   checkChoice(layout, LAYOUTS, where, "options.layout");
 
@@ -79,6 +94,7 @@ export function moduleConfig(options: BatchNormOptions, where: string): ModuleCo
     momentum = 0.1,
     affine = true,
     trackRunningStats = true,
+    runningVarEstimator = "unbiased",
     layout = "NCHW",
     backend = "auto",
   } = options;
@@ -87,6 +103,7 @@ export function moduleConfig(options: BatchNormOptions, where: string): ModuleCo
     momentum: checkMomentum(momentum, where, true),
     affine: checkBoolean(affine, where, "options.affine"),
     trackRunningStats: checkBoolean(trackRunningStats, where, "options.trackRunningStats"),
+    runningVarEstimator: checkEstimator(runningVarEstimator, where),
     layout: checkLayout(layout, where),
     backend: checkBackend(backend, where),
   };
