@@ -1,6 +1,6 @@
 /**
  * The module's deployment parts on every back end: the `runningVarEstimator` option (module and
- * functional `batchNorm`). The
+ * functional `batchNorm`), `foldedAffine()` and the folds taking a module directly. The
  * conversions to and from Keras and ONNX are in test/deploy-convert.test.ts; the proofs against
  * the real peers in test/deploy-onnx.test.ts and test/deploy-tfjs.test.ts.
  *
@@ -10,8 +10,15 @@
  * the running variance by ≥ 0.4 %, far more than TOL (asserted: > 10·TOL).
  */
 import { beforeAll, describe, expect, it } from "vitest";
-import { BatchNorm, batchNorm } from "../ts/index.node.js";
+import {
+  BatchNorm,
+  batchNorm,
+  foldedAffineOf,
+  foldIntoConv,
+  foldIntoLinear,
+} from "../ts/index.node.js";
 import { assertClose } from "./compare.js";
+import { bnParams } from "./peers/data.js";
 import { newWeighted, unbiased } from "./peers/formulas.js";
 import { missRatio } from "./peers/scales.js";
 import { Rng } from "./random.js";
@@ -27,6 +34,20 @@ const n = 24;
 beforeAll(async () => {
   await initFromDist();
 });
+
+/** A module with the parameters and running statistics of `bnParams(seed)`. */
+function loaded(seed: number, options: ConstructorParameters<typeof BatchNorm>[1]) {
+  const p = bnParams(new Rng(seed), C);
+  const bn = new BatchNorm(C, options);
+  bn.loadStateDict({
+    weight: p.weight,
+    bias: p.bias,
+    running_mean: p.mean,
+    running_var: p.variance,
+    num_batches_tracked: 0,
+  });
+  return { bn, p };
+}
 
 const data = (seed: number) => {
   const rng = new Rng(seed);
@@ -94,4 +115,84 @@ describe.each(BACKENDS)("runningVarEstimator on the %s back end", (backend) => {
       expectSameBits("runningVar", runningVar, rv);
     });
   }
+});
+
+describe.each(BACKENDS)("foldedAffine() and the folds on the %s back end", (backend) => {
+  it("foldedAffine() is foldedAffineOf(the module's state), and the module in eval() is that affine map", () => {
+    const { bn, p } = loaded(3, { backend, eps: 1e-3 });
+    const f = bn.foldedAffine();
+    const want = foldedAffineOf({
+      weight: p.weight,
+      bias: p.bias,
+      runningMean: p.mean,
+      runningVar: p.variance,
+      eps: 1e-3,
+    });
+    expectSameBits("scale", f.scale, want.scale);
+    expectSameBits("shift", f.shift, want.shift);
+    const x = data(4);
+    const y = bn.eval().forward(x, SHAPE);
+    const chan = channelOf(SHAPE, "NCHW");
+    const s = (i: number) => f.scale[chan[i] as number] as number;
+    const affine = Float64Array.from(
+      x,
+      (v, i) => s(i) * v + (f.shift[chan[i] as number] as number),
+    );
+    const scale = Float64Array.from(
+      x,
+      (v, i) => Math.abs(s(i) * v) + Math.abs(f.shift[chan[i] as number] as number),
+    );
+    assertClose("eval forward vs scale·x + shift", y, affine, scale, TOL);
+    bn.dispose();
+  });
+
+  it("foldIntoLinear and foldIntoConv take the module itself", () => {
+    const { bn, p } = loaded(5, { backend });
+    const plain = {
+      numFeatures: C,
+      foldedAffine: () =>
+        foldedAffineOf({
+          weight: p.weight,
+          bias: p.bias,
+          runningMean: p.mean,
+          runningVar: p.variance,
+          eps: 1e-5,
+        }),
+    };
+    const rng = new Rng(6);
+    const w = rng.normals(C * 4);
+    const b = rng.normals(C);
+    for (const [got, want] of [
+      [foldIntoLinear(bn, w, b), foldIntoLinear(plain, w, b)],
+      [
+        foldIntoLinear(bn, w, null, { layout: "inOut" }),
+        foldIntoLinear(plain, w, null, { layout: "inOut" }),
+      ],
+      [
+        foldIntoConv(bn, w, b, { shape: [C, 1, 2, 2] }),
+        foldIntoConv(plain, w, b, { shape: [C, 1, 2, 2] }),
+      ],
+    ] as const) {
+      expectSameBits("weight", got.weight, want.weight);
+      expectSameBits("bias", got.bias, want.bias);
+    }
+    // Negative control: another module's statistics give other weights.
+    const other = loaded(7, { backend }).bn;
+    expect(foldIntoLinear(other, w, b).weight).not.toEqual(foldIntoLinear(bn, w, b).weight);
+    other.dispose();
+    bn.dispose();
+  });
+
+  it("is refused without running statistics, and after dispose()", () => {
+    const bn = new BatchNorm(C, { backend, trackRunningStats: false });
+    const refusal =
+      /BatchNorm.foldedAffine: the module has no running statistics \(trackRunningStats: false\)/;
+    expect(() => bn.foldedAffine()).toThrow(RangeError);
+    expect(() => bn.foldedAffine()).toThrow(refusal);
+    expect(() => foldIntoLinear(bn, new Float32Array(C), null)).toThrow(refusal);
+    bn.dispose();
+    const gone = new BatchNorm(C, { backend });
+    gone.dispose();
+    expect(() => gone.foldedAffine()).toThrow("BatchNorm.foldedAffine: the module was disposed");
+  });
 });

@@ -25,6 +25,7 @@ import {
   updateRunningStats,
 } from "./core.js";
 import { checkChoice, isTyped, show, typeName } from "./errors.js";
+import { type FoldableBatchNorm, foldedAffineOf } from "./fold.js";
 import { resolveBackend } from "./init.js";
 import { BufferSet, freeWhenCollected, keepAlive } from "./lifetime.js";
 import {
@@ -86,7 +87,7 @@ interface Saved {
  * const { dx, dWeight, dBias } = bn.backward(dy);
  * ```
  */
-export class BatchNorm {
+export class BatchNorm implements FoldableBatchNorm {
   /** Number of channels `C`. */
   readonly numFeatures: number;
   readonly eps: number;
@@ -377,6 +378,22 @@ export class BatchNorm {
   resetParameters(): void {
     this.#live("resetParameters");
     this.#state.resetParameters();
+  }
+
+  /**
+   * The module in inference mode as `y = scale·x + shift` per channel (`foldedAffineOf`: float64,
+   * rounded once), which makes it a `FoldableBatchNorm` for `foldIntoLinear`/`foldIntoConv`.
+   *
+   * @throws RangeError without running statistics (`trackRunningStats: false`).
+   */
+  foldedAffine(): { scale: Float32Array; shift: Float32Array } {
+    this.#live("foldedAffine");
+    if (!this.trackRunningStats) {
+      throw new RangeError(
+        "BatchNorm.foldedAffine: the module has no running statistics (trackRunningStats: false): it normalizes every batch with the batch's own statistics, so there is no inference-mode affine map to fold",
+      );
+    }
+    return foldedAffineOf(this);
   }
 
   /** Frees the module's memory. Later calls throw; a second dispose does nothing. */
