@@ -14,6 +14,7 @@ import {
   type F32Buffer,
   perChannel,
 } from "./backend.js";
+import * as convert from "./convert.js";
 import { CopyBuffers } from "./copy-buffers.js";
 import {
   applyForward,
@@ -43,9 +44,9 @@ import { checkOut, checkTensor, disposeSymbol, Tensor } from "./tensor.js";
 export interface Gradients<T> {
   /** Gradient with respect to the input. */
   dx: T;
-  /** Gradient with respect to `weight`, or `null` when `affine` is false. */
+  /** Gradient with respect to `weight`, or `null` when the module has no weight. */
   dWeight: Float32Array | null;
-  /** Gradient with respect to `bias`, or `null` when `affine` is false. */
+  /** Gradient with respect to `bias`, or `null` when the module has no bias. */
   dBias: Float32Array | null;
 }
 
@@ -92,6 +93,11 @@ export class BatchNorm implements FoldableBatchNorm {
   readonly numFeatures: number;
   readonly eps: number;
   readonly momentum: number | null;
+  /**
+   * PyTorch's flag: the module has both a learnable `weight` and `bias`. False also for a
+   * module from {@link BatchNorm.fromKeras} with `center: false` or `scale: false`, which has
+   * one of the two: `weight` and `bias` themselves say which.
+   */
   readonly affine: boolean;
   readonly trackRunningStats: boolean;
   /** The variance a training forward averages into `runningVar`. */
@@ -99,9 +105,15 @@ export class BatchNorm implements FoldableBatchNorm {
   readonly layout: Layout;
   /** The back end this module runs on. */
   readonly backend: BackendKind;
-  /** γ, per channel (initially 1); `null` when `affine` is false. Update it in place. */
+  /**
+   * γ, per channel (initially 1); `null` when `affine` is false (or Keras's `scale: false`),
+   * i.e. γ = 1. Update it in place.
+   */
   readonly weight: Float32Array | null;
-  /** β, per channel (initially 0); `null` when `affine` is false. Update it in place. */
+  /**
+   * β, per channel (initially 0); `null` when `affine` is false (or Keras's `center: false`),
+   * i.e. β = 0. Update it in place.
+   */
   readonly bias: Float32Array | null;
   /** Running mean (initially 0); `null` when `trackRunningStats` is false. */
   readonly runningMean: Float32Array | null;
@@ -158,7 +170,7 @@ export class BatchNorm implements FoldableBatchNorm {
     this.trackRunningStats = config.trackRunningStats;
     this.runningVarEstimator = config.runningVarEstimator;
     this.layout = config.layout;
-    this.#state = new ModuleState(numFeatures, config.affine, config.trackRunningStats);
+    this.#state = new ModuleState(numFeatures, config, config.trackRunningStats);
     ({
       weight: this.weight,
       bias: this.bias,
@@ -347,7 +359,7 @@ export class BatchNorm implements FoldableBatchNorm {
   }
 
   /**
-   * The state, with PyTorch's keys: `weight` and `bias` (when `affine`), `running_mean`,
+   * The state, with PyTorch's keys: `weight` and `bias` (those the module has), `running_mean`,
    * `running_var` and `num_batches_tracked` (when `trackRunningStats`). Arrays are copies.
    */
   stateDict(): StateDict {
@@ -394,6 +406,41 @@ export class BatchNorm implements FoldableBatchNorm {
       );
     }
     return foldedAffineOf(this);
+  }
+
+  /**
+   * A module from a Keras / TF.js `BatchNormalization`'s weights and arguments: momentum flipped
+   * to PyTorch's direction and the `"biased"` estimator, so that training continues as in Keras
+   * (see `kerasRecipe` in convert.ts). It starts in training mode.
+   */
+  static fromKeras(weights: convert.KerasWeights, options?: convert.FromKerasOptions): BatchNorm {
+    return BatchNorm.#build(convert.kerasRecipe(weights, options));
+  }
+
+  /** A module from an ONNX `BatchNormalization`'s inputs and attributes; see `fromKeras`. */
+  static fromOnnx(
+    initializers: convert.OnnxInitializers,
+    options?: convert.FromOnnxOptions,
+  ): BatchNorm {
+    return BatchNorm.#build(convert.onnxRecipe(initializers, options));
+  }
+
+  static #build(recipe: convert.ModuleRecipe): BatchNorm {
+    const bn = new BatchNorm(recipe.numFeatures, recipe.options);
+    bn.loadStateDict(recipe.state);
+    return bn;
+  }
+
+  /** Weights and arguments of the equivalent Keras `BatchNormalization` (`toKeras` in convert.ts). */
+  toKeras(): convert.KerasExport {
+    this.#live("toKeras");
+    return convert.toKeras(this);
+  }
+
+  /** Inputs and attributes of the equivalent ONNX `BatchNormalization` (`toOnnx` in convert.ts). */
+  toOnnx(): convert.OnnxExport {
+    this.#live("toOnnx");
+    return convert.toOnnx(this);
   }
 
   /** Frees the module's memory. Later calls throw; a second dispose does nothing. */
@@ -462,7 +509,10 @@ export class BatchNorm implements FoldableBatchNorm {
       this.#scratch,
     );
     this.#saved = undefined;
-    return this.affine ? grads : { dWeight: null, dBias: null };
+    return {
+      dWeight: this.weight && grads.dWeight,
+      dBias: this.bias && grads.dBias,
+    };
   }
 
   /**

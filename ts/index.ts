@@ -8,6 +8,15 @@
 export { BatchNorm1d, BatchNorm2d, BatchNorm3d } from "./aliases.js";
 export type { BackendKind } from "./backend.js";
 export { BatchNorm, type Gradients, memoryBytes } from "./batch-norm.js";
+export type {
+  ChannelValues,
+  FromKerasOptions,
+  FromOnnxOptions,
+  KerasExport,
+  KerasWeights,
+  OnnxExport,
+  OnnxInitializers,
+} from "./convert.js";
 export {
   type BatchNormParameters,
   type ConvLayout,
