@@ -10,6 +10,7 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { BatchNorm } from "../ts/index.node.js";
 import { bnParams } from "./peers/data.js";
+import { kerasWeights, onnxInputs } from "./peers/module.js";
 import { Rng } from "./random.js";
 import { BACKENDS, initFromDist } from "./setup-backends.js";
 import { expectSameBits } from "./state.js";
@@ -22,17 +23,11 @@ beforeAll(async () => {
 });
 
 /** Keras weights of `bnParams(seed)`. */
-function keras(seed: number) {
-  const p = bnParams(new Rng(seed), C);
-  return { gamma: p.weight, beta: p.bias, movingMean: p.mean, movingVariance: p.variance };
-}
+const keras = (seed: number) => kerasWeights(bnParams(new Rng(seed), C));
 
-const onnx = (w: ReturnType<typeof keras>) => ({
-  scale: w.gamma,
-  B: w.beta,
-  input_mean: w.movingMean,
-  input_var: w.movingVariance,
-});
+/** The same arrays under ONNX's names. */
+const onnx = (w: ReturnType<typeof keras>) =>
+  onnxInputs({ weight: w.gamma, bias: w.beta, mean: w.movingMean, variance: w.movingVariance });
 
 describe.each(BACKENDS)("conversions on the %s back end", (backend) => {
   it("fromKeras: Keras's defaults, momentum flipped, biased estimator, copies of the weights", () => {

@@ -12,6 +12,7 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import {
   BatchNorm,
+  type BatchNormOptions,
   batchNorm,
   foldedAffineOf,
   foldIntoConv,
@@ -20,6 +21,7 @@ import {
 import { assertClose } from "./compare.js";
 import { bnParams } from "./peers/data.js";
 import { newWeighted, unbiased } from "./peers/formulas.js";
+import { moduleWith } from "./peers/module.js";
 import { missRatio } from "./peers/scales.js";
 import { Rng } from "./random.js";
 import { batchStats, channelOf } from "./reference.js";
@@ -36,17 +38,9 @@ beforeAll(async () => {
 });
 
 /** A module with the parameters and running statistics of `bnParams(seed)`. */
-function loaded(seed: number, options: ConstructorParameters<typeof BatchNorm>[1]) {
+function loaded(seed: number, options: BatchNormOptions) {
   const p = bnParams(new Rng(seed), C);
-  const bn = new BatchNorm(C, options);
-  bn.loadStateDict({
-    weight: p.weight,
-    bias: p.bias,
-    running_mean: p.mean,
-    running_var: p.variance,
-    num_batches_tracked: 0,
-  });
-  return { bn, p };
+  return { bn: moduleWith(p, options), p };
 }
 
 const data = (seed: number) => {
