@@ -141,18 +141,9 @@ describe.each(BACKENDS)("foldedAffine() and the folds on the %s back end", (back
   });
 
   it("foldIntoLinear and foldIntoConv take the module itself", () => {
-    const { bn, p } = loaded(5, { backend });
-    const plain = {
-      numFeatures: C,
-      foldedAffine: () =>
-        foldedAffineOf({
-          weight: p.weight,
-          bias: p.bias,
-          runningMean: p.mean,
-          runningVar: p.variance,
-          eps: 1e-5,
-        }),
-    };
+    const { bn } = loaded(5, { backend });
+    // foldedAffine() = foldedAffineOf(bn) is shown above; here, that the folds call it.
+    const plain = { numFeatures: C, foldedAffine: () => foldedAffineOf(bn) };
     const rng = new Rng(6);
     const w = rng.normals(C * 4);
     const b = rng.normals(C);

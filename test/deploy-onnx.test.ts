@@ -18,7 +18,7 @@
  * output. Every comparison has a negative control: the same module made with the wrong
  * convention (eps not carried over, momentum not flipped, PyTorch's unbiased estimator) misses.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, it } from "vitest";
 import { BatchNorm, foldIntoConv, foldIntoLinear } from "../ts/index.node.js";
 import { assertClose } from "./compare.js";
 import { bnParams, channelData } from "./peers/data.js";
@@ -26,20 +26,13 @@ import { type ConvShape, conv64, convOutShape, linear64 } from "./peers/layers64
 import { moduleWith, onnxInputs } from "./peers/module.js";
 import { batchNormalization, conv, gemm, onnxModel, relu } from "./peers/onnx-ops.js";
 import { runOnnx } from "./peers/onnx-run.js";
+import { peerReport } from "./peers/report.js";
 import { missRatio, statScales, statTolerance, U, Y_TOL, yScale } from "./peers/scales.js";
 import { Rng } from "./random.js";
 import { batchStats, channelOf } from "./reference.js";
 import { BACKENDS, initFromDist } from "./setup-backends.js";
 
-const measured: Record<string, number> = {};
-/** Asserts that a negative control misses by more than `factor`·tol; records miss/tol. */
-function misses(key: string, miss: number, tol: number, factor: number) {
-  measured[`${key} (control, ×tol)`] = miss / tol;
-  expect(miss, key).toBeGreaterThan(factor * tol);
-}
-afterAll(() => {
-  if (process.env.PEERS_REPORT) console.log("module vs onnxruntime-web", measured);
-});
+const { measured, misses } = peerReport("module vs onnxruntime-web");
 
 beforeAll(async () => {
   await initFromDist();

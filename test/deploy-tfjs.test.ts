@@ -12,11 +12,12 @@
  * "unbiased" module: Keras goes on with the biased one), and a parameter Keras does not have;
  * each must miss by more than 100 times its tolerance.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { BatchNorm, type KerasExport } from "../ts/index.node.js";
 import { assertClose } from "./compare.js";
 import { type BnParams, bnParams, channelData } from "./peers/data.js";
 import { moduleWith } from "./peers/module.js";
+import { peerReport } from "./peers/report.js";
 import { missRatio, statScales, statTolerance, Y_TOL, yScale } from "./peers/scales.js";
 import { type TfjsBn, tfjsBatchNorm } from "./peers/tfjs-layers.js";
 import { Rng } from "./random.js";
@@ -24,15 +25,7 @@ import { batchStats, channelOf } from "./reference.js";
 import { BACKENDS, initFromDist } from "./setup-backends.js";
 import { expectSameState } from "./state.js";
 
-const measured: Record<string, number> = {};
-/** Asserts that a negative control misses by more than `factor`·tol; records miss/tol. */
-function misses(key: string, miss: number, tol: number, factor: number) {
-  measured[`${key} (control, ×tol)`] = miss / tol;
-  expect(miss, key).toBeGreaterThan(factor * tol);
-}
-afterAll(() => {
-  if (process.env.PEERS_REPORT) console.log("module vs tfjs-layers", measured);
-});
+const { measured, misses } = peerReport("module vs tfjs-layers");
 
 beforeAll(async () => {
   await initFromDist();

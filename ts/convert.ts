@@ -148,11 +148,7 @@ export function kerasRecipe(weights: KerasWeights, options: FromKerasOptions = {
   return {
     numFeatures,
     options: {
-      eps,
-      momentum: flipMomentum(momentum),
-      runningVarEstimator: "biased",
-      layout: checkLayout(o.layout ?? "NHWC", where),
-      backend: checkBackend(o.backend ?? "auto", where),
+      ...imported(where, eps, momentum, o.layout ?? "NHWC", o.backend),
       [PARAMETERS]: { weight: scale, bias: center },
     },
     state,
@@ -176,13 +172,7 @@ export function onnxRecipe(
   );
   return {
     numFeatures,
-    options: {
-      eps,
-      momentum: flipMomentum(momentum),
-      runningVarEstimator: "biased",
-      layout: checkLayout(o.layout ?? "NCHW", where),
-      backend: checkBackend(o.backend ?? "auto", where),
-    },
+    options: imported(where, eps, momentum, o.layout ?? "NCHW", o.backend),
     state: {
       weight: channels(i.scale, numFeatures, where, "initializers.scale"),
       bias: channels(i.B, numFeatures, where, "initializers.B"),
@@ -190,6 +180,26 @@ export function onnxRecipe(
       running_var,
       num_batches_tracked: 0,
     },
+  };
+}
+
+/**
+ * The options of a module imported from Keras or ONNX: their momentum flipped, and the biased
+ * estimator, which both average into the running variance.
+ */
+function imported(
+  where: string,
+  eps: number,
+  momentum: number,
+  layout: unknown,
+  backend: unknown,
+): InternalOptions {
+  return {
+    eps,
+    momentum: flipMomentum(momentum),
+    runningVarEstimator: "biased",
+    layout: checkLayout(layout, where),
+    backend: checkBackend(backend ?? "auto", where),
   };
 }
 
