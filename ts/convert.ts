@@ -112,7 +112,8 @@ export interface ConvertibleBatchNorm {
 /**
  * `1 − m`, the same smoothing seen from the other end. Rounded to 15 significant digits (float64
  * holds 15.9), so that Keras's 0.99 becomes 0.01 and not 0.010000000000000009, the binary error
- * of 0.99 showing through, and converting back gives the number converted.
+ * of 0.99 showing through, and converting back gives any momentum written with at most 15
+ * significant digits exactly (others move by less than 1e-15).
  */
 export function flipMomentum(m: number): number {
   return Number((1 - m).toPrecision(15));
