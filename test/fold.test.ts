@@ -21,27 +21,18 @@ import {
   permute,
   TO_OIHW,
 } from "./peers/layers64.js";
+import { moduleWith } from "./peers/module.js";
 import { U, Y_TOL } from "./peers/scales.js";
 import { Rng } from "./random.js";
 import { channelOf, normalize } from "./reference.js";
 
 const TOL = 4 * U;
 
-/** A real BatchNorm in eval mode with random parameters, and the fold's view of it. */
+/** A real BatchNorm in eval mode with random parameters: the module is what the folds take. */
 function evalBatchNorm(rng: Rng, C: number, eps = 1e-5) {
   const p = bnParams(rng, C);
-  const bn = new BatchNorm(C, { backend: "js", eps });
-  bn.loadStateDict({
-    weight: p.weight,
-    bias: p.bias,
-    running_mean: p.mean,
-    running_var: p.variance,
-    num_batches_tracked: 0,
-  });
-  bn.eval();
-  // The module will get foldedAffine() itself; until then, this is what it will return.
-  const foldable = { numFeatures: C, foldedAffine: () => foldedAffineOf(bn) };
-  return { bn, p, foldable, eps };
+  const bn = moduleWith(p, { backend: "js", eps }).eval();
+  return { bn, p, foldable: bn, eps };
 }
 
 /** BN(z) in float64 with the parameters `p`, and the error scale S for each output. */

@@ -14,6 +14,7 @@ import {
   type F32Buffer,
   perChannel,
 } from "./backend.js";
+import * as convert from "./convert.js";
 import { CopyBuffers } from "./copy-buffers.js";
 import {
   applyForward,
@@ -25,9 +26,15 @@ import {
   updateRunningStats,
 } from "./core.js";
 import { checkChoice, isTyped, show, typeName } from "./errors.js";
+import { type FoldableBatchNorm, foldedAffineOf } from "./fold.js";
 import { resolveBackend } from "./init.js";
 import { BufferSet, freeWhenCollected, keepAlive } from "./lifetime.js";
-import { BACKEND_CHOICES, type BatchNormOptions, moduleConfig } from "./options.js";
+import {
+  BACKEND_CHOICES,
+  type BatchNormOptions,
+  moduleConfig,
+  type RunningVarEstimator,
+} from "./options.js";
 import { allocScratch, type ChannelScratch } from "./scratch.js";
 import { dimsOf, type Layout, sameShape } from "./shape.js";
 import { ModuleState, type StateDict, type StateDictInput } from "./state.js";
@@ -37,9 +44,9 @@ import { checkOut, checkTensor, disposeSymbol, Tensor } from "./tensor.js";
 export interface Gradients<T> {
   /** Gradient with respect to the input. */
   dx: T;
-  /** Gradient with respect to `weight`, or `null` when `affine` is false. */
+  /** Gradient with respect to `weight`, or `null` when the module has no weight. */
   dWeight: Float32Array | null;
-  /** Gradient with respect to `bias`, or `null` when `affine` is false. */
+  /** Gradient with respect to `bias`, or `null` when the module has no bias. */
   dBias: Float32Array | null;
 }
 
@@ -56,8 +63,9 @@ interface Saved {
  * `BatchNorm1d/2d/3d`: `y = weight · (x − mean) / sqrt(var + eps) + bias`.
  *
  * In training mode (the initial mode) `mean` and `var` are the batch's per-channel mean and
- * biased variance, and the running statistics are updated with the unbiased variance. In
- * inference mode ({@link BatchNorm.eval}) the running statistics are used.
+ * biased variance, and the running statistics are updated with the unbiased variance (by
+ * default: see `runningVarEstimator`). In inference mode ({@link BatchNorm.eval}) the running
+ * statistics are used.
  *
  * Two ways to call it: with `Float32Array`s (copied in and out), or with {@link Tensor}s made by
  * {@link BatchNorm.tensor}, which live in the back end's memory and are not copied.
@@ -80,23 +88,39 @@ interface Saved {
  * const { dx, dWeight, dBias } = bn.backward(dy);
  * ```
  */
-export class BatchNorm {
+export class BatchNorm implements FoldableBatchNorm {
   /** Number of channels `C`. */
   readonly numFeatures: number;
   readonly eps: number;
   readonly momentum: number | null;
+  /**
+   * PyTorch's flag: the module has both a learnable `weight` and `bias`. False also for a
+   * module from {@link BatchNorm.fromKeras} with `center: false` or `scale: false`, which has
+   * one of the two: `weight` and `bias` themselves say which.
+   */
   readonly affine: boolean;
   readonly trackRunningStats: boolean;
+  /** The variance a training forward averages into `runningVar`. */
+  readonly runningVarEstimator: RunningVarEstimator;
   readonly layout: Layout;
   /** The back end this module runs on. */
   readonly backend: BackendKind;
-  /** γ, per channel (initially 1); `null` when `affine` is false. Update it in place. */
+  /**
+   * γ, per channel (initially 1); `null` when `affine` is false (or Keras's `scale: false`),
+   * i.e. γ = 1. Update it in place.
+   */
   readonly weight: Float32Array | null;
-  /** β, per channel (initially 0); `null` when `affine` is false. Update it in place. */
+  /**
+   * β, per channel (initially 0); `null` when `affine` is false (or Keras's `center: false`),
+   * i.e. β = 0. Update it in place.
+   */
   readonly bias: Float32Array | null;
   /** Running mean (initially 0); `null` when `trackRunningStats` is false. */
   readonly runningMean: Float32Array | null;
-  /** Running unbiased variance (initially 1); `null` when `trackRunningStats` is false. */
+  /**
+   * Running variance (initially 1), averaging the unbiased batch variance (or the biased one:
+   * `runningVarEstimator`); `null` when `trackRunningStats` is false.
+   */
   readonly runningVar: Float32Array | null;
 
   readonly #state: ModuleState;
@@ -144,8 +168,9 @@ export class BatchNorm {
     this.momentum = config.momentum;
     this.affine = config.affine;
     this.trackRunningStats = config.trackRunningStats;
+    this.runningVarEstimator = config.runningVarEstimator;
     this.layout = config.layout;
-    this.#state = new ModuleState(numFeatures, config.affine, config.trackRunningStats);
+    this.#state = new ModuleState(numFeatures, config, config.trackRunningStats);
     ({
       weight: this.weight,
       bias: this.bias,
@@ -334,7 +359,7 @@ export class BatchNorm {
   }
 
   /**
-   * The state, with PyTorch's keys: `weight` and `bias` (when `affine`), `running_mean`,
+   * The state, with PyTorch's keys: `weight` and `bias` (those the module has), `running_mean`,
    * `running_var` and `num_batches_tracked` (when `trackRunningStats`). Arrays are copies.
    */
   stateDict(): StateDict {
@@ -365,6 +390,57 @@ export class BatchNorm {
   resetParameters(): void {
     this.#live("resetParameters");
     this.#state.resetParameters();
+  }
+
+  /**
+   * The module in inference mode as `y = scale·x + shift` per channel (`foldedAffineOf`: float64,
+   * rounded once), which makes it a `FoldableBatchNorm` for `foldIntoLinear`/`foldIntoConv`.
+   *
+   * @throws RangeError without running statistics (`trackRunningStats: false`).
+   */
+  foldedAffine(): { scale: Float32Array; shift: Float32Array } {
+    this.#live("foldedAffine");
+    if (!this.trackRunningStats) {
+      throw new RangeError(
+        "BatchNorm.foldedAffine: the module has no running statistics (trackRunningStats: false): it normalizes every batch with the batch's own statistics, so there is no inference-mode affine map to fold",
+      );
+    }
+    return foldedAffineOf(this);
+  }
+
+  /**
+   * A module from a Keras / TF.js `BatchNormalization`'s weights and arguments: momentum flipped
+   * to PyTorch's direction and the `"biased"` estimator, so that training continues as in Keras
+   * (see `kerasRecipe` in convert.ts). It starts in training mode.
+   */
+  static fromKeras(weights: convert.KerasWeights, options?: convert.FromKerasOptions): BatchNorm {
+    return BatchNorm.#build(convert.kerasRecipe(weights, options));
+  }
+
+  /** A module from an ONNX `BatchNormalization`'s inputs and attributes; see `fromKeras`. */
+  static fromOnnx(
+    initializers: convert.OnnxInitializers,
+    options?: convert.FromOnnxOptions,
+  ): BatchNorm {
+    return BatchNorm.#build(convert.onnxRecipe(initializers, options));
+  }
+
+  static #build(recipe: convert.ModuleRecipe): BatchNorm {
+    const bn = new BatchNorm(recipe.numFeatures, recipe.options);
+    bn.loadStateDict(recipe.state);
+    return bn;
+  }
+
+  /** Weights and arguments of the equivalent Keras `BatchNormalization` (`toKeras` in convert.ts). */
+  toKeras(): convert.KerasExport {
+    this.#live("toKeras");
+    return convert.toKeras(this);
+  }
+
+  /** Inputs and attributes of the equivalent ONNX `BatchNormalization` (`toOnnx` in convert.ts). */
+  toOnnx(): convert.OnnxExport {
+    this.#live("toOnnx");
+    return convert.toOnnx(this);
   }
 
   /** Frees the module's memory. Later calls throw; a second dispose does nothing. */
@@ -410,7 +486,8 @@ export class BatchNorm {
       const m = this.momentum ?? 1 / state.numBatchesTracked;
       const rm = state.runningMean as Float32Array;
       const rv = state.runningVar as Float32Array;
-      updateRunningStats(rm, rv, s.mean.view(), s.variance.view(), perChannel(dims), m);
+      const n = perChannel(dims);
+      updateRunningStats(rm, rv, s.mean.view(), s.variance.view(), n, m, this.runningVarEstimator);
     }
     const weight = this.#forwardWeight;
     if (weight !== null) weight.set(state.weight as Float32Array);
@@ -432,7 +509,10 @@ export class BatchNorm {
       this.#scratch,
     );
     this.#saved = undefined;
-    return this.affine ? grads : { dWeight: null, dBias: null };
+    return {
+      dWeight: this.weight && grads.dWeight,
+      dBias: this.bias && grads.dBias,
+    };
   }
 
   /**

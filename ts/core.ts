@@ -6,6 +6,7 @@
  * @module
  */
 import { type Backend, type Dims, type F32Buffer, perChannel } from "./backend.js";
+import type { RunningVarEstimator } from "./options.js";
 import type { ChannelScratch } from "./scratch.js";
 
 /** Per-channel affine parameters; `null` is weight 1 and bias 0. */
@@ -56,7 +57,7 @@ export function applyForward(
 
 /**
  * `running = (1 − m)·running + m·batch`, with the unbiased variance `var·n/(n − 1)` of `n`
- * values per channel (PyTorch's rule).
+ * values per channel (PyTorch's rule), or the biased `var` itself (Keras's, ONNX's).
  */
 export function updateRunningStats(
   runningMean: Float32Array,
@@ -65,8 +66,9 @@ export function updateRunningStats(
   variance: ArrayLike<number>,
   n: number,
   m: number,
+  estimator: RunningVarEstimator,
 ): void {
-  const unbias = n / (n - 1);
+  const unbias = estimator === "unbiased" ? n / (n - 1) : 1;
   for (let c = 0; c < runningMean.length; c++) {
     runningMean[c] = (1 - m) * (runningMean[c] as number) + m * (mean[c] as number);
     runningVar[c] = (1 - m) * (runningVar[c] as number) + m * (variance[c] as number) * unbias;

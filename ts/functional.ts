@@ -20,7 +20,16 @@ import {
 import { checkChannelValues, checkOptions, isTyped, typeName } from "./errors.js";
 import { resolveBackend } from "./init.js";
 import { BufferSet } from "./lifetime.js";
-import { checkBackend, checkBoolean, checkEps, checkLayout, checkMomentum } from "./options.js";
+import {
+  type BatchNormOptions,
+  checkBackend,
+  checkBoolean,
+  checkEps,
+  checkEstimator,
+  checkLayout,
+  checkMomentum,
+  type RunningVarEstimator,
+} from "./options.js";
 import { allocScratch, type ChannelScratch } from "./scratch.js";
 import { dimsOf, type Layout, sameShape } from "./shape.js";
 import { checkOut, checkTensor, Tensor } from "./tensor.js";
@@ -44,6 +53,11 @@ export interface BatchNormFunctionOptions {
    * `running = (1 − momentum)·running + momentum·batch`. Default 0.1, in [0, 1].
    */
   momentum?: number;
+  /**
+   * The variance a training call averages into `runningVar`: `"unbiased"` (default, PyTorch's)
+   * or `"biased"` (Keras's, TF.js's, ONNX's). See {@link BatchNormOptions.runningVarEstimator}.
+   */
+  runningVarEstimator?: RunningVarEstimator;
   /** Default 1e-5. */
   eps?: number;
   /** Default "NCHW". */
@@ -137,6 +151,7 @@ export function batchNorm(
   const C = input.dims.channels;
   const training = checkBoolean(o.training ?? false, where, "options.training");
   const momentum = checkMomentum(o.momentum ?? 0.1, where, false) as number;
+  const estimator = checkEstimator(o.runningVarEstimator ?? "unbiased", where);
   const eps = checkEps(o.eps ?? 1e-5, where);
   const affine = checkAffine(o, C, where);
   const running = checkRunning(o, C, training, where);
@@ -168,6 +183,7 @@ export function batchNorm(
           s.variance.view(),
           n,
           momentum,
+          estimator,
         );
       }
     };

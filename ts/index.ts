@@ -8,6 +8,15 @@
 export { BatchNorm1d, BatchNorm2d, BatchNorm3d } from "./aliases.js";
 export type { BackendKind } from "./backend.js";
 export { BatchNorm, type Gradients, memoryBytes } from "./batch-norm.js";
+export type {
+  ChannelValues,
+  FromKerasOptions,
+  FromOnnxOptions,
+  KerasExport,
+  KerasWeights,
+  OnnxExport,
+  OnnxInitializers,
+} from "./convert.js";
 export {
   type BatchNormParameters,
   type ConvLayout,
@@ -31,7 +40,7 @@ export {
   moments,
 } from "./functional.js";
 export type { InitOptions, InitResult, WasmSource } from "./init.js";
-export type { BatchNormOptions } from "./options.js";
+export type { BatchNormOptions, RunningVarEstimator } from "./options.js";
 export type { Layout } from "./shape.js";
 export type { StateDict, StateDictInput } from "./state.js";
 export { Tensor } from "./tensor.js";

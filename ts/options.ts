@@ -25,6 +25,13 @@ export interface BatchNormOptions {
    * batch statistics are used in both modes.
    */
   trackRunningStats?: boolean;
+  /**
+   * The variance averaged into `runningVar` by a training forward: `"unbiased"` (default,
+   * PyTorch's: the batch variance times n/(n − 1), n values per channel) or `"biased"` (the batch
+   * variance itself, as Keras, TF.js layers and ONNX Runtime's training mode do). The batch is
+   * normalized with the biased variance either way.
+   */
+  runningVarEstimator?: RunningVarEstimator;
   /** Default `"NCHW"`. */
   layout?: Layout;
   /**
@@ -34,14 +41,36 @@ export interface BatchNormOptions {
   backend?: "auto" | BackendKind;
 }
 
+/** See {@link BatchNormOptions.runningVarEstimator}. */
+export type RunningVarEstimator = "unbiased" | "biased";
+
+export const ESTIMATORS: readonly RunningVarEstimator[] = ["unbiased", "biased"];
+
+/**
+ * Which learnable parameters a module has, when not both or neither (`affine`): Keras's
+ * `center: false` (no β) and `scale: false` (no γ). Internal: only the converters
+ * (`BatchNorm.fromKeras`) set it, under this symbol, so that the public options keep PyTorch's
+ * `affine` as the one switch; `index.ts` does not export it.
+ */
+export const PARAMETERS: unique symbol = Symbol("wasm-batchnorm parameters");
+
+/** {@link BatchNormOptions} plus the internal {@link PARAMETERS} option. */
+export interface InternalOptions extends BatchNormOptions {
+  [PARAMETERS]?: { readonly weight: boolean; readonly bias: boolean };
+}
+
 /** {@link BatchNormOptions} with every default filled in and every value checked. */
-export type ModuleConfig = Required<BatchNormOptions>;
+export interface ModuleConfig extends Required<BatchNormOptions> {
+  /** Whether the module has a learnable weight and a learnable bias (`affine` unless overridden). */
+  hasWeight: boolean;
+  hasBias: boolean;
+}
 
 export const BACKEND_CHOICES: readonly ("auto" | BackendKind)[] = ["auto", "simd", "scalar", "js"];
 
-export function checkEps(eps: unknown, where: string): number {
+export function checkEps(eps: unknown, where: string, name = "options.eps"): number {
   if (typeof eps !== "number" || !(eps >= 0) || eps === Infinity) {
-    throw new RangeError(`${where}: options.eps must be a finite number ≥ 0, got ${show(eps)}`);
+    throw new RangeError(`${where}: ${name} must be a finite number ≥ 0, got ${show(eps)}`);
   }
   return eps;
 }
@@ -63,6 +92,9 @@ export function checkBoolean(value: unknown, where: string, name: string): boole
   return value;
 }
 
+export const checkEstimator = (estimator: unknown, where: string): RunningVarEstimator =>
+  checkChoice(estimator, ESTIMATORS, where, "options.runningVarEstimator");
+
 export const checkLayout = (layout: unknown, where: string): Layout =>
   checkChoice(layout, LAYOUTS, where, "options.layout");
 
@@ -70,7 +102,7 @@ export const checkBackend = (backend: unknown, where: string): "auto" | BackendK
   checkChoice(backend, BACKEND_CHOICES, where, "options.backend");
 
 /** The module's options, defaults filled in; throws naming the bad option. */
-export function moduleConfig(options: BatchNormOptions, where: string): ModuleConfig {
+export function moduleConfig(options: InternalOptions, where: string): ModuleConfig {
   if (typeof options !== "object" || options === null || Array.isArray(options)) {
     throw new TypeError(`${where}: options must be an object, got ${show(options)}`);
   }
@@ -79,15 +111,22 @@ export function moduleConfig(options: BatchNormOptions, where: string): ModuleCo
     momentum = 0.1,
     affine = true,
     trackRunningStats = true,
+    runningVarEstimator = "unbiased",
     layout = "NCHW",
     backend = "auto",
   } = options;
+  const checkedAffine = checkBoolean(affine, where, "options.affine");
+  const parameters = options[PARAMETERS] ?? { weight: checkedAffine, bias: checkedAffine };
   return {
     eps: checkEps(eps, where),
     momentum: checkMomentum(momentum, where, true),
-    affine: checkBoolean(affine, where, "options.affine"),
+    // PyTorch's flag: both parameters. A module with only one is not `affine` in its sense.
+    affine: parameters.weight && parameters.bias,
     trackRunningStats: checkBoolean(trackRunningStats, where, "options.trackRunningStats"),
+    runningVarEstimator: checkEstimator(runningVarEstimator, where),
     layout: checkLayout(layout, where),
     backend: checkBackend(backend, where),
+    hasWeight: parameters.weight,
+    hasBias: parameters.bias,
   };
 }

@@ -36,9 +36,13 @@ export class ModuleState {
   readonly runningVar: Float32Array | null;
   numBatchesTracked = 0;
 
-  constructor(channels: number, affine: boolean, trackRunningStats: boolean) {
-    this.weight = affine ? new Float32Array(channels) : null;
-    this.bias = affine ? new Float32Array(channels) : null;
+  constructor(
+    channels: number,
+    parameters: { hasWeight: boolean; hasBias: boolean },
+    trackRunningStats: boolean,
+  ) {
+    this.weight = parameters.hasWeight ? new Float32Array(channels) : null;
+    this.bias = parameters.hasBias ? new Float32Array(channels) : null;
     this.runningMean = trackRunningStats ? new Float32Array(channels) : null;
     this.runningVar = trackRunningStats ? new Float32Array(channels) : null;
     this.resetParameters();

@@ -22,8 +22,15 @@ export interface TfjsBnOptions {
   momentum?: number;
   /** Left out = TF.js's default. */
   epsilon?: number;
-  /** Initial weights; left out = TF.js's initializers. */
-  weights?: KerasBnWeights;
+  /** Learnable β; left out = TF.js's default (true). */
+  center?: boolean;
+  /** Learnable γ; left out = TF.js's default (true). */
+  scale?: boolean;
+  /**
+   * Initial weights; left out = TF.js's initializers. A list is `setWeights`'s order, without
+   * γ and β when `scale` and `center` are false (as `BatchNorm.toKeras()` gives them).
+   */
+  weights?: KerasBnWeights | readonly Float32Array[];
 }
 
 export interface TfjsBn {
@@ -31,6 +38,8 @@ export interface TfjsBn {
   model: tfl.Sequential;
   /** The four weights now, in the layer's own order (`getWeights()`). */
   read(): KerasBnWeights;
+  /** The weights now as `getWeights()` lists them (two to four). */
+  readList(): Float32Array[];
   /** The weights' names, in the layer's own order. */
   names(): string[];
   /** A forward on `x` (shape `[N, ...]` as built), in training or inference mode. */
@@ -57,26 +66,28 @@ export async function tfjsBatchNorm(
 ): Promise<TfjsBn> {
   await tfjsReady();
   // Every option left out takes TF.js's default, which the tests then pin down.
-  const config: Record<string, number> = {};
-  if (options.axis !== undefined) config.axis = options.axis;
-  if (options.momentum !== undefined) config.momentum = options.momentum;
-  if (options.epsilon !== undefined) config.epsilon = options.epsilon;
+  const config: Record<string, number | boolean> = {};
+  for (const key of ["axis", "momentum", "epsilon", "center", "scale"] as const) {
+    if (options[key] !== undefined) config[key] = options[key];
+  }
   const layer = tfl.layers.batchNormalization({ ...config, inputShape: shape.slice(1) });
   const model = tfl.sequential({ layers: [layer] });
   const w = options.weights;
   if (w) {
-    const tensors = [w.gamma, w.beta, w.movingMean, w.movingVariance].map((a) => tf.tensor1d(a));
+    const list = "gamma" in w ? [w.gamma, w.beta, w.movingMean, w.movingVariance] : w;
+    const tensors = list.map((a) => tf.tensor1d(a));
     layer.setWeights(tensors); // copies them
     tf.dispose(tensors);
   }
   const tensor = (x: Float32Array) => tf.tensor(x, [...shape]);
+  const readList = () =>
+    layer.getWeights().map((t) => Float32Array.from(t.dataSync() as Float32Array));
   return {
     layer,
     model,
+    readList,
     read() {
-      const [gamma, beta, movingMean, movingVariance] = layer
-        .getWeights()
-        .map((t) => Float32Array.from(t.dataSync() as Float32Array));
+      const [gamma, beta, movingMean, movingVariance] = readList();
       if (!gamma || !beta || !movingMean || !movingVariance) throw new Error("four weights");
       return { gamma, beta, movingMean, movingVariance };
     },
