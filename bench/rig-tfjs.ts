@@ -11,7 +11,7 @@ import type { Inputs } from "./rig.js";
 import type { Tf } from "./tfjs.js";
 import type { Impl, OpId } from "./types.js";
 
-/** `quick` leaves out TF.js's CPU back end where one of its runs takes seconds. */
+/** `quick` leaves out TF.js's CPU back end where one of its runs takes a second or more. */
 export function tfjsContestants(
   tf: Tf,
   input: Inputs,
@@ -21,7 +21,7 @@ export function tfjsContestants(
   const byBackend: ((op: OpId) => Contestant[])[] = [];
   const disposers: (() => void)[] = [];
   for (const name of ["wasm", "cpu"] as const) {
-    if (quick && name === "cpu" && n > 2 ** 20) continue;
+    if (quick && name === "cpu" && n > 2 ** 19) continue;
     const impl: Impl = name === "wasm" ? "tfjs-wasm" : "tfjs-cpu";
     const enter = () => tf.setBackend(name);
     // Tensors are made while their back end is selected, so they live in its memory.
@@ -40,7 +40,14 @@ export function tfjsContestants(
     };
     const inferFwd = () => tf.batchNorm(X, mean, variance, beta, gamma, EPS);
     const grads = tf.grads((a: TfTensor, g: TfTensor, b: TfTensor) => trainFwd(a, g, b));
-    const read = (t: TfTensor | undefined) => t?.dataSync() as Float32Array | undefined;
+    // Read outside tf.tidy: tidy walks the value it returns, element by element through a
+    // typed array (seconds for a 25 MB one).
+    const read = (make: () => TfTensor[]) => {
+      const ts = tf.tidy(make);
+      const values = ts.map((t) => t.dataSync() as Float32Array);
+      tf.dispose(ts);
+      return values;
+    };
     const base = { impl, path: "" as const, enter };
     byBackend.push((op) => {
       switch (op) {
@@ -49,7 +56,7 @@ export function tfjsContestants(
             {
               ...base,
               run: () => tf.tidy(() => void trainFwd(X, gamma, beta)),
-              outputs: () => tf.tidy(() => ({ y: read(trainFwd(X, gamma, beta)) })),
+              outputs: () => ({ y: read(() => [trainFwd(X, gamma, beta)])[0] }),
             },
           ];
         case "infer":
@@ -57,7 +64,7 @@ export function tfjsContestants(
             {
               ...base,
               run: () => tf.tidy(() => void inferFwd()),
-              outputs: () => tf.tidy(() => ({ y: read(inferFwd()) })),
+              outputs: () => ({ y: read(() => [inferFwd()])[0] }),
             },
           ];
         case "bwd":
@@ -69,12 +76,13 @@ export function tfjsContestants(
             {
               ...base,
               run: () => tf.tidy(() => void grads([X, gamma, beta], DY)),
-              outputs: () =>
-                tf.tidy(() => {
-                  const [dx, dg, db] = grads([X, gamma, beta], DY);
-                  const y = read(trainFwd(X, gamma, beta));
-                  return { y, dx: read(dx), dWeight: read(dg), dBias: read(db) };
-                }),
+              outputs: () => {
+                const [y, dx, dWeight, dBias] = read(() => [
+                  trainFwd(X, gamma, beta),
+                  ...grads([X, gamma, beta], DY),
+                ]);
+                return { y, dx, dWeight, dBias };
+              },
             },
           ];
       }
