@@ -30,18 +30,24 @@ export interface Contestant {
 export const contestantName = (c: { impl: Impl; path: Path }) =>
   c.path === "" ? c.impl : `${c.impl} ${c.path === "zero-copy" ? "0-copy" : "copy-API"}`;
 
+/** The reference results of an op, and the least scale each output's error is measured by. */
+export interface Reference {
+  outputs: Outputs;
+  floors: Partial<Record<keyof Outputs, number>>;
+}
+
 /** Compares every output the reference has; returns the largest relative error. */
-export function check(got: Outputs, want: Outputs, label: string, tolerance: number): number {
+export function check(got: Outputs, want: Reference, label: string, tolerance: number): number {
   let worst = 0;
   for (const key of ["y", "dx", "dWeight", "dBias"] as const) {
-    const w = want[key];
+    const w = want.outputs[key];
     if (w === undefined) continue;
     const o = got[key];
-    const err = o === undefined ? Number.POSITIVE_INFINITY : relError(o, w);
+    const err = o === undefined ? Number.POSITIVE_INFINITY : relError(o, w, want.floors[key]);
     if (!(err <= tolerance)) {
       throw new Error(
         `${label}: ${key} differs from the JS back end's by ${err.toExponential(2)} ` +
-          `(relative to its largest value; tolerance ${tolerance}): refusing to time a wrong answer`,
+          `(relative to its scale; tolerance ${tolerance}): refusing to time a wrong answer`,
       );
     }
     worst = Math.max(worst, err);

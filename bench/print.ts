@@ -9,6 +9,7 @@ import type { CaseResult } from "./types.js";
 
 const fmtMs = (ms: number) =>
   ms >= 100 ? ms.toFixed(0) : ms >= 10 ? ms.toFixed(1) : ms >= 1 ? ms.toFixed(2) : ms.toFixed(3);
+const fmtX = (x: number) => (x >= 10 ? x.toFixed(1) : x.toFixed(2));
 const pad = (s: string, w: number) => s.padStart(w);
 const padR = (s: string, w: number) => s.padEnd(w);
 
@@ -23,29 +24,27 @@ export function progressLine(text: string) {
   else process.stderr.write(`${text}\n`);
 }
 
+/** One case: a row per contestant; the per-call row in µs. */
 export function printCase(r: CaseResult) {
+  const unit = r.perCall ? "µs" : "ms";
+  const time = r.perCall ? (ms: number) => (ms * 1000).toFixed(2) : fmtMs;
   const lines = [
-    `\n${r.shapeLabel} · ${r.opLabel} · ${(r.n / 1e6).toFixed(2)}M floats, ${(
+    `\n${r.shapeLabel} · ${r.opLabel} · ${(r.n / 1e6).toFixed(r.perCall ? 6 : 2)}M floats, ${(
       r.bytes / 1e6
-    ).toFixed(1)} MB moved at least · copy ${fmtMs(r.copy.medianMs)} ms = ${r.copy.gbps.toFixed(
-      1,
-    )} GB/s`,
-    `  ${padR("contestant", 16)}${pad("median ms", 11)}${pad("p10–p90 ms", 18)}${pad("GB/s", 8)}${pad(
-      "% copy",
-      8,
-    )}${pad("× js", 8)}${pad("samples", 9)}`,
+    ).toFixed(
+      r.perCall ? 4 : 1,
+    )} MB moved at least · copy ${time(r.copy.medianMs)} ${unit} = ${r.copy.gbps.toFixed(1)} GB/s`,
+    `  ${padR("contestant", 16)}${pad(`median ${unit}`, 11)}${pad(`p10–p90 ${unit}`, 18)}` +
+      `${pad("GB/s", 8)}${pad("% copy", 8)}${pad("× plain", 9)}${pad("× js", 8)}${pad("samples", 9)}`,
   ];
   for (const c of r.results) {
     if (c.impl === "copy") continue;
-    const spread = c.derived ? "(derived)" : `${fmtMs(c.p10Ms)}–${fmtMs(c.p90Ms)}`;
+    const spread = c.derived ? "(derived)" : `${time(c.p10Ms)}–${time(c.p90Ms)}`;
     lines.push(
-      `  ${padR(c.name, 16)}${pad(fmtMs(c.medianMs), 11)}${pad(spread, 18)}${pad(
-        c.gbps.toFixed(1),
-        8,
-      )}${pad(`${(c.fractionOfCopy * 100).toFixed(0)}%`, 8)}${pad(
-        c.speedupVsJs >= 10 ? c.speedupVsJs.toFixed(1) : c.speedupVsJs.toFixed(2),
-        8,
-      )}${pad(`${c.samples}×${c.runsPerSample}`, 9)}`,
+      `  ${padR(c.name, 16)}${pad(time(c.medianMs), 11)}${pad(spread, 18)}` +
+        `${pad(c.gbps.toFixed(1), 8)}${pad(`${(c.fractionOfCopy * 100).toFixed(0)}%`, 8)}` +
+        `${pad(fmtX(c.speedupVsPlain), 9)}${pad(fmtX(c.speedupVsJs), 8)}` +
+        `${pad(`${c.samples}×${c.runsPerSample}`, 9)}`,
     );
   }
   console.log(lines.join("\n"));

@@ -4,9 +4,10 @@
  *
  * @module
  */
-import { type Contestant, type Outputs, type Runner, runnerContestant } from "./contestant.js";
+import { type Contestant, type Reference, type Runner, runnerContestant } from "./contestant.js";
 import { BatchNorm, type Layout, resolveBackend, type StateDict } from "./lib.js";
-import type { ShapeSpec } from "./plan.js";
+import { moments, plainDims, plainRunner } from "./plain.js";
+import { EPS, type ShapeSpec } from "./plan.js";
 import { tfjsContestants } from "./rig-tfjs.js";
 import type { Tf } from "./tfjs.js";
 import type { OpId } from "./types.js";
@@ -27,7 +28,7 @@ export interface Rig {
   /** The contestants of one op, with every module reset to the initial state. */
   contestants(op: OpId): Contestant[];
   /** The JS back end's results, which every contestant must match. */
-  reference: Record<OpId, Outputs>;
+  reference: Record<OpId, Reference>;
   dispose(): void;
 }
 
@@ -51,7 +52,7 @@ function normals(n: number, seed: number, mean = 0, sd = 1): Float32Array {
   return out;
 }
 
-function makeInputs(spec: ShapeSpec): Inputs {
+export function makeInputs(spec: ShapeSpec): Inputs {
   const shape = spec.shape;
   const layout: Layout = spec.kind === "NHWC" ? "NHWC" : "NCHW";
   const channels = (layout === "NCHW" ? shape[1] : shape[shape.length - 1]) as number;
@@ -127,8 +128,28 @@ function copyApiRunner(bn: BatchNorm, input: Inputs): Runner {
   };
 }
 
+/**
+ * The largest term of dx's sum, `|weight·dy| / sd`: what dx's error is measured against. At
+ * batch size 2 the terms cancel exactly, and dx is rounding noise on either side.
+ */
+function dxFloor(input: Inputs): number {
+  const d = plainDims(input);
+  const mean = new Float64Array(d.channels);
+  const variance = new Float64Array(d.channels);
+  moments(input.x, d, mean, variance);
+  let floor = 0;
+  for (let i = 0; i < input.n; i++) {
+    const c = Math.floor(i / d.inner) % d.channels;
+    const k =
+      ((input.state.weight as Float32Array)[c] as number) /
+      Math.sqrt((variance[c] as number) + EPS);
+    floor = Math.max(floor, Math.abs(k * (input.dy[i] as number)));
+  }
+  return floor;
+}
+
 /** The JS back end's results, in a module of its own. */
-function referenceOf(input: Inputs): Record<OpId, Outputs> {
+function referenceOf(input: Inputs): Record<OpId, Reference> {
   const { channels, layout, shape, state, x, dy } = input;
   const ref = new BatchNorm(channels, { layout, backend: "js" });
   ref.loadStateDict(state);
@@ -137,14 +158,15 @@ function referenceOf(input: Inputs): Record<OpId, Outputs> {
   const grads = { dx: g.dx, dWeight: g.dWeight ?? undefined, dBias: g.dBias ?? undefined };
   ref.loadStateDict(state); // the training forward moved the running statistics
   ref.eval();
-  const reference: Record<OpId, Outputs> = {
-    train: { y },
-    infer: { y: ref.forward(x, shape) },
-    bwd: grads,
-    fwdbwd: { y, ...grads },
-  };
+  const infer = ref.forward(x, shape);
   ref.dispose();
-  return reference;
+  const floors = { dx: dxFloor(input) };
+  return {
+    train: { outputs: { y }, floors },
+    infer: { outputs: { y: infer }, floors },
+    bwd: { outputs: grads, floors },
+    fwdbwd: { outputs: { y, ...grads }, floors },
+  };
 }
 
 /** `quick` leaves out TF.js's CPU back end where one of its runs takes seconds. */
@@ -182,6 +204,9 @@ export function makeRig(spec: ShapeSpec, tf: Tf | undefined, quick: boolean): Ri
       runnerContestant(impl, "copy API", copyRunner, op),
     ]);
   }
+
+  const plain = plainRunner(input);
+  byOp.push((op) => [runnerContestant("plain", "", plain, op)]);
 
   // TF.js broadcasts per-channel vectors along the last axis: it runs the channels-last shapes.
   if (tf !== undefined && spec.kind !== "NCHW") {
