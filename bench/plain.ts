@@ -1,8 +1,9 @@
 /**
  * The plain JS loop: the simplest correct batch norm one would write by hand, on typed arrays
- * allocated once, in the loop order of the data's layout (channels-first: a run of `inner`
- * values per channel; channels-last: a row of all channels per position). Statistics are
- * two-pass (mean, then Σ(x − mean)²) in JS numbers (float64). It is the baseline of the
+ * allocated once, in the natural loop order of the layout. Channels-first: channel by channel,
+ * its parameters and sums in local variables, over its runs of `inner` values. Channels-last:
+ * row by row, each value with its channel's entry of the parameter and sum arrays. Statistics
+ * are two-pass (mean, then Σ(x − mean)²) in JS numbers (float64). It is the baseline of the
  * targets ("SIMD ≥ 8× a plain JS loop"), distinct from the tuned pure-JS back end.
  *
  * @module
@@ -36,15 +37,18 @@ export function moments(x: F32, d: PlainDims, mean: F64, variance: F64): void {
       for (let c = 0; c < C; c++)
         variance[c] = (variance[c] as number) + ((x[i + c] as number) - (mean[c] as number)) ** 2;
   } else {
-    for (let o = 0; o < outer; o++)
-      for (let c = 0; c < C; c++)
-        for (let i = (o * C + c) * inner; i < (o * C + c + 1) * inner; i++)
-          mean[c] = (mean[c] as number) + (x[i] as number);
-    for (let c = 0; c < C; c++) mean[c] = (mean[c] as number) / count;
-    for (let o = 0; o < outer; o++)
-      for (let c = 0; c < C; c++)
-        for (let i = (o * C + c) * inner; i < (o * C + c + 1) * inner; i++)
-          variance[c] = (variance[c] as number) + ((x[i] as number) - (mean[c] as number)) ** 2;
+    for (let c = 0; c < C; c++) {
+      let sum = 0;
+      for (let o = 0; o < outer; o++)
+        for (let i = (o * C + c) * inner, end = i + inner; i < end; i++) sum += x[i] as number;
+      const m = sum / count;
+      let squares = 0;
+      for (let o = 0; o < outer; o++)
+        for (let i = (o * C + c) * inner, end = i + inner; i < end; i++)
+          squares += ((x[i] as number) - m) ** 2;
+      mean[c] = m;
+      variance[c] = squares;
+    }
   }
   for (let c = 0; c < C; c++) variance[c] = (variance[c] as number) / count;
 }
@@ -59,12 +63,14 @@ export function scaleShift(x: F32, y: F32, d: PlainDims, center: F64, scale: F64
           ((x[i + c] as number) - (center[c] as number)) * (scale[c] as number) +
           (shift[c] as number);
   } else {
-    for (let o = 0; o < outer; o++)
-      for (let c = 0; c < C; c++)
-        for (let i = (o * C + c) * inner; i < (o * C + c + 1) * inner; i++)
-          y[i] =
-            ((x[i] as number) - (center[c] as number)) * (scale[c] as number) +
-            (shift[c] as number);
+    for (let c = 0; c < C; c++) {
+      const m = center[c] as number;
+      const a = scale[c] as number;
+      const b = shift[c] as number;
+      for (let o = 0; o < outer; o++)
+        for (let i = (o * C + c) * inner, end = i + inner; i < end; i++)
+          y[i] = ((x[i] as number) - m) * a + b;
+    }
   }
 }
 
@@ -82,13 +88,18 @@ export function gradSums(x: F32, dy: F32, d: PlainDims, mean: F64, sumDy: F64, s
           (dy[i + c] as number) * ((x[i + c] as number) - (mean[c] as number));
       }
   } else {
-    for (let o = 0; o < outer; o++)
-      for (let c = 0; c < C; c++)
-        for (let i = (o * C + c) * inner; i < (o * C + c + 1) * inner; i++) {
-          sumDy[c] = (sumDy[c] as number) + (dy[i] as number);
-          sumDyXc[c] =
-            (sumDyXc[c] as number) + (dy[i] as number) * ((x[i] as number) - (mean[c] as number));
+    for (let c = 0; c < C; c++) {
+      const m = mean[c] as number;
+      let g = 0;
+      let gx = 0;
+      for (let o = 0; o < outer; o++)
+        for (let i = (o * C + c) * inner, end = i + inner; i < end; i++) {
+          g += dy[i] as number;
+          gx += (dy[i] as number) * ((x[i] as number) - m);
         }
+      sumDy[c] = g;
+      sumDyXc[c] = gx;
+    }
   }
 }
 
@@ -112,13 +123,15 @@ export function gradInput(
           (kXc[c] as number) * ((x[i + c] as number) - (mean[c] as number)) +
           (kConst[c] as number);
   } else {
-    for (let o = 0; o < outer; o++)
-      for (let c = 0; c < C; c++)
-        for (let i = (o * C + c) * inner; i < (o * C + c + 1) * inner; i++)
-          dx[i] =
-            (kDy[c] as number) * (dy[i] as number) +
-            (kXc[c] as number) * ((x[i] as number) - (mean[c] as number)) +
-            (kConst[c] as number);
+    for (let c = 0; c < C; c++) {
+      const m = mean[c] as number;
+      const a = kDy[c] as number;
+      const b = kXc[c] as number;
+      const k = kConst[c] as number;
+      for (let o = 0; o < outer; o++)
+        for (let i = (o * C + c) * inner, end = i + inner; i < end; i++)
+          dx[i] = a * (dy[i] as number) + b * ((x[i] as number) - m) + k;
+    }
   }
 }
 
