@@ -32,7 +32,7 @@ import { printCase, printTargets, progress, progressLine } from "./print.js";
 import { deriveTfjsBackward, summarize, targets } from "./results.js";
 import { makeRig } from "./rig.js";
 import { loadTfjs } from "./tfjs.js";
-import { gc, now, timeCase } from "./timing.js";
+import { collect, gc, now, timeCase } from "./timing.js";
 import type { BenchResults, CaseResult } from "./types.js";
 
 const argv = process.argv.slice(2);
@@ -92,7 +92,7 @@ async function main() {
   for (const spec of SHAPES) {
     const mine = selected.filter((s) => s.spec === spec);
     if (mine.length === 0) continue;
-    gc?.();
+    collect(true);
     const rig = makeRig(spec, tf, QUICK);
     for (const { op } of mine) {
       index++;
@@ -102,7 +102,7 @@ async function main() {
         ` · ${((now() - started) / 1000).toFixed(0)} s elapsed`;
       progress(`${where()} · checking and warming up`);
       if (!process.stderr.isTTY) process.stderr.write(`${where()}\n`);
-      gc?.();
+      collect(true);
       const timed = await timeCase(rig.contestants(op.id), rig.reference[op.id], label, PLAN, (s) =>
         progress(`${where()} · ${s}`),
       );

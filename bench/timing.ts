@@ -12,6 +12,25 @@ import { type Budget, minSamples, TOLERANCE } from "./plan.js";
 export const now = () => performance.now();
 export const gc = (globalThis as { gc?: () => void }).gc;
 
+/** Bytes in use after the last collection (heap and array buffers). */
+let heapAfterGc = 0;
+const inUse = () => {
+  const m = process.memoryUsage();
+  return m.heapUsed + m.arrayBuffers;
+};
+
+/**
+ * Finishes the garbage of the previous samples (the copy API allocates a new output per call,
+ * TF.js new tensors) here, not in background threads that compete with the next sample. Only
+ * when there is some (or `always`): a full collection takes about 20 ms here, more than most
+ * samples.
+ */
+export function collect(always = false): void {
+  if (gc === undefined || (!always && inUse() < heapAfterGc + 16 * 2 ** 20)) return;
+  gc();
+  heapAfterGc = inUse();
+}
+
 export interface Timed {
   c: Contestant;
   /** Runs per sample. */
@@ -99,7 +118,7 @@ export async function timeCase(
     // A run of seconds (TF.js's CPU back end, fwd+bwd on the large shapes): one sample.
     if (t.t1 > 1500) t.quota = 1;
   }
-  gc?.();
+  collect(true);
   for (let r = 0; r < rounds; r++) {
     status(`round ${r + 1}/${rounds}`);
     for (const t of timed) {
@@ -108,9 +127,7 @@ export async function timeCase(
         continue;
       }
       await t.c.enter?.();
-      // Finish the garbage of the previous contestant (the copy API allocates a new output
-      // per call) here, not in background threads that compete with this sample.
-      gc?.();
+      collect();
       t.samples.push(sample(t.c, t.k));
     }
   }
