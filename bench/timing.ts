@@ -102,6 +102,12 @@ export async function timeCase(
       continue;
     }
     const t1 = checkMs <= plan.maxWarmupMs ? await warmUp(c, plan) : sample(c, 1);
+    if (t1 > 1500) {
+      // A warm run of seconds (TF.js's CPU back end, fwd+bwd on the large shapes): its one
+      // sample, rather than a third run.
+      timed.push({ c, k: 1, t1, samples: [t1], quota: 0, maxErr });
+      continue;
+    }
     const k = Math.max(1, Math.round(plan.sampleMs / t1));
     timed.push({ c, k, t1, samples: [], quota: 0, maxErr });
   }
@@ -115,8 +121,6 @@ export async function timeCase(
   for (const t of timed.filter((t) => t.samples.length === 0)) {
     const affordable = Math.floor(Math.max(share, plan.caseMs / plan.maxRounds) / (t.k * t.t1));
     t.quota = Math.min(rounds, Math.max(minSamples(t.c.impl, t.c.path, plan.quick), affordable));
-    // A run of seconds (TF.js's CPU back end, fwd+bwd on the large shapes): one sample.
-    if (t.t1 > 1500) t.quota = 1;
   }
   collect(true);
   for (let r = 0; r < rounds; r++) {
