@@ -79,8 +79,9 @@ export function renderChart(results: BenchResults): string {
       const c = results.cases.find((d) => d.shapeLabel === shape && d.op === op.id);
       const gx = left + groupGap / 2 + g * groupW;
       const [kind, dims] = shape.split(" ");
+      const perCall = results.cases.some((d) => d.shapeLabel === shape && d.perCall);
       out.push(
-        `<text x="${gx + (SERIES.length * barW) / 2}" y="${panelH + 16}" text-anchor="middle">${esc(kind ?? "")}</text>`,
+        `<text x="${gx + (SERIES.length * barW) / 2}" y="${panelH + 16}" text-anchor="middle">${esc(perCall ? "per call" : (kind ?? ""))}</text>`,
         `<text x="${gx + (SERIES.length * barW) / 2}" y="${panelH + 29}" text-anchor="middle" fill="#555" font-size="10">${esc((dims ?? "").replace(/x/g, "×"))}</text>`,
       );
       if (c === undefined) return;
@@ -97,7 +98,7 @@ export function renderChart(results: BenchResults): string {
         );
         if (s.impl === "simd" && s.path === "zero-copy") {
           out.push(
-            `<text x="${x + barW / 2}" y="${(yv - 3).toFixed(1)}" text-anchor="middle" font-size="9" fill="${s.color}">${r.speedupVsPlain.toFixed(r.speedupVsPlain >= 10 ? 0 : 1)}</text>`,
+            `<text x="${x + barW / 2}" y="${(v >= 1 ? yv - 3 : yv + 10).toFixed(1)}" text-anchor="middle" font-size="9" fill="${s.color}">${r.speedupVsPlain.toFixed(r.speedupVsPlain >= 10 ? 0 : r.speedupVsPlain >= 1 ? 1 : 2)}</text>`,
           );
         }
       });
