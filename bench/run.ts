@@ -1,6 +1,7 @@
 /**
  * `npm run bench`: batch norm on our SIMD, scalar and JS back ends (copy API and zero-copy
- * path) and on TensorFlow.js (wasm and CPU back ends), side by side, in one process.
+ * path), on a plain JS loop and on TensorFlow.js (wasm and CPU back ends), side by side, in
+ * one process.
  *
  * For every shape and op (a "case"), every contestant is first run once and its result compared
  * with the JS back end's (a wrong answer stops the run), then warmed up, then timed in rounds
@@ -14,9 +15,12 @@
  * then writes no files unless `--json`/`--svg` are given; `--quick` writes
  * `bench/results/quick.json` and no chart, and runs TF.js's CPU back end on the small shapes only.
  *
- * Files: `plan.ts` (ops, shapes, budgets), `rig.ts` and `rig-tfjs.ts` (contestants per shape),
- * `timing.ts` (check, warm-up, rounds), `results.ts` (summaries, targets), `print.ts` (console),
- * `chart.ts` and `report.ts` (the README's chart and table), `lib.ts` (what comes from `ts/`).
+ * Files: `plan.ts` (ops, shapes, budgets), `contestant.ts` (what runs, the check),
+ * `rig.ts`, `plain.ts` and `rig-tfjs.ts` (contestants per shape: ours, the plain JS loop,
+ * TF.js), `timing.ts` (check, warm-up, rounds), `results.ts` (summaries, targets), `print.ts`
+ * (console), `chart.ts` and `report.ts` (the README's chart and table), `lib.ts` (everything
+ * taken from `ts/`). Beside it: `js-kernels.ts` (the JS back end's kernels against the plain
+ * loop's) and `kernels.ts` (kernel passes against the copy).
  *
  * @module
  */
