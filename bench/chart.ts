@@ -1,6 +1,6 @@
 /**
- * The README's chart: speedup over the pure-JS back end (zero-copy path), per op and shape, on a
- * log scale, as a self-contained SVG.
+ * The README's chart: speedup over the plain JS loop (`plain.ts`), per op and shape, on a log
+ * scale, as a self-contained SVG.
  *
  * Also runnable on its own, to redraw from a results file:
  * `node --import tsx bench/chart.ts [bench/results/latest.json] [docs/bench.svg]`
@@ -15,6 +15,7 @@ const SERIES: { impl: Impl; path: Path; label: string; color: string }[] = [
   { impl: "simd", path: "zero-copy", label: "SIMD wasm, zero-copy", color: "#1b6ac9" },
   { impl: "simd", path: "copy API", label: "SIMD wasm, copy API", color: "#7fb2f0" },
   { impl: "scalar", path: "zero-copy", label: "scalar wasm, zero-copy", color: "#2e9e5b" },
+  { impl: "js", path: "zero-copy", label: "JS back end, zero-copy", color: "#8a5cc2" },
   { impl: "tfjs-wasm", path: "", label: "TF.js wasm", color: "#e08a1e" },
   { impl: "tfjs-cpu", path: "", label: "TF.js cpu", color: "#c23b3b" },
 ];
@@ -48,7 +49,7 @@ export function renderChart(results: BenchResults): string {
   out.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif" font-size="11">`,
     `<rect width="100%" height="100%" fill="#fff"/>`,
-    `<text x="${left}" y="20" font-size="15" font-weight="600">Speedup over the pure-JS back end (zero-copy), log scale</text>`,
+    `<text x="${left}" y="20" font-size="15" font-weight="600">Speedup over a plain JS loop, log scale</text>`,
     `<text x="${left}" y="37" fill="#555">${esc(
       `Node ${results.meta.node} · ${results.meta.cpu}, ${results.meta.cores} cores · ${String(results.meta.date).slice(0, 10)} · medians of interleaved samples`,
     )}</text>`,
@@ -78,25 +79,26 @@ export function renderChart(results: BenchResults): string {
       const c = results.cases.find((d) => d.shapeLabel === shape && d.op === op.id);
       const gx = left + groupGap / 2 + g * groupW;
       const [kind, dims] = shape.split(" ");
+      const perCall = results.cases.some((d) => d.shapeLabel === shape && d.perCall);
       out.push(
-        `<text x="${gx + (SERIES.length * barW) / 2}" y="${panelH + 16}" text-anchor="middle">${esc(kind ?? "")}</text>`,
+        `<text x="${gx + (SERIES.length * barW) / 2}" y="${panelH + 16}" text-anchor="middle">${esc(perCall ? "per call" : (kind ?? ""))}</text>`,
         `<text x="${gx + (SERIES.length * barW) / 2}" y="${panelH + 29}" text-anchor="middle" fill="#555" font-size="10">${esc((dims ?? "").replace(/x/g, "×"))}</text>`,
       );
       if (c === undefined) return;
       SERIES.forEach((s, i) => {
         const r = c.results.find((d) => d.impl === s.impl && d.path === s.path);
-        if (r === undefined || !(r.speedupVsJs > 0)) return;
-        const v = Math.min(hi, Math.max(lo, r.speedupVsJs));
+        if (r === undefined || !(r.speedupVsPlain > 0)) return;
+        const v = Math.min(hi, Math.max(lo, r.speedupVsPlain));
         const y1 = y(1);
         const yv = y(v);
         const x = gx + i * barW;
-        const title = `${shape} ${op.label}, ${s.label}: ${r.speedupVsJs.toFixed(2)}× (${r.medianMs.toFixed(3)} ms${r.derived ? ", derived" : ""})`;
+        const title = `${shape} ${op.label}, ${s.label}: ${r.speedupVsPlain.toFixed(2)}× (${r.medianMs.toFixed(3)} ms${r.derived ? ", derived" : ""})`;
         out.push(
           `<rect x="${x}" y="${Math.min(y1, yv).toFixed(1)}" width="${barW - 1}" height="${Math.max(1, Math.abs(yv - y1)).toFixed(1)}" fill="${s.color}"${r.derived ? ` fill-opacity="0.55"` : ""}><title>${esc(title)}</title></rect>`,
         );
         if (s.impl === "simd" && s.path === "zero-copy") {
           out.push(
-            `<text x="${x + barW / 2}" y="${(yv - 3).toFixed(1)}" text-anchor="middle" font-size="9" fill="${s.color}">${r.speedupVsJs.toFixed(r.speedupVsJs >= 10 ? 0 : 1)}</text>`,
+            `<text x="${x + barW / 2}" y="${(v >= 1 ? yv - 3 : yv + 10).toFixed(1)}" text-anchor="middle" font-size="9" fill="${s.color}">${r.speedupVsPlain.toFixed(r.speedupVsPlain >= 10 ? 0 : r.speedupVsPlain >= 1 ? 1 : 2)}</text>`,
           );
         }
       });

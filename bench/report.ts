@@ -19,34 +19,55 @@ const ms = (v: number | undefined) =>
           ? v.toFixed(2)
           : v.toFixed(3);
 const ratio = (v: number | undefined) =>
-  v === undefined || !Number.isFinite(v) ? "—" : v >= 10 ? v.toFixed(0) : v.toFixed(1);
+  v === undefined || !Number.isFinite(v)
+    ? "—"
+    : v >= 10
+      ? v.toFixed(0)
+      : v >= 1
+        ? v.toFixed(1)
+        : v.toFixed(2);
 
 function find(c: CaseResult, impl: Impl, path: Path) {
   return c.results.find((r) => r.impl === impl && r.path === path);
 }
 
-/** One row per shape and op: times in ms (median), SIMD's bandwidth and ratios. */
+/**
+ * One row per shape and op: times in ms (medians; the per-call row in µs), SIMD's bandwidth
+ * and its share of the same-run copy's, and ratios to the plain JS loop and to TF.js-wasm.
+ */
 export function markdownTable(results: BenchResults): string {
   const lines = [
-    "| shape | op | SIMD 0-copy | SIMD copy API | scalar 0-copy | JS 0-copy | TF.js wasm | TF.js cpu | SIMD GB/s | copy GB/s | SIMD % of copy | SIMD × JS | SIMD × TF.js wasm |",
-    "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    "| shape | op | SIMD 0-copy | SIMD copy API | scalar 0-copy | JS 0-copy | plain loop | TF.js wasm | TF.js cpu | SIMD GB/s | copy GB/s | SIMD % of copy | SIMD × plain | JS × plain | SIMD × TF.js wasm |",
+    "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
   ];
   for (const c of results.cases) {
     const simd = find(c, "simd", "zero-copy");
+    const js = find(c, "js", "zero-copy");
     const tfw = find(c, "tfjs-wasm", "");
-    const tfc = find(c, "tfjs-cpu", "");
-    const mark = (r: typeof tfw) => (r?.derived ? `≈${ms(r.medianMs)}` : ms(r?.medianMs));
-    lines.push(
-      `| ${c.shapeLabel.replace(/x/g, "×")} | ${c.opLabel} | ${ms(simd?.medianMs)} | ${ms(
-        find(c, "simd", "copy API")?.medianMs,
-      )} | ${ms(find(c, "scalar", "zero-copy")?.medianMs)} | ${ms(
-        find(c, "js", "zero-copy")?.medianMs,
-      )} | ${mark(tfw)} | ${mark(tfc)} | ${simd?.gbps.toFixed(1) ?? "—"} | ${c.copy.gbps.toFixed(
-        1,
-      )} | ${simd === undefined ? "—" : `${(simd.fractionOfCopy * 100).toFixed(0)}%`} | ${ratio(
-        simd?.speedupVsJs,
-      )} | ${simd === undefined || tfw === undefined ? "—" : ratio(tfw.medianMs / simd.medianMs)} |`,
-    );
+    const time = (r: ReturnType<typeof find>) => {
+      const t = c.perCall
+        ? `${ms(r === undefined ? undefined : r.medianMs * 1000)} µs`
+        : ms(r?.medianMs);
+      return r?.derived ? `≈${t}` : r === undefined ? "—" : t;
+    };
+    const cells = [
+      c.shapeLabel.replace(/x/g, "×"),
+      c.opLabel,
+      time(simd),
+      time(find(c, "simd", "copy API")),
+      time(find(c, "scalar", "zero-copy")),
+      time(js),
+      time(find(c, "plain", "")),
+      time(tfw),
+      time(find(c, "tfjs-cpu", "")),
+      simd?.gbps.toFixed(1) ?? "—",
+      c.copy.gbps.toFixed(1),
+      simd === undefined ? "—" : `${(simd.fractionOfCopy * 100).toFixed(0)}%`,
+      ratio(simd?.speedupVsPlain),
+      ratio(js?.speedupVsPlain),
+      simd === undefined || tfw === undefined ? "—" : ratio(tfw.medianMs / simd.medianMs),
+    ];
+    lines.push(`| ${cells.join(" | ")} |`);
   }
   return lines.join("\n");
 }

@@ -1,7 +1,8 @@
 /** The shape of `bench/results/latest.json`. */
 
 export type OpId = "train" | "infer" | "bwd" | "fwdbwd";
-export type Impl = "simd" | "scalar" | "js" | "tfjs-wasm" | "tfjs-cpu" | "copy";
+/** `plain`: the plain JS loop (`bench/plain.ts`); `js`: the package's pure-JS back end. */
+export type Impl = "simd" | "scalar" | "js" | "plain" | "tfjs-wasm" | "tfjs-cpu" | "copy";
 export type Path = "zero-copy" | "copy API" | "";
 
 export interface ContestantResult {
@@ -18,6 +19,8 @@ export interface ContestantResult {
   fractionOfCopy: number;
   /** Median time of the JS back end (zero-copy path) over this one's. */
   speedupVsJs: number;
+  /** Median time of the plain JS loop over this one's. */
+  speedupVsPlain: number;
   samples: number;
   runsPerSample: number;
   /** Largest error relative to the JS back end's result (scaled by its largest value). */
@@ -30,6 +33,8 @@ export interface CaseResult {
   layout: "NCHW" | "NHWC" | "2-D";
   shape: number[];
   shapeLabel: string;
+  /** A tiny tensor whose times are the fixed cost of a call (shown in µs). */
+  perCall?: boolean;
   op: OpId;
   opLabel: string;
   n: number;
