@@ -93,10 +93,14 @@ const MAX_LANES: usize = 4;
 const SCRATCH_ROWS: usize = 4;
 
 impl Workspace<'_> {
+    /// Bytes for `channels` channels, or `usize::MAX` when that does not fit in a `usize`.
     pub(crate) const fn bytes(channels: usize) -> usize {
-        channels
-            * (core::mem::size_of::<Moments>()
-                + SCRATCH_ROWS * MAX_LANES * core::mem::size_of::<f32>())
+        let per_channel = core::mem::size_of::<Moments>()
+            + SCRATCH_ROWS * MAX_LANES * core::mem::size_of::<f32>();
+        match channels.checked_mul(per_channel) {
+            Some(bytes) => bytes,
+            None => usize::MAX,
+        }
     }
 
     pub(crate) const fn row_floats(channels: usize) -> usize {
@@ -136,7 +140,11 @@ impl Moments {
         let sum_d = sum_d as f64;
         let mean_d = sum_d / n_b;
         let mean_b = shift as f64 + mean_d;
-        let m2_b = (sum_d2 as f64 - sum_d * mean_d).max(0.0);
+        // Rounding can leave M2 a little below 0: clamp it, but let a NaN through (an infinity
+        // in the block makes Σd² − (Σd)²/n = ∞ − ∞), where `f64::max` would turn it into 0
+        // and, in a channel's last block, leave a variance of +∞ instead of NaN.
+        let m2_b = sum_d2 as f64 - sum_d * mean_d;
+        let m2_b = if m2_b < 0.0 { 0.0 } else { m2_b };
         let total = self.n + n_b;
         let weight = n_b / total;
         let delta = mean_b - self.mean;
