@@ -41,6 +41,11 @@ pub extern "C" fn bn_lanes() -> u32 {
 }
 
 /// Bytes of workspace (8-byte aligned) that the kernels need for `channels` channels.
+///
+/// Saturates: when the size does not fit in a `usize` (32 bits on wasm32, so for tens of
+/// millions of channels) it returns `usize::MAX`, which no allocation can satisfy, instead of
+/// a wrapped-around small size; the caller must refuse it. Through the wasm ABI the result is
+/// an `i32`, so JavaScript sees `usize::MAX` as `-1` (or as 4294967295 after `>>> 0`).
 #[no_mangle]
 pub extern "C" fn bn_workspace_bytes(channels: usize) -> usize {
     Workspace::bytes(channels)
@@ -180,6 +185,19 @@ pub unsafe extern "C" fn bn_grad_input(
 #[no_mangle]
 pub unsafe extern "C" fn bn_copy(src: *const f32, dst: *mut f32, len: usize) {
     kernels::copy::<Lanes>(src, dst, len);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn workspace_bytes_saturate() {
+        let per_channel = super::bn_workspace_bytes(1);
+        assert_eq!(super::bn_workspace_bytes(1000), 1000 * per_channel);
+        let largest = usize::MAX / per_channel;
+        assert_eq!(super::bn_workspace_bytes(largest), largest * per_channel);
+        assert_eq!(super::bn_workspace_bytes(largest + 1), usize::MAX);
+        assert_eq!(super::bn_workspace_bytes(usize::MAX), usize::MAX);
+    }
 }
 
 #[cfg(not(test))]
