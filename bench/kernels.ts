@@ -51,6 +51,8 @@ const shapes: [string, Dims][] = [
 ].filter(([label]) => label.includes(filter)) as [string, Dims][];
 
 const time = (f: () => void, n: number): number => {
+  // Untimed calls first, so that V8 has tiered the wasm up from its baseline compiler.
+  for (let i = 0; i < 3; i++) f();
   const t: number[] = [];
   for (let i = 0; i < n; i++) {
     const t0 = performance.now();
@@ -125,9 +127,9 @@ for (const [label, d] of shapes) {
   // Share of the copy's bandwidth: bytes moved per ms, against the copy's 2 passes.
   const pct = (passes: number, ms: number) => `${Math.round((100 * passes * tc) / (2 * ms))}%`;
   const op = (name: string, passes: number, ms: number) =>
-    `${name} ${ms.toFixed(3)} (${gbs(passes, ms)} ${pct(passes, ms)})`;
+    `${name} ${ms.toFixed(4)} (${gbs(passes, ms)} ${pct(passes, ms)})`;
   console.log(
-    `${label.padEnd(20)} copy ${tc.toFixed(3)} ms ${gbs(2, tc)} GB/s | ` +
+    `${label.padEnd(20)} copy ${tc.toFixed(4)} ms ${gbs(2, tc)} GB/s | ` +
       [
         op("moments", 1, tm),
         op("scaleShift", 2, ts),

@@ -63,11 +63,6 @@ impl Dims {
     pub(crate) fn len(self) -> usize {
         self.outer * self.channels * self.inner
     }
-
-    /// Rows of a channels-last tensor that together span a whole number of vectors.
-    fn rows_per_super_row<W: Vector>(self) -> usize {
-        W::LANES / gcd(self.channels, W::LANES)
-    }
 }
 
 fn gcd(mut a: usize, mut b: usize) -> usize {
@@ -79,32 +74,57 @@ fn gcd(mut a: usize, mut b: usize) -> usize {
     a
 }
 
-/// Scratch space of one call: float64 accumulators per channel and float32 rows for
-/// channels-last super-rows. The wrapper allocates [`Workspace::bytes`] for its channel count.
+/// Scratch space of one call: float64 accumulators per channel and float32 rows of per-position
+/// parameters and sums for the row kernels. The wrapper allocates [`Workspace::bytes`] for its
+/// channel count.
 pub(crate) struct Workspace<'a> {
     pub moments: &'a mut [Moments],
-    /// `SCRATCH_ROWS` rows of up to `MAX_LANES · channels` floats each.
+    /// `SCRATCH_ROWS` rows of [`Workspace::row_capacity`] floats each.
     pub rows: &'a mut [f32],
 }
 
-/// The widest vector any build uses; it bounds the length of a super-row.
-const MAX_LANES: usize = 4;
-/// Scratch rows needed at once: four replicated parameter rows for [`GradInput`].
+/// Scratch rows needed at once: four expanded parameter rows for [`GradInput`].
 const SCRATCH_ROWS: usize = 4;
+/// Floats per channel in a scratch row: a row of the tensor (`channels · inner` floats, with
+/// `inner` up to [`SHORT_RUN`]) fits, and so do super-rows of up to four narrower rows.
+const ROW_FLOATS_PER_CHANNEL: usize = 16;
+/// Floats in a scratch row at least, so that super-rows of few channels fit.
+const MIN_ROW_FLOATS: usize = 64;
 
 impl Workspace<'_> {
     /// Bytes for `channels` channels, or `usize::MAX` when that does not fit in a `usize`.
     pub(crate) const fn bytes(channels: usize) -> usize {
-        let per_channel = core::mem::size_of::<Moments>()
-            + SCRATCH_ROWS * MAX_LANES * core::mem::size_of::<f32>();
-        match channels.checked_mul(per_channel) {
+        let moments = match channels.checked_mul(core::mem::size_of::<Moments>()) {
             Some(bytes) => bytes,
+            None => return usize::MAX,
+        };
+        let rows = match Self::row_floats(channels) {
+            Some(floats) => floats,
+            None => return usize::MAX,
+        };
+        match rows.checked_mul(core::mem::size_of::<f32>()) {
+            Some(bytes) => match moments.checked_add(bytes) {
+                Some(total) => total,
+                None => usize::MAX,
+            },
             None => usize::MAX,
         }
     }
 
-    pub(crate) const fn row_floats(channels: usize) -> usize {
-        SCRATCH_ROWS * MAX_LANES * channels
+    /// Floats in one scratch row; `None` when it overflows.
+    pub(crate) const fn row_capacity(channels: usize) -> Option<usize> {
+        match channels.checked_mul(ROW_FLOATS_PER_CHANNEL) {
+            Some(floats) if floats < MIN_ROW_FLOATS => Some(MIN_ROW_FLOATS),
+            other => other,
+        }
+    }
+
+    /// Floats in all scratch rows; `None` when it overflows.
+    pub(crate) const fn row_floats(channels: usize) -> Option<usize> {
+        match Self::row_capacity(channels) {
+            Some(floats) => floats.checked_mul(SCRATCH_ROWS),
+            None => None,
+        }
     }
 }
 
@@ -230,7 +250,8 @@ impl Map for Copy {
 }
 
 /// Reduces a contiguous run (`a` and `b` equally long) with a constant parameter, `V` lanes at a
-/// time with four accumulator pairs, then the tail one lane at a time.
+/// time with four accumulator pairs, then single vectors into the first pair, then the tail one
+/// lane at a time.
 #[inline(always)]
 fn reduce_run<V: Vector, R: Reduce>(a: &[f32], b: &[f32], p: f32) -> [f32; 2] {
     let step = 4 * V::LANES;
@@ -247,21 +268,115 @@ fn reduce_run<V: Vector, R: Reduce>(a: &[f32], b: &[f32], p: f32) -> [f32; 2] {
         }
         i += step;
     }
+    while i + V::LANES <= a.len() {
+        // SAFETY: i + LANES <= a.len() == b.len().
+        let (va, vb) = unsafe { (V::load(a.as_ptr().add(i)), V::load(b.as_ptr().add(i))) };
+        R::step(va, vb, pv, &mut acc[0]);
+        i += V::LANES;
+    }
     let fold = |j: usize| acc[0][j].add(acc[1][j]).add(acc[2][j].add(acc[3][j])).sum_lanes();
     let mut tail = [F32x1::splat(0.0); 2];
-    for (&va, &vb) in a[full..].iter().zip(&b[full..]) {
+    for (&va, &vb) in a[i..].iter().zip(&b[i..]) {
         R::step(F32x1::splat(va), F32x1::splat(vb), F32x1::splat(p), &mut tail);
     }
     [fold(0) + tail[0].sum_lanes(), fold(1) + tail[1].sum_lanes()]
 }
 
-/// Super-rows that channels-last loops handle per load of their per-position accumulators or
+/// Channels-first runs of at most this many floats are walked as rows (see [`Rows`]): shorter
+/// runs would leave vectors partly empty, or in scalar tails, and pay a run's set-up per few
+/// floats.
+const SHORT_RUN: usize = 16;
+
+/// How the row kernels see a tensor whose runs are short: a sequence of rows of
+/// `channels · inner` floats (the channels-last rows when `inner` is 1, the planes of a
+/// channels-first tensor otherwise), each position of which has one channel's parameters. The
+/// parameters are laid out once per position in a scratch row (each channel's value `inner`
+/// times), so every vector of data meets a vector of its own parameters, whatever `channels`
+/// and `inner` are. `r` rows form a *super-row* of `width` floats, a whole number of vectors
+/// (when that fits the scratch row; otherwise `r` is 1 and each row ends in a tail of single
+/// lanes).
+#[derive(Clone, Copy)]
+struct Rows {
+    channels: usize,
+    inner: usize,
+    /// Rows per super-row.
+    r: usize,
+}
+
+impl Rows {
+    /// Super-rows of whole vectors of `W`, within `capacity` floats.
+    fn new<W: Vector>(channels: usize, inner: usize, capacity: usize) -> Self {
+        let positions = channels * inner;
+        let r = W::LANES / gcd(positions, W::LANES);
+        let r = if r * positions <= capacity { r } else { 1 };
+        Rows { channels, inner, r }
+    }
+
+    /// The same rows one at a time (for the rows left over after the last whole super-row).
+    fn single(self) -> Self {
+        Rows { r: 1, ..self }
+    }
+
+    fn positions(self) -> usize {
+        self.channels * self.inner
+    }
+
+    fn width(self) -> usize {
+        self.r * self.positions()
+    }
+
+    /// Per-channel `values` laid out per position of a super-row (`inner` times each, `r`
+    /// times): `values` itself when that is the same, else written to `scratch`.
+    fn expand<'a>(self, values: &'a [f32], scratch: &'a mut [f32]) -> &'a [f32] {
+        if self.r == 1 && self.inner == 1 {
+            return values;
+        }
+        let width = self.width();
+        for copy in scratch[..width].chunks_exact_mut(self.positions()) {
+            if self.inner == 1 {
+                copy.copy_from_slice(values);
+            } else {
+                for (run, &v) in copy.chunks_exact_mut(self.inner).zip(values) {
+                    run.fill(v);
+                }
+            }
+        }
+        &scratch[..width]
+    }
+
+    /// Adds up the positions of each channel (`r · inner` of them, in storage order) so that
+    /// `acc[c]` holds channel `c`'s sum. In place: channel `c`'s positions all lie at or after
+    /// index `c`, and each is read before any later channel's sum is written.
+    fn fold(self, acc: &mut [f32]) {
+        let positions = self.positions();
+        if self.inner == 1 {
+            for copy in 1..self.r {
+                for c in 0..self.channels {
+                    acc[c] += acc[copy * positions + c];
+                }
+            }
+            return;
+        }
+        for c in 0..self.channels {
+            let mut sum = 0.0;
+            for copy in 0..self.r {
+                let run = copy * positions + c * self.inner;
+                for &v in &acc[run..run + self.inner] {
+                    sum += v;
+                }
+            }
+            acc[c] = sum;
+        }
+    }
+}
+
+/// Super-rows that the row kernels handle per load of their per-position accumulators or
 /// parameters: the accumulators and parameters stay in registers across `ROW_GROUP` rows, so a
 /// vector of data costs one load (and one store) instead of up to six memory operations.
 ///
 /// That pays while the data comes from the cache (1.4–1.7× at 64K floats), but streaming from
 /// memory, the `ROW_GROUP` rows a row apart are that many streams, which ran up to 2.4× slower
-/// than one sequential stream (measured for C = 32…1024 on 25 MB). So channels-last loops group
+/// than one sequential stream (measured for C = 32…1024 on 25 MB). So the row kernels group
 /// rows only over data in the cache: tensors of at most [`CACHED_FLOATS`], and the second sweep
 /// of a statistics block; and narrow rows (a group within [`MAX_GROUPED_WIDTH`] floats is nearly
 /// one stream) in the sweeps that read memory for statistics and gradient sums.
@@ -273,23 +388,56 @@ const CACHED_FLOATS: usize = 1 << 18;
 /// Widest rows whose [`ROW_GROUP`] groups read like one stream.
 const MAX_GROUPED_WIDTH: usize = 64;
 
-/// Reduces `rows` channels-last rows (a multiple of `r`, the rows per super-row) position by
-/// position with per-position parameters `p` (one super-row long) into `acc0` and `acc1`, then
-/// folds the `r` copies of each channel so that `acc0[c]`, `acc1[c]` hold channel `c`'s sums.
-/// Each position is accumulated row after row in storage order; with `grouped`,
-/// [`ROW_GROUP`] rows per trip through the registers.
+/// Accumulates positions `from..to` (a multiple of `W::LANES` apart) of `nrows` rows `width`
+/// floats apart into `acc0` and `acc1`, the accumulators of each vector of positions held in
+/// registers across the rows.
+///
+/// # Safety
+/// `a` and `b` hold `nrows` rows of `width` floats, `to <= width`, and `p`, `acc0`, `acc1` at
+/// least `to` floats.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn reduce_columns<W: Vector, R: Reduce>(
+    a: *const f32,
+    b: *const f32,
+    width: usize,
+    nrows: usize,
+    (from, to): (usize, usize),
+    p: &[f32],
+    acc0: &mut [f32],
+    acc1: &mut [f32],
+) {
+    let mut j = from;
+    while j < to {
+        let mut acc = [W::load(acc0.as_ptr().add(j)), W::load(acc1.as_ptr().add(j))];
+        let pv = W::load(p.as_ptr().add(j));
+        for row in 0..nrows {
+            let at = row * width + j;
+            R::step(W::load(a.add(at)), W::load(b.add(at)), pv, &mut acc);
+        }
+        acc[0].store(acc0.as_mut_ptr().add(j));
+        acc[1].store(acc1.as_mut_ptr().add(j));
+        j += W::LANES;
+    }
+}
+
+/// Reduces whole super-rows (`a.len()` a multiple of `rows.width()`) position by position with
+/// per-position parameters `p` (one super-row long) into `acc0` and `acc1`, then folds the
+/// positions of each channel so that `acc0[c]`, `acc1[c]` hold channel `c`'s sums. Each
+/// position is accumulated row after row in storage order; with `grouped`, [`ROW_GROUP`] rows
+/// per trip through the registers.
 #[allow(clippy::too_many_arguments)]
 fn reduce_rows<W: Vector, R: Reduce>(
     a: &[f32],
     b: &[f32],
-    channels: usize,
-    r: usize,
+    rows: Rows,
     p: &[f32],
     acc0: &mut [f32],
     acc1: &mut [f32],
     grouped: bool,
 ) {
-    let width = r * channels;
+    let width = rows.width();
+    let vectors = width / W::LANES * W::LANES;
     acc0[..width].fill(0.0);
     acc1[..width].fill(0.0);
     let group = ROW_GROUP * width;
@@ -297,86 +445,60 @@ fn reduce_rows<W: Vector, R: Reduce>(
     let (a_main, a_rest) = a.split_at(whole);
     let (b_main, b_rest) = b.split_at(whole);
     for (ga, gb) in a_main.chunks_exact(group).zip(b_main.chunks_exact(group)) {
-        let mut j = 0;
-        while j < width {
-            // SAFETY: width is a multiple of W::LANES; ga and gb hold ROW_GROUP rows of width
-            // floats and acc0, acc1 and p at least width floats.
-            unsafe {
-                let mut acc = [W::load(acc0.as_ptr().add(j)), W::load(acc1.as_ptr().add(j))];
-                let pv = W::load(p.as_ptr().add(j));
-                for row in 0..ROW_GROUP {
-                    let at = row * width + j;
-                    let (va, vb) = (W::load(ga.as_ptr().add(at)), W::load(gb.as_ptr().add(at)));
-                    R::step(va, vb, pv, &mut acc);
-                }
-                acc[0].store(acc0.as_mut_ptr().add(j));
-                acc[1].store(acc1.as_mut_ptr().add(j));
-            }
-            j += W::LANES;
+        let (pa, pb) = (ga.as_ptr(), gb.as_ptr());
+        // SAFETY: ga and gb hold ROW_GROUP rows of width floats, and acc0, acc1 and p at least
+        // width floats (as reduce_columns needs).
+        unsafe {
+            reduce_columns::<W, R>(pa, pb, width, ROW_GROUP, (0, vectors), p, acc0, acc1);
+            reduce_columns::<F32x1, R>(pa, pb, width, ROW_GROUP, (vectors, width), p, acc0, acc1);
         }
     }
     for (ra, rb) in a_rest.chunks_exact(width).zip(b_rest.chunks_exact(width)) {
-        let mut j = 0;
-        while j < width {
-            // SAFETY: width is a multiple of W::LANES and every slice here is >= width long.
-            unsafe {
-                let mut acc = [W::load(acc0.as_ptr().add(j)), W::load(acc1.as_ptr().add(j))];
-                let (va, vb) = (W::load(ra.as_ptr().add(j)), W::load(rb.as_ptr().add(j)));
-                R::step(va, vb, W::load(p.as_ptr().add(j)), &mut acc);
-                acc[0].store(acc0.as_mut_ptr().add(j));
-                acc[1].store(acc1.as_mut_ptr().add(j));
-            }
-            j += W::LANES;
+        let (pa, pb) = (ra.as_ptr(), rb.as_ptr());
+        // SAFETY: as above, with one row.
+        unsafe {
+            reduce_columns::<W, R>(pa, pb, width, 1, (0, vectors), p, acc0, acc1);
+            reduce_columns::<F32x1, R>(pa, pb, width, 1, (vectors, width), p, acc0, acc1);
         }
     }
-    for copy in 1..r {
-        for c in 0..channels {
-            acc0[c] += acc0[copy * channels + c];
-            acc1[c] += acc1[copy * channels + c];
-        }
-    }
+    rows.fold(acc0);
+    rows.fold(acc1);
 }
 
-/// Lays `values` (one per channel) out `r` times.
-fn replicate(values: &[f32], r: usize, out: &mut [f32]) {
-    for copy in out[..r * values.len()].chunks_exact_mut(values.len()) {
-        copy.copy_from_slice(values);
-    }
-}
-
-/// Floats per channels-last statistics block: 512 KiB, half of this machine's L2 cache, which
+/// Floats per row-kernel statistics block: 512 KiB, half of this machine's L2 cache, which
 /// the block's second sweep reads. Per-block work (a shift and a float64 merge per channel,
 /// zeroing the sums) makes small blocks dear: 16 KiB blocks ran 1.2–1.3× slower than 128 KiB
 /// ones, and 512 KiB ran up to 13% faster still (25 MB, C = 32…256).
 const ROW_BLOCK: usize = 128 * 1024;
-/// Rows per channels-last block at least, so that the per-channel work of a block (a float64
-/// merge for every channel) stays small next to its `rows · channels` elements of data.
+/// Rows per row-kernel block at least, so that the per-channel work of a block (a float64
+/// merge for every channel) stays small next to its `rows · channels · inner` elements of data.
 const MIN_BLOCK_ROWS: usize = 64;
 
-/// Rows per channels-last statistics block: about [`ROW_BLOCK`] floats, at least
-/// [`MIN_BLOCK_ROWS`] rows and at most [`BLOCK`] (which bounds how many values a float32
-/// accumulator sums, as in the channels-first blocks), a multiple of `r`.
-fn row_block_rows(channels: usize, r: usize) -> usize {
-    let rows = (ROW_BLOCK / channels).clamp(MIN_BLOCK_ROWS, BLOCK);
-    core::cmp::max(r, rows / r * r)
+/// Rows per row-kernel statistics block: about [`ROW_BLOCK`] floats, at least
+/// [`MIN_BLOCK_ROWS`] rows and at most [`BLOCK`] values per channel (which bounds how many
+/// values the float32 accumulators sum, as in the channels-first blocks), a multiple of `r`.
+fn row_block_rows(rows: Rows) -> usize {
+    let most = BLOCK / rows.inner;
+    let n = (ROW_BLOCK / rows.positions()).clamp(MIN_BLOCK_ROWS, most);
+    core::cmp::max(rows.r, n / rows.r * rows.r)
 }
 
-/// Visits channels-last rows in blocks, in storage order: whole super-rows of `r` rows each
-/// (`$vector` is true: use `V`), then any rows left over (`$vector` false, `r` = 1: use one lane).
+/// Visits the rows of `$x` in statistics blocks, in storage order: whole super-rows
+/// (`$vector` is true: use `V`), then any rows left over (`$vector` false, `r` = 1: use one
+/// lane).
 macro_rules! for_row_blocks {
-    ($V:ty, $x:expr, $channels:expr, |$block:ident, $r:ident, $vector:ident| $body:expr) => {{
-        let channels = $channels;
-        let r_full = Dims { outer: 1, channels, inner: 1 }.rows_per_super_row::<$V>();
-        let block_rows = row_block_rows(channels, r_full);
-        for rows in $x.chunks(block_rows * channels) {
-            let whole = rows.len() / channels / r_full * r_full * channels;
-            let (main, rest) = rows.split_at(whole);
+    ($x:expr, $rows:expr, |$block:ident, $r:ident, $vector:ident| $body:expr) => {{
+        let rows: Rows = $rows;
+        let positions = rows.positions();
+        for block in $x.chunks(row_block_rows(rows) * positions) {
+            let whole = block.len() / positions / rows.r * rows.r * positions;
+            let (main, rest) = block.split_at(whole);
             if !main.is_empty() {
-                let ($block, $r, $vector) = (main, r_full, true);
+                let ($block, $r, $vector) = (main, rows, true);
                 $body;
             }
             if !rest.is_empty() {
-                let ($block, $r, $vector) = (rest, 1usize, false);
+                let ($block, $r, $vector) = (rest, rows.single(), false);
                 $body;
             }
         }
@@ -393,19 +515,18 @@ pub(crate) fn moments<V: Vector>(
 ) {
     let channels = dims.channels;
     ws.moments[..channels].fill(Moments::default());
-    if dims.inner == 1 {
-        let width = dims.rows_per_super_row::<V>() * channels;
-        let [shift, acc0, acc1] = split_rows::<3>(ws.rows, width);
+    if dims.inner <= SHORT_RUN {
+        let capacity = ws.rows.len() / SCRATCH_ROWS;
+        let rows = Rows::new::<V>(channels, dims.inner, capacity);
+        let [shift, acc0, acc1, own] = split_rows::<4>(ws.rows, capacity);
         let stats = &mut *ws.moments;
-        let group = x.len() <= CACHED_FLOATS || width <= MAX_GROUPED_WIDTH;
-        for_row_blocks!(V, x, channels, |block, r, vector| {
-            let rows = block.len() / channels;
+        let group = x.len() <= CACHED_FLOATS || rows.width() <= MAX_GROUPED_WIDTH;
+        for_row_blocks!(x, rows, |block, r, vector| {
+            let sums = (&mut *own, &mut *shift, &mut *acc0, &mut *acc1);
             if vector {
-                block_moments_rows::<V>(block, channels, r, rows, shift, acc0, acc1, stats, group);
+                block_moments_rows::<V>(block, r, sums, stats, group);
             } else {
-                block_moments_rows::<F32x1>(
-                    block, channels, r, rows, shift, acc0, acc1, stats, group,
-                );
+                block_moments_rows::<F32x1>(block, r, sums, stats, group);
             }
         });
     } else if x.len() <= CACHED_FLOATS && band_planes(dims) >= 2 {
@@ -467,36 +588,33 @@ fn band_planes(dims: Dims) -> usize {
     core::cmp::min(ROW_BLOCK / (dims.channels * dims.inner), BLOCK / dims.inner)
 }
 
-/// One channels-last block of `rows` rows: the corrected two-pass moments of each channel,
-/// merged into `stats`. `group`: whether the first sweep, which reads memory, groups rows (the
-/// second reads the cache and always does).
-#[allow(clippy::too_many_arguments)]
+/// One row-kernel block of whole super-rows: the corrected two-pass moments of each channel,
+/// merged into `stats`. `sums` are four scratch rows: the shift per channel, the shift per
+/// position, and the two per-position sums. `group`: whether the first sweep, which reads
+/// memory, groups rows (the second reads the cache and always does).
 fn block_moments_rows<W: Vector>(
     block: &[f32],
-    channels: usize,
-    r: usize,
-    rows: usize,
-    shift: &mut [f32],
-    acc0: &mut [f32],
-    acc1: &mut [f32],
+    rows: Rows,
+    (own, shift, acc0, acc1): (&mut [f32], &mut [f32], &mut [f32], &mut [f32]),
     stats: &mut [Moments],
     group: bool,
 ) {
+    let channels = rows.channels;
+    let n = block.len() / rows.positions() * rows.inner;
     if stats[0].n > 0.0 {
-        for (s, m) in shift.iter_mut().zip(stats.iter()) {
+        for (s, m) in own.iter_mut().zip(stats.iter()) {
             *s = m.mean as f32;
         }
     } else {
-        reduce_rows::<W, Sum>(block, block, channels, r, shift, acc0, acc1, group);
-        for (s, &sum) in shift.iter_mut().zip(acc0.iter()).take(channels) {
-            *s = sum / rows as f32;
+        reduce_rows::<W, Sum>(block, block, rows, shift, acc0, acc1, group);
+        for (s, &sum) in own.iter_mut().zip(acc0.iter()).take(channels) {
+            *s = sum / n as f32;
         }
     }
-    let (own, copies) = shift.split_at_mut(channels);
-    replicate(own, r - 1, copies);
-    reduce_rows::<W, ShiftedSums>(block, block, channels, r, shift, acc0, acc1, true);
+    let shift = rows.expand(&own[..channels], shift);
+    reduce_rows::<W, ShiftedSums>(block, block, rows, shift, acc0, acc1, true);
     for c in 0..channels {
-        stats[c].merge_shifted(rows, shift[c], acc0[c], acc1[c]);
+        stats[c].merge_shifted(n, own[c], acc0[c], acc1[c]);
     }
 }
 
@@ -519,21 +637,21 @@ pub(crate) fn reduce_grads<V: Vector>(
         sums[c].mean += s[0] as f64;
         sums[c].m2 += s[1] as f64;
     };
-    if dims.inner == 1 {
-        let width = dims.rows_per_super_row::<V>() * channels;
-        let [mean_rep, acc0, acc1] = split_rows::<3>(ws.rows, width);
-        replicate(mean, width / channels, mean_rep);
-        let group = x.len() <= CACHED_FLOATS || width <= MAX_GROUPED_WIDTH;
-        let mut row = 0;
-        for_row_blocks!(V, x, channels, |block, r, vector| {
-            let dy_block = &dy[row * channels..][..block.len()];
-            row += block.len() / channels;
+    if dims.inner <= SHORT_RUN {
+        let capacity = ws.rows.len() / SCRATCH_ROWS;
+        let rows = Rows::new::<V>(channels, dims.inner, capacity);
+        let [mean_rep, acc0, acc1] = split_rows::<3>(ws.rows, capacity);
+        let mean_rep = rows.expand(mean, mean_rep);
+        let group = x.len() <= CACHED_FLOATS || rows.width() <= MAX_GROUPED_WIDTH;
+        let mut at = 0;
+        for_row_blocks!(x, rows, |block, r, vector| {
+            let dy_block = &dy[at..][..block.len()];
+            at += block.len();
+            let (p, a0, a1) = (mean_rep, &mut *acc0, &mut *acc1);
             if vector {
-                let (p, a0, a1) = (&*mean_rep, &mut *acc0, &mut *acc1);
-                reduce_rows::<V, GradSums>(block, dy_block, channels, r, p, a0, a1, group);
+                reduce_rows::<V, GradSums>(block, dy_block, r, p, a0, a1, group);
             } else {
-                let (p, a0, a1) = (&*mean_rep, &mut *acc0, &mut *acc1);
-                reduce_rows::<F32x1, GradSums>(block, dy_block, channels, r, p, a0, a1, group);
+                reduce_rows::<F32x1, GradSums>(block, dy_block, r, p, a0, a1, group);
             }
             for c in 0..channels {
                 add(c, [acc0[c], acc1[c]]);
@@ -571,21 +689,24 @@ pub(crate) unsafe fn map<V: Vector, M: Map>(
     ws: &mut Workspace,
 ) {
     let channels = dims.channels;
-    if dims.inner == 1 {
-        let r = dims.rows_per_super_row::<V>();
-        let width = r * channels;
-        let mut reps = split_rows::<4>(ws.rows, width);
-        for (rep, values) in reps.iter_mut().zip(params) {
-            replicate(values, r, rep);
-        }
-        let reps = [&*reps[0], &*reps[1], &*reps[2], &*reps[3]];
-        let whole_rows = dims.outer / r * r;
-        // SAFETY: the caller guarantees the lengths; the parameter rows are `width` long and the
-        // first `channels` floats of each are the plain per-channel values used by the tail.
-        map_rows::<V, M>(a, b, out, whole_rows * channels, width, reps);
-        let done = whole_rows * channels;
-        let rest = (dims.outer - whole_rows) * channels;
-        map_rows::<F32x1, M>(a.add(done), b.add(done), out.add(done), rest, channels, reps);
+    if dims.inner <= SHORT_RUN {
+        let capacity = ws.rows.len() / SCRATCH_ROWS;
+        let rows = Rows::new::<V>(channels, dims.inner, capacity);
+        let [s0, s1, s2, s3] = split_rows::<4>(ws.rows, capacity);
+        let reps = [
+            rows.expand(params[0], s0),
+            rows.expand(params[1], s1),
+            rows.expand(params[2], s2),
+            rows.expand(params[3], s3),
+        ];
+        let positions = rows.positions();
+        let whole = dims.outer / rows.r * rows.r * positions;
+        // SAFETY: the caller guarantees the lengths; the parameter rows are `width` long and
+        // their first `positions` floats are the parameters of a single row, used by the rest.
+        map_rows::<V, M>(a, b, out, whole, rows.width(), reps);
+        let rest = dims.len() - whole;
+        let (a, b, out) = (a.add(whole), b.add(whole), out.add(whole));
+        map_rows::<F32x1, M>(a, b, out, rest, positions, reps);
     } else {
         let inner = dims.inner;
         for o in 0..dims.outer {
@@ -599,13 +720,46 @@ pub(crate) unsafe fn map<V: Vector, M: Map>(
     }
 }
 
-/// Maps `len` floats of channels-last rows, `width` floats at a time, with parameter rows:
-/// when the data is in the cache and rows are narrow, [`ROW_GROUP`] rows per load of the
-/// parameters; the rest one row at a time.
+/// Maps positions `from..to` (a multiple of `W::LANES` apart) of `nrows` rows `width` floats
+/// apart, each vector of parameters loaded once for the rows; all rows of a vector are loaded
+/// before any is stored, so in-place calls stay correct.
 ///
 /// # Safety
-/// As for [`map`], with `len` floats, a multiple of `width`, which is a multiple of `W::LANES`;
-/// every row of `p` holds at least `width` floats.
+/// As for [`map`], with `nrows` rows of `width` floats from `a`, `b` and `out`, `to <= width`,
+/// and every row of `p` at least `to` floats.
+#[inline(always)]
+unsafe fn map_columns<W: Vector, M: Map, const NROWS: usize>(
+    (a, b, out): (*const f32, *const f32, *mut f32),
+    width: usize,
+    (from, to): (usize, usize),
+    p: [&[f32]; 4],
+) {
+    let mut j = from;
+    while j < to {
+        let pv = [
+            W::load(p[0].as_ptr().add(j)),
+            W::load(p[1].as_ptr().add(j)),
+            W::load(p[2].as_ptr().add(j)),
+            W::load(p[3].as_ptr().add(j)),
+        ];
+        let y: [W; NROWS] = core::array::from_fn(|k| {
+            let at = k * width + j;
+            M::apply(W::load(a.add(at)), W::load(b.add(at)), pv)
+        });
+        for (k, yk) in y.iter().enumerate() {
+            yk.store(out.add(k * width + j));
+        }
+        j += W::LANES;
+    }
+}
+
+/// Maps `len` floats of rows, `width` floats at a time, with parameter rows: when the data is
+/// in the cache and rows are narrow, [`ROW_GROUP`] rows per load of the parameters; the rest
+/// one row at a time.
+///
+/// # Safety
+/// As for [`map`], with `len` floats, a multiple of `width`; every row of `p` holds at least
+/// `width` floats.
 unsafe fn map_rows<W: Vector, M: Map>(
     a: *const f32,
     b: *const f32,
@@ -614,28 +768,14 @@ unsafe fn map_rows<W: Vector, M: Map>(
     width: usize,
     p: [&[f32]; 4],
 ) {
+    let vectors = width / W::LANES * W::LANES;
     let group = ROW_GROUP * width;
     let mut row = 0;
-    let grouped = width <= MAX_GROUPED_WIDTH && len <= CACHED_FLOATS;
+    let grouped = len <= CACHED_FLOATS;
     while grouped && row + group <= len {
-        let mut j = 0;
-        while j < width {
-            let pv = [
-                W::load(p[0].as_ptr().add(j)),
-                W::load(p[1].as_ptr().add(j)),
-                W::load(p[2].as_ptr().add(j)),
-                W::load(p[3].as_ptr().add(j)),
-            ];
-            // Each position is read before it is written, so in-place calls stay correct.
-            let y: [W; ROW_GROUP] = core::array::from_fn(|k| {
-                let at = row + k * width + j;
-                M::apply(W::load(a.add(at)), W::load(b.add(at)), pv)
-            });
-            for (k, yk) in y.iter().enumerate() {
-                yk.store(out.add(row + k * width + j));
-            }
-            j += W::LANES;
-        }
+        let at = (a.add(row), b.add(row), out.add(row));
+        map_columns::<W, M, ROW_GROUP>(at, width, (0, vectors), p);
+        map_columns::<F32x1, M, ROW_GROUP>(at, width, (vectors, width), p);
         row += group;
     }
     let params = |j: usize| {
@@ -649,7 +789,7 @@ unsafe fn map_rows<W: Vector, M: Map>(
     while row < len {
         let mut j = 0;
         // Four vectors per step, all loaded before any is stored (in-place calls stay correct).
-        while M::UNROLL_ROWS && j + 4 * W::LANES <= width {
+        while M::UNROLL_ROWS && j + 4 * W::LANES <= vectors {
             let y: [W; 4] = core::array::from_fn(|k| {
                 let (jk, at) = (j + k * W::LANES, row + j + k * W::LANES);
                 M::apply(W::load(a.add(at)), W::load(b.add(at)), params(jk))
@@ -659,11 +799,9 @@ unsafe fn map_rows<W: Vector, M: Map>(
             }
             j += 4 * W::LANES;
         }
-        while j < width {
-            let at = row + j;
-            M::apply(W::load(a.add(at)), W::load(b.add(at)), params(j)).store(out.add(at));
-            j += W::LANES;
-        }
+        let at = (a.add(row), b.add(row), out.add(row));
+        map_columns::<W, M, 1>(at, width, (j, vectors), p);
+        map_columns::<F32x1, M, 1>(at, width, (vectors, width), p);
         row += width;
     }
 }

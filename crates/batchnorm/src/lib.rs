@@ -59,7 +59,8 @@ unsafe fn workspace<'a>(ptr: *mut u8, channels: usize) -> Workspace<'a> {
     let rows = moments.add(channels) as *mut f32;
     Workspace {
         moments: from_raw_parts_mut(moments, channels),
-        rows: from_raw_parts_mut(rows, Workspace::row_floats(channels)),
+        // The caller allocated bn_workspace_bytes(channels), which is finite only when this is.
+        rows: from_raw_parts_mut(rows, Workspace::row_floats(channels).unwrap_or(0)),
     }
 }
 
