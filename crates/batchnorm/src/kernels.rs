@@ -53,6 +53,7 @@ const BLOCK: usize = 4096;
 
 /// A tensor as `[outer, channels, inner]`. All three are positive (the wrapper checks).
 #[derive(Clone, Copy)]
+#[cfg_attr(test, derive(Debug))]
 pub(crate) struct Dims {
     pub outer: usize,
     pub channels: usize,
@@ -148,29 +149,45 @@ pub(crate) struct Moments {
 }
 
 impl Moments {
-    /// The shift for a channel's next block: its mean so far, once there is one.
-    fn shift(&self) -> Option<f32> {
-        (self.n > 0.0).then_some(self.mean as f32)
-    }
-
-    /// Adds a block of `n` values whose deviations from `shift` sum to `sum_d` and whose squared
-    /// deviations sum to `sum_d2` (Chan, Golub & LeVeque's pairwise update).
-    fn merge_shifted(&mut self, n: usize, shift: f32, sum_d: f32, sum_d2: f32) {
-        let n_b = n as f64;
+    /// Adds a block of `b.n` values whose deviations from `shift` sum to `sum_d` and whose
+    /// squared deviations sum to `sum_d2` (Chan, Golub & LeVeque's pairwise update) to a channel
+    /// of `b.before` values; a channel's first block (`b.before` is 0) overwrites whatever
+    /// `self` held, so the accumulators need no clearing. `b` is worked out once for all the
+    /// channels of a block that hold the same count (no division per channel).
+    fn merge(&mut self, b: BlockMerge, shift: f32, sum_d: f32, sum_d2: f32) {
         let sum_d = sum_d as f64;
-        let mean_d = sum_d / n_b;
+        let mean_d = sum_d * b.inv_n;
         let mean_b = shift as f64 + mean_d;
         // Rounding can leave M2 a little below 0: clamp it, but let a NaN through (an infinity
         // in the block makes Σd² − (Σd)²/n = ∞ − ∞), where `f64::max` would turn it into 0
         // and, in a channel's last block, leave a variance of +∞ instead of NaN.
         let m2_b = sum_d2 as f64 - sum_d * mean_d;
         let m2_b = if m2_b < 0.0 { 0.0 } else { m2_b };
-        let total = self.n + n_b;
-        let weight = n_b / total;
+        if b.before == 0.0 {
+            *self = Moments { n: b.n, mean: mean_b, m2: m2_b };
+            return;
+        }
         let delta = mean_b - self.mean;
-        self.mean += delta * weight;
-        self.m2 += m2_b + delta * delta * self.n * weight;
-        self.n = total;
+        self.mean += delta * b.weight;
+        self.m2 += m2_b + delta * delta * b.before * b.weight;
+        self.n = b.before + b.n;
+    }
+}
+
+/// What merging a block of `n` values into a channel of `before` values needs besides the
+/// block's sums: `1/n` and the block's weight `n / (before + n)`.
+#[derive(Clone, Copy)]
+struct BlockMerge {
+    n: f64,
+    inv_n: f64,
+    weight: f64,
+    before: f64,
+}
+
+impl BlockMerge {
+    fn new(n: usize, before: f64) -> Self {
+        let n = n as f64;
+        BlockMerge { n, inv_n: 1.0 / n, weight: n / (before + n), before }
     }
 }
 
@@ -326,22 +343,37 @@ impl Rows {
     }
 
     /// Per-channel `values` laid out per position of a super-row (`inner` times each, `r`
-    /// times): `values` itself when that is the same, else written to `scratch`.
-    fn expand<'a>(self, values: &'a [f32], scratch: &'a mut [f32]) -> &'a [f32] {
+    /// times): `values` itself when that is the same, else written to `scratch` with vector
+    /// stores (`memcpy` and `memset` are slow loops on wasm32, and this is O(C·inner) work per
+    /// call, as much as the data itself when there are few rows).
+    fn expand<'a, V: Vector>(self, values: &'a [f32], scratch: &'a mut [f32]) -> &'a [f32] {
         if self.r == 1 && self.inner == 1 {
             return values;
         }
-        let width = self.width();
-        for copy in scratch[..width].chunks_exact_mut(self.positions()) {
-            if self.inner == 1 {
-                copy.copy_from_slice(values);
-            } else {
-                for (run, &v) in copy.chunks_exact_mut(self.inner).zip(values) {
-                    run.fill(v);
+        let (inner, positions) = (self.inner, self.positions());
+        let (first, copies) = scratch[..self.width()].split_at_mut(positions);
+        if inner == 1 {
+            // SAFETY: values and first are distinct slices of `positions` floats.
+            unsafe { copy::<V>(values.as_ptr(), first.as_mut_ptr(), positions) };
+        } else {
+            for (run, &v) in first.chunks_exact_mut(inner).zip(values) {
+                let vv = V::splat(v);
+                let mut i = 0;
+                while i + V::LANES <= inner {
+                    // SAFETY: i + LANES <= inner == run.len().
+                    unsafe { vv.store(run.as_mut_ptr().add(i)) };
+                    i += V::LANES;
+                }
+                for x in &mut run[i..] {
+                    *x = v;
                 }
             }
         }
-        &scratch[..width]
+        for copy_k in copies.chunks_exact_mut(positions) {
+            // SAFETY: first and copy_k are disjoint slices of `positions` floats.
+            unsafe { copy::<V>(first.as_ptr(), copy_k.as_mut_ptr(), positions) };
+        }
+        &scratch[..self.width()]
     }
 
     /// Adds up the positions of each channel (`r · inner` of them, in storage order) so that
@@ -389,8 +421,8 @@ const CACHED_FLOATS: usize = 1 << 18;
 const MAX_GROUPED_WIDTH: usize = 64;
 
 /// Accumulates positions `from..to` (a multiple of `W::LANES` apart) of `nrows` rows `width`
-/// floats apart into `acc0` and `acc1`, the accumulators of each vector of positions held in
-/// registers across the rows.
+/// floats apart into `acc0` and `acc1` (or, when `fresh`, overwrites them with the sums), the
+/// accumulators of each vector of positions held in registers across the rows.
 ///
 /// # Safety
 /// `a` and `b` hold `nrows` rows of `width` floats, `to <= width`, and `p`, `acc0`, `acc1` at
@@ -404,12 +436,15 @@ unsafe fn reduce_columns<W: Vector, R: Reduce>(
     nrows: usize,
     (from, to): (usize, usize),
     p: &[f32],
-    acc0: &mut [f32],
-    acc1: &mut [f32],
+    (acc0, acc1, fresh): (&mut [f32], &mut [f32], bool),
 ) {
     let mut j = from;
     while j < to {
-        let mut acc = [W::load(acc0.as_ptr().add(j)), W::load(acc1.as_ptr().add(j))];
+        let mut acc = if fresh {
+            [W::splat(0.0); 2]
+        } else {
+            [W::load(acc0.as_ptr().add(j)), W::load(acc1.as_ptr().add(j))]
+        };
         let pv = W::load(p.as_ptr().add(j));
         for row in 0..nrows {
             let at = row * width + j;
@@ -438,8 +473,8 @@ fn reduce_rows<W: Vector, R: Reduce>(
 ) {
     let width = rows.width();
     let vectors = width / W::LANES * W::LANES;
-    acc0[..width].fill(0.0);
-    acc1[..width].fill(0.0);
+    // The first trip overwrites the sums (clearing them would call a slow memset on wasm32).
+    let mut fresh = true;
     let group = ROW_GROUP * width;
     let whole = if grouped { a.len() / group * group } else { 0 };
     let (a_main, a_rest) = a.split_at(whole);
@@ -449,17 +484,21 @@ fn reduce_rows<W: Vector, R: Reduce>(
         // SAFETY: ga and gb hold ROW_GROUP rows of width floats, and acc0, acc1 and p at least
         // width floats (as reduce_columns needs).
         unsafe {
-            reduce_columns::<W, R>(pa, pb, width, ROW_GROUP, (0, vectors), p, acc0, acc1);
-            reduce_columns::<F32x1, R>(pa, pb, width, ROW_GROUP, (vectors, width), p, acc0, acc1);
+            let cols = [(0, vectors), (vectors, width)];
+            reduce_columns::<W, R>(pa, pb, width, ROW_GROUP, cols[0], p, (acc0, acc1, fresh));
+            reduce_columns::<F32x1, R>(pa, pb, width, ROW_GROUP, cols[1], p, (acc0, acc1, fresh));
         }
+        fresh = false;
     }
     for (ra, rb) in a_rest.chunks_exact(width).zip(b_rest.chunks_exact(width)) {
         let (pa, pb) = (ra.as_ptr(), rb.as_ptr());
         // SAFETY: as above, with one row.
         unsafe {
-            reduce_columns::<W, R>(pa, pb, width, 1, (0, vectors), p, acc0, acc1);
-            reduce_columns::<F32x1, R>(pa, pb, width, 1, (vectors, width), p, acc0, acc1);
+            let cols = [(0, vectors), (vectors, width)];
+            reduce_columns::<W, R>(pa, pb, width, 1, cols[0], p, (acc0, acc1, fresh));
+            reduce_columns::<F32x1, R>(pa, pb, width, 1, cols[1], p, (acc0, acc1, fresh));
         }
+        fresh = false;
     }
     rows.fold(acc0);
     rows.fold(acc1);
@@ -514,7 +553,8 @@ pub(crate) fn moments<V: Vector>(
     var: &mut [f32],
 ) {
     let channels = dims.channels;
-    ws.moments[..channels].fill(Moments::default());
+    // Values per channel merged so far (the same for every channel in the row and band paths).
+    let mut before = 0.0;
     if dims.inner <= SHORT_RUN {
         let capacity = ws.rows.len() / SCRATCH_ROWS;
         let rows = Rows::new::<V>(channels, dims.inner, capacity);
@@ -524,59 +564,77 @@ pub(crate) fn moments<V: Vector>(
         for_row_blocks!(x, rows, |block, r, vector| {
             let sums = (&mut *own, &mut *shift, &mut *acc0, &mut *acc1);
             if vector {
-                block_moments_rows::<V>(block, r, sums, stats, group);
+                block_moments_rows::<V>(block, r, sums, stats, before, group);
             } else {
-                block_moments_rows::<F32x1>(block, r, sums, stats, group);
+                block_moments_rows::<F32x1>(block, r, sums, stats, before, group);
             }
+            before += (block.len() / channels) as f64;
         });
-    } else if x.len() <= CACHED_FLOATS && band_planes(dims) >= 2 {
-        // Short runs in the cache: a block is a band of whole planes, swept in storage order,
-        // holding several runs of each channel, whose sums add up before one merge per channel
-        // (moments of [16, 64, 8, 8]: 1.7× faster, [8, 32, 16, 16]: 1.1×). Not for tensors
-        // from memory, where a run's second sweep from L1 beats a band's from L2
-        // ([64, 256, 14, 14]: 1.1× slower).
+    } else if band_planes(dims) >= 2 {
+        // Runs too short to be blocks of their own: a block is a band of whole planes, swept in
+        // storage order, holding several runs of each channel, whose sums add up before one
+        // merge per channel. Only the first band sweeps twice (for its own means as shifts);
+        // later ones shift by the channel's mean so far, as the per-run blocks do.
         let inner = dims.inner;
-        let [sum, sum_d, sum_d2] = split_rows::<3>(ws.rows, channels);
+        let [shift, sum_d, sum_d2] = split_rows::<3>(ws.rows, channels);
         for band in x.chunks(band_planes(dims) * channels * inner) {
             let n = band.len() / channels;
-            sum.fill(0.0);
-            for plane in band.chunks_exact(channels * inner) {
-                for (run, s) in plane.chunks_exact(inner).zip(sum.iter_mut()) {
-                    *s += reduce_run::<V, Sum>(run, run, 0.0)[0];
+            let merge = BlockMerge::new(n, before);
+            // The first plane of a band overwrites the sums, the others add to them.
+            if before > 0.0 {
+                for (s, m) in shift.iter_mut().zip(ws.moments.iter()) {
+                    *s = m.mean as f32;
+                }
+            } else {
+                for (k, plane) in band.chunks_exact(channels * inner).enumerate() {
+                    for (run, s) in plane.chunks_exact(inner).zip(shift.iter_mut()) {
+                        let sum = reduce_run::<V, Sum>(run, run, 0.0)[0];
+                        *s = if k == 0 { sum } else { *s + sum };
+                    }
+                }
+                let inv_n = 1.0 / n as f32;
+                for s in shift.iter_mut() {
+                    *s *= inv_n;
                 }
             }
-            for s in sum.iter_mut() {
-                *s /= n as f32; // now the shift
-            }
-            sum_d.fill(0.0);
-            sum_d2.fill(0.0);
-            for plane in band.chunks_exact(channels * inner) {
+            for (k, plane) in band.chunks_exact(channels * inner).enumerate() {
                 for (c, run) in plane.chunks_exact(inner).enumerate() {
-                    let [d, d2] = reduce_run::<V, ShiftedSums>(run, run, sum[c]);
-                    sum_d[c] += d;
-                    sum_d2[c] += d2;
+                    let [d, d2] = reduce_run::<V, ShiftedSums>(run, run, shift[c]);
+                    if k == 0 {
+                        (sum_d[c], sum_d2[c]) = (d, d2);
+                    } else {
+                        sum_d[c] += d;
+                        sum_d2[c] += d2;
+                    }
                 }
             }
             for c in 0..channels {
-                ws.moments[c].merge_shifted(n, sum[c], sum_d[c], sum_d2[c]);
+                ws.moments[c].merge(merge, shift[c], sum_d[c], sum_d2[c]);
             }
+            before += n as f64;
         }
     } else {
-        for plane in x.chunks_exact(channels * dims.inner) {
+        for (o, plane) in x.chunks_exact(channels * dims.inner).enumerate() {
             for (run, stats) in plane.chunks_exact(dims.inner).zip(ws.moments.iter_mut()) {
-                for block in run.chunks(BLOCK) {
-                    let shift = stats.shift().unwrap_or_else(|| {
+                for (k, block) in run.chunks(BLOCK).enumerate() {
+                    let before = if o == 0 && k == 0 { 0.0 } else { stats.n };
+                    let shift = if before > 0.0 {
+                        stats.mean as f32
+                    } else {
                         reduce_run::<V, Sum>(block, block, 0.0)[0] / block.len() as f32
-                    });
+                    };
                     let [sum_d, sum_d2] = reduce_run::<V, ShiftedSums>(block, block, shift);
-                    stats.merge_shifted(block.len(), shift, sum_d, sum_d2);
+                    let merge = BlockMerge::new(block.len(), before);
+                    stats.merge(merge, shift, sum_d, sum_d2);
                 }
             }
         }
     }
+    // Every channel holds outer·inner values: one division for all.
+    let inv_n = 1.0 / (dims.outer * dims.inner) as f64;
     for ((stats, m), v) in ws.moments.iter().zip(mean.iter_mut()).zip(var.iter_mut()) {
         *m = stats.mean as f32;
-        *v = (stats.m2 / stats.n) as f32;
+        *v = (stats.m2 * inv_n) as f32;
     }
 }
 
@@ -589,32 +647,37 @@ fn band_planes(dims: Dims) -> usize {
 }
 
 /// One row-kernel block of whole super-rows: the corrected two-pass moments of each channel,
-/// merged into `stats`. `sums` are four scratch rows: the shift per channel, the shift per
-/// position, and the two per-position sums. `group`: whether the first sweep, which reads
-/// memory, groups rows (the second reads the cache and always does).
+/// merged into `stats`, which hold `before` values per channel. `sums` are four scratch rows:
+/// the shift per channel, the shift per position, and the two per-position sums. `group`:
+/// whether the first sweep, which reads memory, groups rows (the second reads the cache and
+/// always does).
 fn block_moments_rows<W: Vector>(
     block: &[f32],
     rows: Rows,
     (own, shift, acc0, acc1): (&mut [f32], &mut [f32], &mut [f32], &mut [f32]),
     stats: &mut [Moments],
+    before: f64,
     group: bool,
 ) {
     let channels = rows.channels;
     let n = block.len() / rows.positions() * rows.inner;
-    if stats[0].n > 0.0 {
+    if before > 0.0 {
         for (s, m) in own.iter_mut().zip(stats.iter()) {
             *s = m.mean as f32;
         }
     } else {
         reduce_rows::<W, Sum>(block, block, rows, shift, acc0, acc1, group);
+        // Any shift near the values does; a multiplication is cheaper than a division.
+        let inv_n = 1.0 / n as f32;
         for (s, &sum) in own.iter_mut().zip(acc0.iter()).take(channels) {
-            *s = sum / n as f32;
+            *s = sum * inv_n;
         }
     }
-    let shift = rows.expand(&own[..channels], shift);
+    let shift = rows.expand::<W>(&own[..channels], shift);
     reduce_rows::<W, ShiftedSums>(block, block, rows, shift, acc0, acc1, true);
+    let merge = BlockMerge::new(n, before);
     for c in 0..channels {
-        stats[c].merge_shifted(n, own[c], acc0[c], acc1[c]);
+        stats[c].merge(merge, own[c], acc0[c], acc1[c]);
     }
 }
 
@@ -632,19 +695,21 @@ pub(crate) fn reduce_grads<V: Vector>(
     let channels = dims.channels;
     // Reuse the float64 accumulators: `mean` holds Σdy and `m2` holds Σdy·(x − mean).
     let sums = &mut ws.moments[..channels];
-    sums.fill(Moments::default());
-    let mut add = |c: usize, s: [f32; 2]| {
-        sums[c].mean += s[0] as f64;
-        sums[c].m2 += s[1] as f64;
+    // A channel's first block overwrites its sums (clearing them would call a slow memset).
+    let mut add = |c: usize, s: [f32; 2], first: bool| {
+        let (a, b) = (s[0] as f64, s[1] as f64);
+        let m = &mut sums[c];
+        (m.mean, m.m2) = if first { (a, b) } else { (m.mean + a, m.m2 + b) };
     };
     if dims.inner <= SHORT_RUN {
         let capacity = ws.rows.len() / SCRATCH_ROWS;
         let rows = Rows::new::<V>(channels, dims.inner, capacity);
         let [mean_rep, acc0, acc1] = split_rows::<3>(ws.rows, capacity);
-        let mean_rep = rows.expand(mean, mean_rep);
+        let mean_rep = rows.expand::<V>(mean, mean_rep);
         let group = x.len() <= CACHED_FLOATS || rows.width() <= MAX_GROUPED_WIDTH;
         let mut at = 0;
         for_row_blocks!(x, rows, |block, r, vector| {
+            let first = at == 0;
             let dy_block = &dy[at..][..block.len()];
             at += block.len();
             let (p, a0, a1) = (mean_rep, &mut *acc0, &mut *acc1);
@@ -654,16 +719,16 @@ pub(crate) fn reduce_grads<V: Vector>(
                 reduce_rows::<F32x1, GradSums>(block, dy_block, r, p, a0, a1, group);
             }
             for c in 0..channels {
-                add(c, [acc0[c], acc1[c]]);
+                add(c, [acc0[c], acc1[c]], first);
             }
         });
     } else {
         let plane = channels * dims.inner;
-        for (xp, dyp) in x.chunks_exact(plane).zip(dy.chunks_exact(plane)) {
+        for (o, (xp, dyp)) in x.chunks_exact(plane).zip(dy.chunks_exact(plane)).enumerate() {
             let runs = xp.chunks_exact(dims.inner).zip(dyp.chunks_exact(dims.inner));
             for (c, (xr, dyr)) in runs.enumerate() {
-                for (xb, dyb) in xr.chunks(BLOCK).zip(dyr.chunks(BLOCK)) {
-                    add(c, reduce_run::<V, GradSums>(xb, dyb, mean[c]));
+                for (k, (xb, dyb)) in xr.chunks(BLOCK).zip(dyr.chunks(BLOCK)).enumerate() {
+                    add(c, reduce_run::<V, GradSums>(xb, dyb, mean[c]), o == 0 && k == 0);
                 }
             }
         }
@@ -694,10 +759,10 @@ pub(crate) unsafe fn map<V: Vector, M: Map>(
         let rows = Rows::new::<V>(channels, dims.inner, capacity);
         let [s0, s1, s2, s3] = split_rows::<4>(ws.rows, capacity);
         let reps = [
-            rows.expand(params[0], s0),
-            rows.expand(params[1], s1),
-            rows.expand(params[2], s2),
-            rows.expand(params[3], s3),
+            rows.expand::<V>(params[0], s0),
+            rows.expand::<V>(params[1], s1),
+            rows.expand::<V>(params[2], s2),
+            rows.expand::<V>(params[3], s3),
         ];
         let positions = rows.positions();
         let whole = dims.outer / rows.r * rows.r * positions;
@@ -850,4 +915,159 @@ unsafe fn map_run<V: Vector, M: Map>(
 /// `a` and `out` must be valid for `len` floats and must not overlap.
 pub(crate) unsafe fn copy<V: Vector>(a: *const f32, out: *mut f32, len: usize) {
     map_run::<V, Copy>(a, a, out, len, [0.0; 4]);
+}
+
+#[cfg(test)]
+mod tests {
+    //! The kernels against plain float64 loops, on the host, for every path: runs of 1 to 40
+    //! floats, channel counts that do and do not divide the vector width, row counts that leave
+    //! rows after the last whole super-row, and tensors past the cache and block sizes. Besides
+    //! the one-lane build, a four-lane vector emulated in scalar code exercises the super-rows
+    //! and vector tails of the SIMD build.
+    extern crate std;
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    #[derive(Clone, Copy)]
+    struct Emu4([f32; 4]);
+
+    impl Vector for Emu4 {
+        const LANES: usize = 4;
+        unsafe fn load(p: *const f32) -> Self {
+            Emu4(core::array::from_fn(|k| *p.add(k)))
+        }
+        unsafe fn store(self, p: *mut f32) {
+            for (k, v) in self.0.iter().enumerate() {
+                *p.add(k) = *v;
+            }
+        }
+        fn splat(value: f32) -> Self {
+            Emu4([value; 4])
+        }
+        fn add(self, o: Self) -> Self {
+            Emu4(core::array::from_fn(|k| self.0[k] + o.0[k]))
+        }
+        fn sub(self, o: Self) -> Self {
+            Emu4(core::array::from_fn(|k| self.0[k] - o.0[k]))
+        }
+        fn mul(self, o: Self) -> Self {
+            Emu4(core::array::from_fn(|k| self.0[k] * o.0[k]))
+        }
+        fn sum_lanes(self) -> f32 {
+            (self.0[0] + self.0[1]) + (self.0[2] + self.0[3])
+        }
+    }
+
+    fn data(n: usize, seed: u32, offset: f32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                offset + (s as f32 / u32::MAX as f32 - 0.5) * 4.0
+            })
+            .collect()
+    }
+
+    fn channel(dims: Dims, i: usize) -> usize {
+        i / dims.inner % dims.channels
+    }
+
+    fn check<V: Vector>(dims: Dims) {
+        let n = dims.len();
+        let c_n = dims.channels;
+        let x = data(n, 1 + n as u32, 3.0);
+        let dy = data(n, 7 + c_n as u32, 0.0);
+        // float64 references
+        let count = (dims.outer * dims.inner) as f64;
+        let mut mean = vec![0f64; c_n];
+        for (i, &v) in x.iter().enumerate() {
+            mean[channel(dims, i)] += v as f64 / count;
+        }
+        let mut var = vec![0f64; c_n];
+        let (mut g0, mut g1) = (vec![0f64; c_n], vec![0f64; c_n]);
+        for (i, (&v, &d)) in x.iter().zip(&dy).enumerate() {
+            let c = channel(dims, i);
+            var[c] += (v as f64 - mean[c]).powi(2) / count;
+            g0[c] += d as f64;
+            g1[c] += d as f64 * (v as f64 - mean[c]);
+        }
+        let mut moments_buf = vec![Moments::default(); c_n];
+        let mut rows = vec![f32::NAN; Workspace::row_floats(c_n).unwrap()];
+        let mut ws = Workspace { moments: &mut moments_buf, rows: &mut rows };
+        let (mut m, mut v) = (vec![0f32; c_n], vec![0f32; c_n]);
+        moments::<V>(&x, dims, &mut ws, &mut m, &mut v);
+        for c in 0..c_n {
+            assert!((m[c] as f64 - mean[c]).abs() < 1e-5, "mean {c} {dims:?}");
+            let tol = 1e-5 * var[c] + 1e-9;
+            assert!((v[c] as f64 - var[c]).abs() <= tol, "var {c} {dims:?}");
+        }
+        let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+        let (mut s0, mut s1) = (vec![0f32; c_n], vec![0f32; c_n]);
+        reduce_grads::<V>(&x, &dy, dims, &mean32, &mut ws, &mut s0, &mut s1);
+        let scale = (n as f64).sqrt() * 1e-5 * 4.0;
+        for c in 0..c_n {
+            assert!((s0[c] as f64 - g0[c]).abs() < scale, "Σdy {c} {dims:?}");
+            assert!((s1[c] as f64 - g1[c]).abs() < scale * 4.0, "Σdy·xc {c} {dims:?}");
+        }
+        let p: [Vec<f32>; 4] = core::array::from_fn(|k| data(c_n, 40 + k as u32, 0.5));
+        let params = [&p[0][..], &p[1][..], &p[2][..], &p[3][..]];
+        let mut y = vec![0f32; n];
+        let mut in_place = x.clone();
+        // SAFETY: every buffer holds n floats; the second call maps in place.
+        unsafe {
+            map::<V, ScaleShift>(x.as_ptr(), x.as_ptr(), y.as_mut_ptr(), dims, params, &mut ws);
+            let ptr = in_place.as_mut_ptr();
+            map::<V, ScaleShift>(ptr, ptr, ptr, dims, params, &mut ws);
+        }
+        for i in 0..n {
+            let c = channel(dims, i);
+            let want = (x[i] - p[0][c]) * p[1][c] + p[2][c];
+            assert_eq!(y[i], want, "y[{i}] {dims:?}");
+            assert_eq!(in_place[i], want, "in-place y[{i}] {dims:?}");
+        }
+        // SAFETY: as above.
+        unsafe {
+            map::<V, GradInput>(x.as_ptr(), dy.as_ptr(), y.as_mut_ptr(), dims, params, &mut ws);
+        }
+        for i in 0..n {
+            let c = channel(dims, i);
+            let want = dy[i] * p[1][c] + (x[i] - p[0][c]) * p[2][c] + p[3][c];
+            assert_eq!(y[i], want, "dx[{i}] {dims:?}");
+        }
+    }
+
+    fn shapes() -> Vec<Dims> {
+        let mut out = Vec::new();
+        for inner in [1, 2, 3, 4, 5, 7, 8, 10, 15, 16, 17, 33] {
+            for channels in [1, 2, 3, 5, 8, 64] {
+                for outer in [1, 2, 3, 5, 9, 70] {
+                    out.push(Dims { outer, channels, inner });
+                }
+            }
+        }
+        // Past the cache, several statistics blocks, runs longer than BLOCK.
+        out.push(Dims { outer: 5000, channels: 3, inner: 1 });
+        out.push(Dims { outer: 300, channels: 1000, inner: 1 });
+        out.push(Dims { outer: 3000, channels: 7, inner: 3 });
+        out.push(Dims { outer: 70, channels: 30, inner: 150 });
+        out.push(Dims { outer: 3, channels: 2, inner: 9000 });
+        out
+    }
+
+    #[test]
+    fn one_lane() {
+        for dims in shapes() {
+            check::<F32x1>(dims);
+        }
+    }
+
+    #[test]
+    fn four_lanes() {
+        for dims in shapes() {
+            check::<Emu4>(dims);
+        }
+    }
 }

@@ -192,12 +192,16 @@ pub unsafe extern "C" fn bn_copy(src: *const f32, dst: *mut f32, len: usize) {
 mod tests {
     #[test]
     fn workspace_bytes_saturate() {
-        let per_channel = super::bn_workspace_bytes(1);
-        assert_eq!(super::bn_workspace_bytes(1000), 1000 * per_channel);
+        use super::bn_workspace_bytes as bytes;
+        // Float64 moments (24 bytes) and 4 scratch rows of 16 floats per channel, 64 at least.
+        let per_channel = 24 + 4 * 16 * 4;
+        assert_eq!(bytes(1), 24 + 4 * 64 * 4);
+        assert_eq!(bytes(1000), 1000 * per_channel);
         let largest = usize::MAX / per_channel;
-        assert_eq!(super::bn_workspace_bytes(largest), largest * per_channel);
-        assert_eq!(super::bn_workspace_bytes(largest + 1), usize::MAX);
-        assert_eq!(super::bn_workspace_bytes(usize::MAX), usize::MAX);
+        assert_eq!(bytes(largest), largest * per_channel);
+        assert_eq!(bytes(largest + 1), usize::MAX);
+        assert_eq!(bytes(usize::MAX / 16 + 1), usize::MAX);
+        assert_eq!(bytes(usize::MAX), usize::MAX);
     }
 }
 
