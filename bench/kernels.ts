@@ -4,7 +4,8 @@
  *
  * Each op's bandwidth is followed by its share of the copy's (`%` of `bn_copy` on the same
  * data). `filter` keeps the shapes whose label contains it; `BN_DIST=dir` loads the builds
- * from `dir` instead of `dist/`, so that an old and a new build can be run alternately.
+ * from `dir` instead of `dist/`, so that an old and a new build can be run alternately;
+ * `BN_CLOCK=cpu` times with this process's CPU time instead of the wall clock.
  *
  * @module
  */
@@ -50,14 +51,27 @@ const shapes: [string, Dims][] = [
   ]),
 ].filter(([label]) => label.includes(filter)) as [string, Dims][];
 
+/**
+ * Milliseconds now: wall-clock time, or with `BN_CLOCK=cpu` this process's CPU time, which
+ * leaves out the time other processes hold the core (the machine may be shared; memory
+ * bandwidth and caches are still shared with them).
+ */
+const now =
+  process.env.BN_CLOCK === "cpu"
+    ? () => {
+        const u = process.cpuUsage();
+        return (u.user + u.system) / 1000;
+      }
+    : () => performance.now();
+
 const time = (f: () => void, n: number): number => {
   // Untimed calls first, so that V8 has tiered the wasm up from its baseline compiler.
   for (let i = 0; i < 3; i++) f();
   const t: number[] = [];
   for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
+    const t0 = now();
     f();
-    t.push(performance.now() - t0);
+    t.push(now() - t0);
   }
   return median(t);
 };
