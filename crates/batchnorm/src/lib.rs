@@ -193,12 +193,13 @@ mod tests {
     #[test]
     fn workspace_bytes_saturate() {
         use super::bn_workspace_bytes as bytes;
-        // Float64 moments (24 bytes) and 4 scratch rows of 16 floats per channel, 64 at least.
+        // Float64 moments (24 bytes) and 4 scratch rows of 16 floats per channel (64 at least)
+        // and 16 more.
         let per_channel = 24 + 4 * 16 * 4;
-        assert_eq!(bytes(1), 24 + 4 * 64 * 4);
-        assert_eq!(bytes(1000), 1000 * per_channel);
-        let largest = usize::MAX / per_channel;
-        assert_eq!(bytes(largest), largest * per_channel);
+        assert_eq!(bytes(1), 24 + 4 * (64 + 16) * 4);
+        assert_eq!(bytes(1000), 1000 * per_channel + 256);
+        let largest = (usize::MAX - 256) / per_channel;
+        assert_eq!(bytes(largest), largest * per_channel + 256);
         assert_eq!(bytes(largest + 1), usize::MAX);
         assert_eq!(bytes(usize::MAX / 16 + 1), usize::MAX);
         assert_eq!(bytes(usize::MAX), usize::MAX);
