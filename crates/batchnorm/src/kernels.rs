@@ -25,9 +25,10 @@
 //!   every per-channel constant is laid out once per position (`inner` times) in a scratch row
 //!   (`Rows`). A vector of data then meets a vector of its own constants, whatever `C` and
 //!   `inner` are, with no shuffling. When `C·inner` is not a multiple of the vector width,
-//!   `r = LANES / gcd(C·inner, LANES)` rows form a *super-row* of whole vectors (rows too wide
-//!   for the scratch row end in a few single lanes instead); rows after the last whole
-//!   super-row go through the same code with one lane. Reductions keep per-position sums and
+//!   a multiple of `LANES / gcd(C·inner, LANES)` rows form a *super-row* of whole vectors,
+//!   about `MIN_SUPER_ROW` (64) floats long when rows are narrow (rows too wide for the
+//!   scratch row end in a few single lanes instead); rows after the last whole super-row go
+//!   through the same code with one lane. Reductions keep per-position sums and
 //!   fold the `r·inner` positions of each channel once per block. Over data in the cache the
 //!   row loops take `ROW_GROUP` (4) rows per load of their parameters or accumulators, which
 //!   then cost one memory operation per four vectors of data; streaming from memory they go
@@ -342,6 +343,12 @@ fn reduce_run<V: Vector, R: Reduce>(a: &[f32], b: &[f32], p: f32) -> [f32; 2] {
 /// floats.
 const SHORT_RUN: usize = 16;
 
+/// Floats in a super-row at least, where rows are narrower and the scratch row holds it: each
+/// trip of the row loops over a group of rows sets up a pointer per row and stream, which rows
+/// of a few vectors (C = 3: 3 vectors a super-row of 4 rows) do not amortize (maps of NHWC
+/// C = 3 ran 1.25× slower than with 15-vector super-rows).
+const MIN_SUPER_ROW: usize = 64;
+
 /// How the row kernels see a tensor whose runs are short: a sequence of rows of
 /// `channels · inner` floats (the channels-last rows when `inner` is 1, the planes of a
 /// channels-first tensor otherwise), each position of which has one channel's parameters. The
@@ -359,11 +366,17 @@ struct Rows {
 }
 
 impl Rows {
-    /// Super-rows of whole vectors of `W`, within `capacity` floats.
+    /// Super-rows of whole vectors of `W`, within `capacity` floats, and of about
+    /// [`MIN_SUPER_ROW`] floats when rows are narrower.
     fn new<W: Vector>(channels: usize, inner: usize, capacity: usize) -> Self {
         let positions = channels * inner;
-        let r = W::LANES / gcd(positions, W::LANES);
-        let r = if r * positions <= capacity { r } else { 1 };
+        let base = W::LANES / gcd(positions, W::LANES);
+        let r = if base * positions <= capacity {
+            let most = core::cmp::min(capacity, MIN_SUPER_ROW);
+            base * core::cmp::max(1, most / (base * positions))
+        } else {
+            1
+        };
         Rows { channels, inner, r }
     }
 
@@ -389,7 +402,7 @@ impl Rows {
             return values;
         }
         let (inner, positions) = (self.inner, self.positions());
-        let (first, copies) = scratch[..self.width()].split_at_mut(positions);
+        let first = &mut scratch[..positions];
         if inner == 1 {
             // SAFETY: values and first are distinct slices of `positions` floats.
             unsafe { copy::<V>(values.as_ptr(), first.as_mut_ptr(), positions) };
@@ -407,11 +420,18 @@ impl Rows {
                 }
             }
         }
-        for copy_k in copies.chunks_exact_mut(positions) {
-            // SAFETY: first and copy_k are disjoint slices of `positions` floats.
-            unsafe { copy::<V>(first.as_ptr(), copy_k.as_mut_ptr(), positions) };
+        // The other r − 1 copies, doubling what is laid out (super-rows of narrow rows hold up
+        // to 64 copies).
+        let width = self.width();
+        let mut done = positions;
+        while done < width {
+            let n = core::cmp::min(done, width - done);
+            let (laid, rest) = scratch.split_at_mut(done);
+            // SAFETY: laid and rest are disjoint, n <= done == laid.len() and n <= rest.len().
+            unsafe { copy::<V>(laid.as_ptr(), rest.as_mut_ptr(), n) };
+            done += n;
         }
-        &scratch[..self.width()]
+        &scratch[..width]
     }
 
     /// Adds up the positions of each channel (`r · inner` of them, in storage order) so that
