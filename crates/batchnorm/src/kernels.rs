@@ -271,6 +271,11 @@ pub(crate) trait Map {
     /// of the time), slower for [`GradInput`] (1.06–1.2: four vectors of its six inputs each
     /// outgrow the registers).
     const UNROLL_ROWS: bool;
+    /// Rows per load of the parameters when streaming from memory: 2 for [`ScaleShift`] (its
+    /// two streams become four, still a prefetcher's easy case: 0.86–0.99 of the time on 12.8
+    /// and 25 MB channels-last tensors), 1 for [`GradInput`] (three streams would become six:
+    /// 1.13–1.16× slower for C = 256).
+    const STREAM_ROWS: usize;
     fn apply<W: Vector>(a: W, b: W, p: [W; 4]) -> W;
 }
 
@@ -279,6 +284,7 @@ pub(crate) trait Map {
 pub(crate) struct ScaleShift;
 impl Map for ScaleShift {
     const UNROLL_ROWS: bool = true;
+    const STREAM_ROWS: usize = 2;
     #[inline(always)]
     fn apply<W: Vector>(x: W, _: W, p: [W; 4]) -> W {
         x.sub(p[0]).mul(p[1]).add(p[2])
@@ -289,6 +295,7 @@ impl Map for ScaleShift {
 pub(crate) struct GradInput;
 impl Map for GradInput {
     const UNROLL_ROWS: bool = false;
+    const STREAM_ROWS: usize = 1;
     #[inline(always)]
     fn apply<W: Vector>(x: W, dy: W, p: [W; 4]) -> W {
         dy.mul(p[1]).add(x.sub(p[0]).mul(p[2])).add(p[3])
@@ -299,6 +306,7 @@ impl Map for GradInput {
 pub(crate) struct Copy;
 impl Map for Copy {
     const UNROLL_ROWS: bool = true;
+    const STREAM_ROWS: usize = 1;
     #[inline(always)]
     fn apply<W: Vector>(x: W, _: W, _: [W; 4]) -> W {
         x
@@ -587,8 +595,9 @@ fn reduce_rows<W: Vector, R: Reduce>(
 
 /// Floats per row-kernel statistics block: 512 KiB, half of this machine's L2 cache, which
 /// the block's second sweep reads. Per-block work (a shift and a float64 merge per channel,
-/// zeroing the sums) makes small blocks dear: 16 KiB blocks ran 1.2–1.3× slower than 128 KiB
-/// ones, and 512 KiB ran up to 13% faster still (25 MB, C = 32…256).
+/// folding the per-position sums; then also clearing them) made small blocks dear: 16 KiB
+/// blocks ran 1.2–1.3× slower than 128 KiB ones, and 512 KiB ran up to 13% faster still
+/// (25 MB, C = 32…256). Channels-first planes use the same blocks.
 const ROW_BLOCK: usize = 128 * 1024;
 /// Rows per row-kernel block at least, so that the per-channel work of a block (a float64
 /// merge for every channel) stays small next to its `rows · channels · inner` elements of data.
@@ -901,7 +910,8 @@ unsafe fn map_columns<W: Vector, M: Map, const NROWS: usize>(
 
 /// Maps `len` floats of rows, `width` floats at a time, with parameter rows: when the data is
 /// in the cache, [`ROW_GROUP`] rows per load of the parameters (at any width: 1.2–1.6× faster
-/// than row by row for rows of 100 to 1024 floats); the rest one row at a time.
+/// than row by row for rows of 100 to 1024 floats); streaming, `M::STREAM_ROWS`; the rest one
+/// row at a time.
 ///
 /// # Safety
 /// As for [`map`], with `len` floats, a multiple of `width`; every row of `p` holds at least
@@ -923,6 +933,12 @@ unsafe fn map_rows<W: Vector, M: Map>(
         map_columns::<W, M, ROW_GROUP>(at, width, (0, vectors), p);
         map_columns::<F32x1, M, ROW_GROUP>(at, width, (vectors, width), p);
         row += group;
+    }
+    while M::STREAM_ROWS == 2 && row + 2 * width <= len {
+        let at = (a.add(row), b.add(row), out.add(row));
+        map_columns::<W, M, 2>(at, width, (0, vectors), p);
+        map_columns::<F32x1, M, 2>(at, width, (vectors, width), p);
+        row += 2 * width;
     }
     let params = |j: usize| {
         [
