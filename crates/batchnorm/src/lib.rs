@@ -41,6 +41,11 @@ pub extern "C" fn bn_lanes() -> u32 {
 }
 
 /// Bytes of workspace (8-byte aligned) that the kernels need for `channels` channels.
+///
+/// Saturates: when the size does not fit in a `usize` (32 bits on wasm32: from about 15.3
+/// million channels, at 280 bytes a channel) it returns `usize::MAX`, which no allocation can
+/// satisfy, instead of a wrapped-around small size; the caller must refuse it. Through the wasm ABI the result is
+/// an `i32`, so JavaScript sees `usize::MAX` as `-1` (or as 4294967295 after `>>> 0`).
 #[no_mangle]
 pub extern "C" fn bn_workspace_bytes(channels: usize) -> usize {
     Workspace::bytes(channels)
@@ -54,7 +59,8 @@ unsafe fn workspace<'a>(ptr: *mut u8, channels: usize) -> Workspace<'a> {
     let rows = moments.add(channels) as *mut f32;
     Workspace {
         moments: from_raw_parts_mut(moments, channels),
-        rows: from_raw_parts_mut(rows, Workspace::row_floats(channels)),
+        // The caller allocated bn_workspace_bytes(channels), which is finite only when this is.
+        rows: from_raw_parts_mut(rows, Workspace::row_floats(channels).unwrap_or(0)),
     }
 }
 
@@ -180,6 +186,24 @@ pub unsafe extern "C" fn bn_grad_input(
 #[no_mangle]
 pub unsafe extern "C" fn bn_copy(src: *const f32, dst: *mut f32, len: usize) {
     kernels::copy::<Lanes>(src, dst, len);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn workspace_bytes_saturate() {
+        use super::bn_workspace_bytes as bytes;
+        // Float64 moments (24 bytes) and 4 scratch rows of 16 floats per channel (64 at least)
+        // and 16 more.
+        let per_channel = 24 + 4 * 16 * 4;
+        assert_eq!(bytes(1), 24 + 4 * (64 + 16) * 4);
+        assert_eq!(bytes(1000), 1000 * per_channel + 256);
+        let largest = (usize::MAX - 256) / per_channel;
+        assert_eq!(bytes(largest), largest * per_channel + 256);
+        assert_eq!(bytes(largest + 1), usize::MAX);
+        assert_eq!(bytes(usize::MAX / 16 + 1), usize::MAX);
+        assert_eq!(bytes(usize::MAX), usize::MAX);
+    }
 }
 
 #[cfg(not(test))]
