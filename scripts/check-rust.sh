@@ -16,3 +16,5 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
 fi
 cargo fmt --all -- --check
 cargo clippy --quiet --all-targets -- -D warnings
+# The kernels against float64 loops on the host (an emulated 4-lane vector included).
+cargo test --quiet

@@ -13,6 +13,9 @@ export class WasmBackend implements Backend {
   readonly maxFloats = MAX_BYTES / 4;
   readonly heap: Heap;
   readonly #abi: BatchNormExports;
+  /** Workspace bytes ≈ slope·C + base: see `workspaceFloats`. */
+  readonly #workspaceSlope: number;
+  readonly #workspaceBase: number;
 
   constructor(kind: "simd" | "scalar", instance: WebAssembly.Instance) {
     this.kind = kind;
@@ -24,6 +27,10 @@ export class WasmBackend implements Backend {
       );
     }
     this.heap = new Heap(this.#abi.memory, this.#abi.__heap_base.value as number);
+    const bytes = (c: number) => this.#abi.bn_workspace_bytes(c) >>> 0;
+    this.#workspaceSlope = (bytes(2048) - bytes(1024)) / 1024;
+    // An upper bound for small counts too (some scratch has a minimum size).
+    this.#workspaceBase = Math.max(0, bytes(1024) - 1024 * this.#workspaceSlope, bytes(1));
   }
 
   /** The address of a buffer, which must belong to this instance's heap. */
@@ -44,9 +51,10 @@ export class WasmBackend implements Backend {
     // The export computes in 32-bit usize and saturates there (u32::MAX) rather than wrap; a
     // channel count past i32 would not even reach it intact.
     if (!(channels >= 0 && channels < 2 ** 31)) return Infinity;
-    // The workspace grows linearly with the channel count; a size that wrapped in 32 bits is
-    // caught here too, whatever the build does past that.
-    if (this.#abi.bn_workspace_bytes(1) * channels >= MAX_BYTES - 1) return Infinity;
+    // The workspace grows linearly with the channel count (past a few channels): its size
+    // extrapolated in float64 catches one that would wrap 32 bits, whatever the build does
+    // past that.
+    if (this.#workspaceSlope * channels + this.#workspaceBase >= MAX_BYTES - 1) return Infinity;
     const bytes = this.#abi.bn_workspace_bytes(channels) >>> 0;
     return bytes >= MAX_BYTES - 1 ? Infinity : Math.ceil(bytes / 4);
   }
