@@ -21,6 +21,7 @@ import {
   batchMoments,
   type ForwardRecord,
   forwardCoefficients,
+  type GradSums,
   type ParamGradients,
   updateRunningStats,
 } from "./core.js";
@@ -31,6 +32,7 @@ import { BACKEND_CHOICES, type BatchNormOptions, moduleConfig } from "./options.
 import { allocScratch, type ChannelScratch } from "./scratch.js";
 import { dimsOf, type Layout, sameShape } from "./shape.js";
 import { ModuleState, type StateDict, type StateDictInput } from "./state.js";
+import { type BatchNormSync, type GlobalMoments, syncGradSums, syncMoments } from "./sync.js";
 import { checkOut, checkTensor, disposeSymbol, Tensor } from "./tensor.js";
 
 /** What {@link BatchNorm.backward} returns: `dx` is shaped like the input. */
@@ -49,6 +51,8 @@ interface Saved {
   x: F32Buffer | Tensor;
   shape: readonly number[];
   record: ForwardRecord;
+  /** The replicas the forward's statistics were gathered over (backward gathers too), or null. */
+  sync: BatchNormSync | null;
 }
 
 /**
@@ -108,6 +112,7 @@ export class BatchNorm {
   /** 1/sqrt(var + eps) of the last forward, and the weight it used: backward reads them. */
   readonly #invstd: Float64Array;
   readonly #forwardWeight: Float32Array | null;
+  readonly #sync: BatchNormSync | null;
   #training = true;
   #saved: Saved | undefined;
   #disposed = false;
@@ -154,6 +159,7 @@ export class BatchNorm {
     } = this.#state);
     this.#invstd = new Float64Array(numFeatures);
     this.#forwardWeight = this.weight && new Float32Array(numFeatures);
+    this.#sync = config.sync;
   }
 
   /** Whether the module is in training mode (the initial mode). */
@@ -392,10 +398,14 @@ export class BatchNorm {
     const s = this.#scratch;
     const state = this.#state;
     const batchStats = this.#training || !this.trackRunningStats;
+    // PyTorch's SyncBatchNorm gathers in training only; inference is each replica's own.
+    const sync = this.#training ? this.#sync : null;
+    let global: GlobalMoments | null = null;
     let center: F32Buffer;
     if (batchStats) {
       batchMoments(this.#impl, x, dims, s);
-      forwardCoefficients(s, state, s.variance.view(), this.eps, this.#invstd);
+      if (sync !== null) global = this.#gatherMoments(sync, dims);
+      forwardCoefficients(s, state, global?.variance ?? s.variance.view(), this.eps, this.#invstd);
       center = s.mean;
     } else {
       // Recomputed on every call: checking whether the parameters or running statistics
@@ -410,7 +420,12 @@ export class BatchNorm {
       const m = this.momentum ?? 1 / state.numBatchesTracked;
       const rm = state.runningMean as Float32Array;
       const rv = state.runningVar as Float32Array;
-      updateRunningStats(rm, rv, s.mean.view(), s.variance.view(), perChannel(dims), m);
+      const { mean, variance, n } = global ?? {
+        mean: s.mean.view(),
+        variance: s.variance.view(),
+        n: perChannel(dims),
+      };
+      updateRunningStats(rm, rv, mean, variance, n, m);
     }
     const weight = this.#forwardWeight;
     if (weight !== null) weight.set(state.weight as Float32Array);
@@ -418,11 +433,32 @@ export class BatchNorm {
       x: input,
       shape: [...shape],
       record: { dims, center, invstd: this.#invstd, weight, batchStats },
+      sync,
     };
+  }
+
+  /**
+   * Synchronized BN: the whole batch's statistics from every replica's, the merged mean written
+   * into `s.mean` as the centre (float32, like an unsynchronized module's).
+   */
+  #gatherMoments(sync: BatchNormSync, dims: Dims): GlobalMoments {
+    // The moments pass overwrote s.mean, the last forward's centre: if the gather fails there is
+    // no forward left to differentiate.
+    this.#saved = undefined;
+    const s = this.#scratch;
+    const n = perChannel(dims);
+    const global = syncMoments(sync, s.mean.view(), s.variance.view(), n, "BatchNorm.forward");
+    s.mean.view().set(global.mean);
+    return global;
   }
 
   /** Runs a backward whose arguments are all checked; consumes the saved forward. */
   #backward(saved: Saved, x: F32Buffer, dy: F32Buffer, dx: F32Buffer) {
+    const { sync } = saved;
+    const reduce =
+      sync === null
+        ? undefined
+        : (l: GradSums) => syncGradSums(sync, l.sumDy, l.sumDyXc, l.n, "BatchNorm.backward");
     const grads: ParamGradients = backwardPasses(
       this.#impl,
       saved.record,
@@ -430,6 +466,7 @@ export class BatchNorm {
       dy,
       dx,
       this.#scratch,
+      reduce,
     );
     this.#saved = undefined;
     return this.affine ? grads : { dWeight: null, dBias: null };
@@ -454,8 +491,10 @@ export class BatchNorm {
       );
     }
     // PyTorch's rule, checked whenever batch statistics are used: in training, and in
-    // inference too when there are no running statistics (`trackRunningStats: false`).
-    if ((this.#training || !this.trackRunningStats) && perChannel(dims) <= 1) {
+    // inference too when there are no running statistics (`trackRunningStats: false`). A
+    // synchronized training forward checks the whole batch's count instead (sync.ts).
+    const synced = this.#training && this.#sync !== null;
+    if ((this.#training || !this.trackRunningStats) && !synced && perChannel(dims) <= 1) {
       const when = this.#training
         ? "when training"
         : "when using batch statistics (trackRunningStats: false)";

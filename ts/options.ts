@@ -7,6 +7,7 @@
 import type { BackendKind } from "./backend.js";
 import { checkChoice, show } from "./errors.js";
 import { LAYOUTS, type Layout } from "./shape.js";
+import { type BatchNormSync, checkSync } from "./sync.js";
 
 /** Options of {@link BatchNorm}; every default is PyTorch's. */
 export interface BatchNormOptions {
@@ -32,10 +33,19 @@ export interface BatchNormOptions {
    * {@link init} loaded: SIMD wasm, else scalar wasm, else JS.
    */
   backend?: "auto" | BackendKind;
+  /**
+   * Synchronized batch norm (data-parallel training): training forwards and backwards gather
+   * every replica's per-channel statistics and gradient sums through `sync.allGather`, so that
+   * each replica normalizes with the whole batch's statistics (see `sync.ts`). Inference does
+   * not gather. Default: none (this batch alone).
+   */
+  sync?: BatchNormSync | null;
 }
 
 /** {@link BatchNormOptions} with every default filled in and every value checked. */
-export type ModuleConfig = Required<BatchNormOptions>;
+export type ModuleConfig = Required<Omit<BatchNormOptions, "sync">> & {
+  sync: BatchNormSync | null;
+};
 
 export const BACKEND_CHOICES: readonly ("auto" | BackendKind)[] = ["auto", "simd", "scalar", "js"];
 
@@ -89,5 +99,6 @@ export function moduleConfig(options: BatchNormOptions, where: string): ModuleCo
     trackRunningStats: checkBoolean(trackRunningStats, where, "options.trackRunningStats"),
     layout: checkLayout(layout, where),
     backend: checkBackend(backend, where),
+    sync: checkSync(options.sync, where),
   };
 }
