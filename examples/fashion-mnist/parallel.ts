@@ -5,8 +5,9 @@
  *
  * @module
  */
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
 import type { EvalPoint, ExperimentResult, NetworkResult, Progress, Settings } from "./train.js";
+import { startTsWorker } from "./ts-worker.js";
 
 /** What a worker is given. */
 export interface WorkerJob {
@@ -25,18 +26,9 @@ export type WorkerMessage =
   | { type: "eval"; point: EvalPoint }
   | { type: "done"; result: NetworkResult };
 
-/**
- * Starts `worker.ts` in a worker thread. Workers do not inherit tsx's module hooks, so the
- * worker registers them itself before importing the TypeScript entry.
- */
+/** Starts `worker.ts` in a worker thread. */
 function startWorker(job: WorkerJob): Worker {
-  const entry = new URL("./worker.ts", import.meta.url).href;
-  const tsx = import.meta.resolve("tsx/esm/api");
-  const code =
-    `import(${JSON.stringify(tsx)})` +
-    `.then((api) => api.tsImport(${JSON.stringify(entry)}, ${JSON.stringify(entry)}))` +
-    ".catch((error) => { process.exitCode = 1; throw error; });";
-  return new Worker(code, { eval: true, workerData: job });
+  return startTsWorker(new URL("./worker.ts", import.meta.url), job);
 }
 
 /** Trains both networks in parallel; calls back like {@link runExperiment}. */
