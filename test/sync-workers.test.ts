@@ -12,9 +12,11 @@
  * rounding u = 2⁻²⁴ each), so it stays within the same float32 error bound — with one exception,
  * stated and bounded below: the local means are float32, held to ulp(|μ|)/2, and Chan's update
  * squares their differences, so the merged variance can be off by 2·(ulp(|μ|)/2)·|mᵢ − m| per
- * replica (first order), weighted by nᵢ/n. It matters only for a large mean (1e-4 of σ² at
- * x = 10000 + N(0, 1) with 12 values per channel per replica, against 1e-6 otherwise); it is in
- * y's scale already, whose a·|μ| term is the same float32 mean's rounding. runningVar's scale adds
+ * replica (first order), weighted by nᵢ/n. It matters only for a large mean: at
+ * x = 10000 + N(0, 1) with 45 and 75 values per channel on two replicas the batch variance is
+ * off by up to 5e-5 relative (the whole-batch module's by 1e-7); y's scale holds it already,
+ * since its a·|μ| term is the same float32 rounding of the mean (y itself differs by up to
+ * 9.8e-4 = ulp(10000)/σ there: the two centres are float32 roundings one ulp apart). runningVar's scale adds
  * that bound over the steps (momentum 0.1: weights 0.09 and 0.1, times n/(n − 1)), and the
  * inference y's adds what it does to y through the running variance, |y − β|·δv/(2·(v + ε)).
  *
