@@ -36,7 +36,8 @@ export interface BatchNormOptions {
   /**
    * Synchronized batch norm (data-parallel training): training forwards and backwards gather
    * every replica's per-channel statistics and gradient sums through `sync.allGather`, so that
-   * each replica normalizes with the whole batch's statistics (see `sync.ts`). Inference does
+   * each replica normalizes with the whole batch's statistics (see `sync.ts`), and backward's
+   * `dWeight` and `dBias` are the whole batch's (do not all-reduce them again). Inference does
    * not gather. Default: none (this batch alone).
    */
   sync?: BatchNormSync | null;
