@@ -32,7 +32,7 @@ import { BACKEND_CHOICES, type BatchNormOptions, moduleConfig } from "./options.
 import { allocScratch, type ChannelScratch } from "./scratch.js";
 import { dimsOf, type Layout, sameShape } from "./shape.js";
 import { ModuleState, type StateDict, type StateDictInput } from "./state.js";
-import { type BatchNormSync, type GlobalMoments, syncGradSums, syncMoments } from "./sync.js";
+import { type BatchNormSync, type GlobalMoments, syncGradSums, syncScratch } from "./sync.js";
 import { checkOut, checkTensor, disposeSymbol, Tensor } from "./tensor.js";
 
 /** What {@link BatchNorm.backward} returns: `dx` is shaped like the input. */
@@ -404,7 +404,12 @@ export class BatchNorm {
     let center: F32Buffer;
     if (batchStats) {
       batchMoments(this.#impl, x, dims, s);
-      if (sync !== null) global = this.#gatherMoments(sync, dims);
+      if (sync !== null) {
+        // The moments pass overwrote s.mean, the last forward's centre: if the gather fails,
+        // there is no forward left to differentiate.
+        this.#saved = undefined;
+        global = syncScratch(sync, s, perChannel(dims), "BatchNorm.forward");
+      }
       forwardCoefficients(s, state, global?.variance ?? s.variance.view(), this.eps, this.#invstd);
       center = s.mean;
     } else {
@@ -420,12 +425,8 @@ export class BatchNorm {
       const m = this.momentum ?? 1 / state.numBatchesTracked;
       const rm = state.runningMean as Float32Array;
       const rv = state.runningVar as Float32Array;
-      const { mean, variance, n } = global ?? {
-        mean: s.mean.view(),
-        variance: s.variance.view(),
-        n: perChannel(dims),
-      };
-      updateRunningStats(rm, rv, mean, variance, n, m);
+      const g = global ?? { mean: s.mean.view(), variance: s.variance.view(), n: perChannel(dims) };
+      updateRunningStats(rm, rv, g.mean, g.variance, g.n, m);
     }
     const weight = this.#forwardWeight;
     if (weight !== null) weight.set(state.weight as Float32Array);
@@ -437,28 +438,10 @@ export class BatchNorm {
     };
   }
 
-  /**
-   * Synchronized BN: the whole batch's statistics from every replica's, the merged mean written
-   * into `s.mean` as the centre (float32, like an unsynchronized module's).
-   */
-  #gatherMoments(sync: BatchNormSync, dims: Dims): GlobalMoments {
-    // The moments pass overwrote s.mean, the last forward's centre: if the gather fails there is
-    // no forward left to differentiate.
-    this.#saved = undefined;
-    const s = this.#scratch;
-    const n = perChannel(dims);
-    const global = syncMoments(sync, s.mean.view(), s.variance.view(), n, "BatchNorm.forward");
-    s.mean.view().set(global.mean);
-    return global;
-  }
-
   /** Runs a backward whose arguments are all checked; consumes the saved forward. */
   #backward(saved: Saved, x: F32Buffer, dy: F32Buffer, dx: F32Buffer) {
     const { sync } = saved;
-    const reduce =
-      sync === null
-        ? undefined
-        : (l: GradSums) => syncGradSums(sync, l.sumDy, l.sumDyXc, l.n, "BatchNorm.backward");
+    const reduce = sync && ((l: GradSums) => syncGradSums(sync, l, "BatchNorm.backward"));
     const grads: ParamGradients = backwardPasses(
       this.#impl,
       saved.record,

@@ -114,12 +114,12 @@ export function backwardPasses(
   dy: F32Buffer,
   dx: F32Buffer,
   s: ChannelScratch,
-  reduce?: (local: GradSums) => GradSums,
+  reduce?: ((local: GradSums) => GradSums) | null,
 ): ParamGradients {
   const { dims, invstd, weight } = f;
   be.gradSums(x, dy, dims, f.center, s.ws, s.sumDy, s.sumDyXc);
   const local = { sumDy: s.sumDy.view(), sumDyXc: s.sumDyXc.view(), n: perChannel(dims) };
-  const { sumDy, sumDyXc, n } = reduce === undefined ? local : reduce(local);
+  const { sumDy, sumDyXc, n } = reduce ? reduce(local) : local;
   const kDy = s.kDy.view();
   const C = kDy.length;
   const dWeight = new Float32Array(C);

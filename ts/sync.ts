@@ -15,7 +15,10 @@
  *
  * @module
  */
+
+import type { GradSums } from "./core.js";
 import { show, typeName } from "./errors.js";
+import type { ChannelScratch } from "./scratch.js";
 
 /**
  * How a module reaches its replicas: `allGather(local)` must return every replica's `local`
@@ -37,13 +40,6 @@ export interface GlobalMoments {
   /** Biased variance, `M2/n`. */
   readonly variance: Float64Array;
   /** Values per channel over all replicas. */
-  readonly n: number;
-}
-
-/** Summed gradient sums of the whole batch, in float64. */
-export interface GlobalGradSums {
-  readonly sumDy: Float64Array;
-  readonly sumDyXc: Float64Array;
   readonly n: number;
 }
 
@@ -179,18 +175,27 @@ export function syncMoments(
 }
 
 /**
+ * {@link syncMoments} over a module's per-channel buffers, with the merged mean written into
+ * `s.mean` as the forward's centre (float32, as an unsynchronized module's is).
+ */
+export function syncScratch(
+  sync: BatchNormSync,
+  s: ChannelScratch,
+  n: number,
+  where: string,
+): GlobalMoments {
+  const global = syncMoments(sync, s.mean.view(), s.variance.view(), n, where);
+  s.mean.view().set(global.mean);
+  return global;
+}
+
+/**
  * The whole batch's `Σdy` and `Σdy·(x − mean)` from this replica's (taken about the merged
  * mean), summed in rank order.
  */
-export function syncGradSums(
-  sync: BatchNormSync,
-  sumDy: ArrayLike<number>,
-  sumDyXc: ArrayLike<number>,
-  n: number,
-  where: string,
-): GlobalGradSums {
-  const C = sumDy.length;
-  const all = gather(sync, pack(TAG_GRADS, n, sumDy, sumDyXc), where);
+export function syncGradSums(sync: BatchNormSync, local: GradSums, where: string): GradSums {
+  const C = local.sumDy.length;
+  const all = gather(sync, pack(TAG_GRADS, local.n, local.sumDy, local.sumDyXc), where);
   const gDy = new Float64Array(C);
   const gDyXc = new Float64Array(C);
   let total = 0;
