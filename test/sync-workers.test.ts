@@ -315,7 +315,8 @@ describe("a replica that fails or stops does not hang the others", () => {
     const answers = await runGroup(3, { scenario: "absent", cases: [c3], bad: 2 }, 1000);
     expect(answers[2]?.type).toBe("idle");
     for (const a of answers.slice(0, 2)) {
-      expect(errorOf(a).message).toMatch(/waited 1000 ms in allGather #1 for rank\(s\) 2,/);
+      // Rank 2 among the late (rank 1 too if it started more than a second after rank 0).
+      expect(errorOf(a).message).toMatch(/waited 1000 ms in allGather #1 for rank\(s\) (1, )?2,/);
     }
     const ms = answers.slice(0, 2).map((a) => errorOf(a).ms.toFixed(0));
     console.log(`timeout 1000 ms: ranks 0 and 1 failed after ${ms.join(" and ")} ms`);
