@@ -56,12 +56,14 @@ export interface SyncGroupMember extends BatchNormSync {
 
 // Control words (Int32): the barrier's generation and arrival count, the abort's claim, flag
 // and message length; then per rank: joined, calls made, and the length sent in each slot set.
-const GEN = 0;
-const ARRIVED = 1;
-const CLAIM = 2;
-const ABORTED = 3;
-const MSG_LEN = 4;
-const HEAD = 8;
+const { GEN, ARRIVED, CLAIM, ABORTED, MSG_LEN, HEAD } = {
+  GEN: 0,
+  ARRIVED: 1,
+  CLAIM: 2,
+  ABORTED: 3,
+  MSG_LEN: 4,
+  HEAD: 8,
+} as const;
 const MESSAGE_CHARS = 1024;
 
 function layoutOf(size: number, maxFloats: number) {

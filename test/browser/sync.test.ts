@@ -19,6 +19,7 @@ import { assertClose, errorScales } from "../compare.js";
 import { channelOf, RefBatchNorm } from "../reference.js";
 import { rowsBefore, rowsOf, type SyncCase, stepData } from "../sync-cases.js";
 import { launchChromium, openPage, ROOT } from "./harness.js";
+import type { Reference } from "./reference.js";
 
 const TOL = 1e-5;
 const CASE: SyncCase = {
@@ -32,16 +33,11 @@ const CASE: SyncCase = {
 };
 const C = 4;
 
-interface Replica {
+/** What a replica posts: one training step's results (or its error). */
+type Replica = Pick<Reference, "y" | "dx" | "dWeight" | "dBias" | "runningMean" | "runningVar"> & {
   error?: string;
   backend: string;
-  y: number[];
-  dx: number[];
-  dWeight: number[];
-  dBias: number[];
-  runningMean: number[];
-  runningVar: number[];
-}
+};
 
 interface Report {
   isolated: boolean;
