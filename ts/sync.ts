@@ -10,6 +10,12 @@
  *   (the forward wrote it into the module's centre buffer), so these are the whole batch's sums
  *   about the global mean, and `dx` is the whole batch's formula with the global `n`.
  *
+ * `dWeight` and `dBias` are therefore the whole batch's, the same on every replica, not the
+ * replica's part that PyTorch's SyncBatchNorm returns for DDP to average: the summed Σdy and
+ * Σdy·x̂ are needed for `dx` anyway, so they cost nothing more; nobody all-reduces them again;
+ * and with unequal batch sizes a sum over the whole batch is right where an average of
+ * per-replica gradients is not.
+ *
  * The tag tells a forward's gather from a backward's, and `C` tells layers apart, so replicas
  * whose calls do not line up get an Error instead of each other's numbers.
  *
