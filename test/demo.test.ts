@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { beforeAll, describe, expect, it } from "vitest";
+import { replicaRows } from "../examples/fashion-mnist/data-parallel.js";
 import {
   DEBIAN_DATA_DIR,
   encodeIdx,
@@ -274,25 +275,31 @@ describe("pieces of the demo", () => {
     expect(quantile(sorted, 1)).toBe(4);
   });
 
-  it("gives the same results in two worker threads as in one thread", async () => {
+  /** Writes the sets as IDX files (images gzipped) into a new temporary folder. */
+  function idxDir(sets: { train: ImageSet; test: ImageSet }): string {
     const dir = mkdtempSync(join(tmpdir(), "demo-idx-"));
+    for (const [split, set] of [
+      ["train", sets.train],
+      ["t10k", sets.test],
+    ] as const) {
+      const images = encodeIdx([set.count, 28, 28], set.images);
+      writeFileSync(join(dir, `${split}-images-idx3-ubyte.gz`), gzipSync(images));
+      writeFileSync(join(dir, `${split}-labels-idx1-ubyte`), encodeIdx([set.count], set.labels));
+    }
+    return dir;
+  }
+  const wasm = {
+    simd: join(import.meta.dirname, "../dist/batchnorm-simd.wasm"),
+    scalar: join(import.meta.dirname, "../dist/batchnorm-scalar.wasm"),
+  };
+
+  it("gives the same results in two worker threads as in one thread", async () => {
+    const sets = { train: generated(600, 3), test: generated(200, 4) };
+    const dir = idxDir(sets);
     try {
-      const sets = { train: generated(600, 3), test: generated(200, 4) };
-      for (const [split, set] of [
-        ["train", sets.train],
-        ["t10k", sets.test],
-      ] as const) {
-        const images = encodeIdx([set.count, 28, 28], set.images);
-        writeFileSync(join(dir, `${split}-images-idx3-ubyte.gz`), gzipSync(images));
-        writeFileSync(join(dir, `${split}-labels-idx1-ubyte`), encodeIdx([set.count], set.labels));
-      }
       expect(hasDataset(dir)).toBe(true);
       const options = { steps: 40, evalEvery: 20 };
       const local = runExperiment({ ...sets, ...options });
-      const wasm = {
-        simd: join(import.meta.dirname, "../dist/batchnorm-simd.wasm"),
-        scalar: join(import.meta.dirname, "../dist/batchnorm-scalar.wasm"),
-      };
       const steps: number[] = [];
       const parallel = await runExperimentParallel(
         dir,
@@ -308,5 +315,48 @@ describe("pieces of the demo", () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it("splits each batch over two data-parallel replicas with the curves of one worker", async () => {
+    const sets = { train: slice(data.train, 1200), test: slice(data.test, 300) };
+    const dir = idxDir(sets);
+    try {
+      const settings = resolveSettings({ ...sets, steps: 60, evalEvery: 20 });
+      const one = await runExperimentParallel(dir, settings, wasm, {}, 1);
+      const two = await runExperimentParallel(dir, settings, wasm, {}, 2);
+      for (const key of ["plain", "bn"] as const) {
+        const [a, b] = [one[key], two[key]];
+        expect(b.evals.map((e) => e.step)).toEqual([0, 20, 40, 60]);
+        // Float32 noise only: sums over 30 rows merged in float64 instead of over 60 rows.
+        a.evals.forEach((e, i) => {
+          const f = b.evals[i] as (typeof b.evals)[number];
+          expect(
+            Math.abs(f.accuracy - e.accuracy),
+            `${key} accuracy, step ${e.step}`,
+          ).toBeLessThanOrEqual(2 / 300);
+          expect(f.loss, `${key} loss, step ${e.step}`).toBeCloseTo(e.loss, 4);
+        });
+        expect(b.train.map((t) => t.step)).toEqual(a.train.map((t) => t.step));
+        for (const [i, t] of a.train.entries()) expect(b.train[i]?.loss).toBeCloseTo(t.loss, 4);
+      }
+      // BN learns in this many steps, so the comparison is of a curve that moves.
+      expect(two.bn.evals[3]?.accuracy).toBeGreaterThan(
+        (two.bn.evals[0]?.accuracy as number) + 0.2,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("gives each replica contiguous rows of a batch", () => {
+    expect([0, 1].map((r) => replicaRows(60, r, 2))).toEqual([
+      { from: 0, count: 30 },
+      { from: 30, count: 30 },
+    ]);
+    expect([0, 1, 2].map((r) => replicaRows(7, r, 3))).toEqual([
+      { from: 0, count: 3 },
+      { from: 3, count: 2 },
+      { from: 5, count: 2 },
+    ]);
   });
 });

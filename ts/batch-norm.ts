@@ -22,6 +22,7 @@ import {
   batchMoments,
   type ForwardRecord,
   forwardCoefficients,
+  type GradSums,
   type ParamGradients,
   updateRunningStats,
 } from "./core.js";
@@ -38,6 +39,7 @@ import {
 import { allocScratch, type ChannelScratch } from "./scratch.js";
 import { dimsOf, type Layout, sameShape } from "./shape.js";
 import { ModuleState, type StateDict, type StateDictInput } from "./state.js";
+import { type BatchNormSync, type GlobalMoments, syncGradSums, syncScratch } from "./sync.js";
 import { checkOut, checkTensor, disposeSymbol, Tensor } from "./tensor.js";
 
 /** What {@link BatchNorm.backward} returns: `dx` is shaped like the input. */
@@ -56,6 +58,8 @@ interface Saved {
   x: F32Buffer | Tensor;
   shape: readonly number[];
   record: ForwardRecord;
+  /** The replicas the forward's statistics were gathered over (backward gathers too), or null. */
+  sync: BatchNormSync | null;
 }
 
 /**
@@ -132,6 +136,7 @@ export class BatchNorm implements FoldableBatchNorm {
   /** 1/sqrt(var + eps) of the last forward, and the weight it used: backward reads them. */
   readonly #invstd: Float64Array;
   readonly #forwardWeight: Float32Array | null;
+  readonly #sync: BatchNormSync | null;
   #training = true;
   #saved: Saved | undefined;
   #disposed = false;
@@ -179,6 +184,7 @@ export class BatchNorm implements FoldableBatchNorm {
     } = this.#state);
     this.#invstd = new Float64Array(numFeatures);
     this.#forwardWeight = this.weight && new Float32Array(numFeatures);
+    this.#sync = config.sync;
   }
 
   /** Whether the module is in training mode (the initial mode). */
@@ -468,10 +474,19 @@ export class BatchNorm implements FoldableBatchNorm {
     const s = this.#scratch;
     const state = this.#state;
     const batchStats = this.#training || !this.trackRunningStats;
+    // PyTorch's SyncBatchNorm gathers in training only; inference is each replica's own.
+    const sync = this.#training ? this.#sync : null;
+    let global: GlobalMoments | null = null;
     let center: F32Buffer;
     if (batchStats) {
       batchMoments(this.#impl, x, dims, s);
-      forwardCoefficients(s, state, s.variance.view(), this.eps, this.#invstd);
+      if (sync !== null) {
+        // The moments pass overwrote s.mean, the last forward's centre: if the gather fails,
+        // there is no forward left to differentiate.
+        this.#saved = undefined;
+        global = syncScratch(sync, s, perChannel(dims), "BatchNorm.forward");
+      }
+      forwardCoefficients(s, state, global?.variance ?? s.variance.view(), this.eps, this.#invstd);
       center = s.mean;
     } else {
       // Recomputed on every call: checking whether the parameters or running statistics
@@ -486,8 +501,8 @@ export class BatchNorm implements FoldableBatchNorm {
       const m = this.momentum ?? 1 / state.numBatchesTracked;
       const rm = state.runningMean as Float32Array;
       const rv = state.runningVar as Float32Array;
-      const n = perChannel(dims);
-      updateRunningStats(rm, rv, s.mean.view(), s.variance.view(), n, m, this.runningVarEstimator);
+      const g = global ?? { mean: s.mean.view(), variance: s.variance.view(), n: perChannel(dims) };
+      updateRunningStats(rm, rv, g.mean, g.variance, g.n, m, this.runningVarEstimator);
     }
     const weight = this.#forwardWeight;
     if (weight !== null) weight.set(state.weight as Float32Array);
@@ -495,11 +510,14 @@ export class BatchNorm implements FoldableBatchNorm {
       x: input,
       shape: [...shape],
       record: { dims, center, invstd: this.#invstd, weight, batchStats },
+      sync,
     };
   }
 
   /** Runs a backward whose arguments are all checked; consumes the saved forward. */
   #backward(saved: Saved, x: F32Buffer, dy: F32Buffer, dx: F32Buffer) {
+    const { sync } = saved;
+    const reduce = sync && ((l: GradSums) => syncGradSums(sync, l, "BatchNorm.backward"));
     const grads: ParamGradients = backwardPasses(
       this.#impl,
       saved.record,
@@ -507,6 +525,7 @@ export class BatchNorm implements FoldableBatchNorm {
       dy,
       dx,
       this.#scratch,
+      reduce,
     );
     this.#saved = undefined;
     return {
@@ -534,8 +553,10 @@ export class BatchNorm implements FoldableBatchNorm {
       );
     }
     // PyTorch's rule, checked whenever batch statistics are used: in training, and in
-    // inference too when there are no running statistics (`trackRunningStats: false`).
-    if ((this.#training || !this.trackRunningStats) && perChannel(dims) <= 1) {
+    // inference too when there are no running statistics (`trackRunningStats: false`). A
+    // synchronized training forward checks the whole batch's count instead (sync.ts).
+    const synced = this.#training && this.#sync !== null;
+    if ((this.#training || !this.trackRunningStats) && !synced && perChannel(dims) <= 1) {
       const when = this.#training
         ? "when training"
         : "when using batch statistics (trackRunningStats: false)";

@@ -94,10 +94,20 @@ export interface ParamGradients {
   dBias: Float32Array;
 }
 
+/** The per-channel sums of a backward and the count they are over. */
+export interface GradSums {
+  readonly sumDy: ArrayLike<number>;
+  readonly sumDyXc: ArrayLike<number>;
+  readonly n: number;
+}
+
 /**
  * The backward passes: `dBias = Σdy`, `dWeight = Σdy·x̂`, and `dx` into `dx` (which may be `dy`
  * or `x`), either through the batch statistics,
  * `dx = weight·invstd/n · (n·dy − Σdy − x̂·Σ(dy·x̂))`, or with them constant, `dx = dy·weight·invstd`.
+ * `reduce` turns this batch's sums into the whole batch's when replicas share statistics
+ * (synchronized BN, `sync.ts`); then `n`, the sums and the parameters' gradients are the whole
+ * batch's.
  */
 export function backwardPasses(
   be: Backend,
@@ -106,11 +116,12 @@ export function backwardPasses(
   dy: F32Buffer,
   dx: F32Buffer,
   s: ChannelScratch,
+  reduce?: ((local: GradSums) => GradSums) | null,
 ): ParamGradients {
   const { dims, invstd, weight } = f;
   be.gradSums(x, dy, dims, f.center, s.ws, s.sumDy, s.sumDyXc);
-  const sumDy = s.sumDy.view();
-  const sumDyXc = s.sumDyXc.view();
+  const local = { sumDy: s.sumDy.view(), sumDyXc: s.sumDyXc.view(), n: perChannel(dims) };
+  const { sumDy, sumDyXc, n } = reduce ? reduce(local) : local;
   const kDy = s.kDy.view();
   const C = kDy.length;
   const dWeight = new Float32Array(C);
@@ -119,9 +130,8 @@ export function backwardPasses(
     dWeight[c] = k * (sumDyXc[c] as number);
     kDy[c] = weight === null ? k : (weight[c] as number) * k;
   }
-  const dBias = sumDy.slice();
+  const dBias = Float32Array.from(sumDy);
   if (f.batchStats) {
-    const n = perChannel(dims);
     const kXc = s.kXc.view();
     const kConst = s.kConst.view();
     for (let c = 0; c < C; c++) {

@@ -43,4 +43,13 @@ export type { InitOptions, InitResult, WasmSource } from "./init.js";
 export type { BatchNormOptions, RunningVarEstimator } from "./options.js";
 export type { Layout } from "./shape.js";
 export type { StateDict, StateDictInput } from "./state.js";
+export { allReduceSum, type BatchNormSync } from "./sync.js";
+export {
+  abortSyncGroup,
+  createSyncGroup,
+  joinSyncGroup,
+  type SyncGroupHandle,
+  type SyncGroupMember,
+  type SyncGroupOptions,
+} from "./sync-group.js";
 export { Tensor } from "./tensor.js";

@@ -7,6 +7,7 @@
 import type { BackendKind } from "./backend.js";
 import { checkChoice, show } from "./errors.js";
 import { LAYOUTS, type Layout } from "./shape.js";
+import { type BatchNormSync, checkSync } from "./sync.js";
 
 /** Options of {@link BatchNorm}; every default is PyTorch's. */
 export interface BatchNormOptions {
@@ -39,6 +40,14 @@ export interface BatchNormOptions {
    * {@link init} loaded: SIMD wasm, else scalar wasm, else JS.
    */
   backend?: "auto" | BackendKind;
+  /**
+   * Synchronized batch norm (data-parallel training): training forwards and backwards gather
+   * every replica's per-channel statistics and gradient sums through `sync.allGather`, so that
+   * each replica normalizes with the whole batch's statistics (see `sync.ts`), and backward's
+   * `dWeight` and `dBias` are the whole batch's (do not all-reduce them again). Inference does
+   * not gather. Default: none (this batch alone).
+   */
+  sync?: BatchNormSync | null;
 }
 
 /** See {@link BatchNormOptions.runningVarEstimator}. */
@@ -60,10 +69,11 @@ export interface InternalOptions extends BatchNormOptions {
 }
 
 /** {@link BatchNormOptions} with every default filled in and every value checked. */
-export interface ModuleConfig extends Required<BatchNormOptions> {
+export interface ModuleConfig extends Required<Omit<BatchNormOptions, "sync">> {
   /** Whether the module has a learnable weight and a learnable bias (`affine` unless overridden). */
   hasWeight: boolean;
   hasBias: boolean;
+  sync: BatchNormSync | null;
 }
 
 export const BACKEND_CHOICES: readonly ("auto" | BackendKind)[] = ["auto", "simd", "scalar", "js"];
@@ -128,5 +138,6 @@ export function moduleConfig(options: InternalOptions, where: string): ModuleCon
     backend: checkBackend(backend, where),
     hasWeight: parameters.weight,
     hasBias: parameters.bias,
+    sync: checkSync(options.sync, where),
   };
 }

@@ -38,6 +38,9 @@ Options:
   --eval-every N   evaluate on the test set every N steps (default ${DEFAULTS.evalEvery})
   --eval-size N    evaluate on the first N test images (default all 10,000)
   --threads 1|2    2 trains the networks in parallel worker threads (default: 2 if 2 cores)
+  --replicas N     trains each network data-parallel in N worker threads, each on its part of
+                   every mini-batch, with synchronized batch norm and all-reduced gradients
+                   (the same curves as one thread, within float32 noise; default 1)
   --docs           also copy the charts to docs/fashion-mnist/ (for the README)
   -h, --help       this text
 `;
@@ -61,6 +64,7 @@ function parseCli() {
         "eval-every": { type: "string" },
         "eval-size": { type: "string" },
         threads: { type: "string" },
+        replicas: { type: "string" },
         docs: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -105,6 +109,7 @@ function parseCli() {
     evalEvery: int("eval-every", 1),
     evalSize: int("eval-size", 1),
     threads,
+    replicas: int("replicas", 1) ?? 1,
     docs: values.docs === true,
   };
 }
@@ -143,7 +148,13 @@ async function main() {
       `Network ${settings.sizes.join("-")} (sigmoid), ${settings.steps} steps of ${settings.batchSize}, ` +
       `SGD lr ${settings.learningRate}, init N(0, ${settings.initStd}²); BN on the ${lib.backend} back end; ` +
       `test accuracy every ${settings.evalEvery} steps on ${settings.evalSize} images; ` +
-      `${cli.threads === 2 ? "one worker thread per network" : "one thread"}\n`,
+      `${
+        cli.replicas > 1
+          ? `${cli.replicas} data-parallel worker threads per network (synchronized BN)`
+          : cli.threads === 2
+            ? "one worker thread per network"
+            : "one thread"
+      }\n`,
   );
   const bar = new ProgressBar(process.stderr);
   const callbacks = {
@@ -153,15 +164,16 @@ async function main() {
   let result: ExperimentResult;
   try {
     result =
-      cli.threads === 2
-        ? await runExperimentParallel(cli.dataDir, settings, wasm, callbacks)
+      cli.threads === 2 || cli.replicas > 1
+        ? await runExperimentParallel(cli.dataDir, settings, wasm, callbacks, cli.replicas)
         : runExperiment({ ...data, ...definedOnly(cli), ...callbacks });
   } finally {
     bar.done();
   }
   const paths = writeReport(cli.outDir, result, {
     dataDir: cli.dataDir,
-    threads: cli.threads,
+    threads: cli.replicas > 1 ? 2 * cli.replicas : cli.threads,
+    replicas: cli.replicas,
     backend: lib.backend,
     node: process.version,
     date: new Date().toISOString(),

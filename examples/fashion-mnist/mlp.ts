@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { BatchNorm } from "../../ts/index.node.js";
+import { BatchNorm, type BatchNormOptions } from "../../ts/index.node.js";
 
 /** A small, fast, seedable PRNG (mulberry32) with Gaussian samples (Box–Muller). */
 export class Rng {
@@ -294,7 +294,8 @@ export function sigmoid(x: Float32Array, y: Float32Array): void {
 
 /**
  * Softmax with cross-entropy, averaged over the batch. Writes the gradient of the mean loss with
- * respect to the logits (`(softmax − onehot) / n`) into `dLogits` when given.
+ * respect to the logits (`(softmax − onehot) / batch`) into `dLogits` when given; `batch` is `n`
+ * unless these rows are a replica's part of a larger batch (data-parallel training).
  *
  * @returns the summed loss over the batch and the number of correct arg-max predictions.
  */
@@ -304,6 +305,7 @@ export function softmaxCrossEntropy(
   n: number,
   classes: number,
   dLogits: Float32Array | null,
+  batch = n,
 ): { lossSum: number; correct: number } {
   let lossSum = 0;
   let correct = 0;
@@ -327,7 +329,7 @@ export function softmaxCrossEntropy(
     if (dLogits !== null) {
       for (let j = 0; j < classes; j++) {
         const p = Math.exp((logits[o + j] as number) - logSum);
-        dLogits[o + j] = (p - (j === label ? 1 : 0)) / n;
+        dLogits[o + j] = (p - (j === label ? 1 : 0)) / batch;
       }
     }
   }
@@ -343,6 +345,16 @@ interface Buffers {
   /** Gradient scratch: one per layer width. */
   dh: Float32Array[];
   dLogits: Float32Array;
+}
+
+/**
+ * Data-parallel training: the network holds one replica's rows of a batch of `batchSize`, and
+ * `reduce` replaces the replica's gradients of the dense layers and its batch result by the whole
+ * batch's (an all-reduce). BatchNorm's own gradients are the whole batch's already (`sync`).
+ */
+export interface DataParallel {
+  readonly batchSize: number;
+  reduce(grads: readonly Float32Array[], result: BatchResult): BatchResult;
 }
 
 /** One step's or one evaluation's result. */
@@ -368,8 +380,9 @@ export class Network {
   /**
    * @param init initial weights, copied (so two networks can start from the same ones).
    * @param batchNorm insert a {@link BatchNorm} (2-D `[n, units]` input) before each sigmoid.
+   * @param bnOptions their options (`sync` for data-parallel training).
    */
-  constructor(init: InitialWeights, batchNorm: boolean) {
+  constructor(init: InitialWeights, batchNorm: boolean, bnOptions: BatchNormOptions = {}) {
     this.sizes = init.sizes;
     this.layers = init.weights.map((w, l) => {
       const inputs = init.sizes[l] as number;
@@ -384,7 +397,7 @@ export class Network {
       };
     });
     const hidden = this.sizes.slice(1, -1);
-    this.norms = batchNorm ? hidden.map((units) => new BatchNorm(units)) : [];
+    this.norms = batchNorm ? hidden.map((units) => new BatchNorm(units, bnOptions)) : [];
   }
 
   get batchNorm(): boolean {
@@ -447,10 +460,17 @@ export class Network {
    * layers, sigmoids and batch norms, then `θ ← θ − lr·∂loss/∂θ` for every parameter (dense
    * weights and biases, BN's weight γ and bias β).
    */
-  trainStep(x: Float32Array, labels: ArrayLike<number>, n: number, lr: number): BatchResult {
+  trainStep(
+    x: Float32Array,
+    labels: ArrayLike<number>,
+    n: number,
+    lr: number,
+    parallel?: DataParallel,
+  ): BatchResult {
     const b = this.#buffersFor(n);
     const logits = this.forward(x, n);
-    const result = softmaxCrossEntropy(logits, labels, n, this.classes, b.dLogits);
+    const batch = parallel?.batchSize ?? n;
+    let result = softmaxCrossEntropy(logits, labels, n, this.classes, b.dLogits, batch);
     const bnGrads: { dWeight: Float32Array | null; dBias: Float32Array | null }[] = [];
     let dy = b.dLogits;
     for (let l = this.layers.length - 1; l >= 0; l--) {
@@ -472,6 +492,12 @@ export class Network {
         bnGrads[l - 1] = g;
         dy = g.dx;
       }
+    }
+    if (parallel !== undefined) {
+      result = parallel.reduce(
+        this.layers.flatMap((l) => [l.gradWeight, l.gradBias]),
+        result,
+      );
     }
     for (const layer of this.layers) {
       sgd(layer.weight, layer.gradWeight, lr);

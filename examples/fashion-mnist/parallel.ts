@@ -5,8 +5,11 @@
  *
  * @module
  */
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
+import { abortSyncGroup, createSyncGroup, type SyncGroupHandle } from "../../ts/index.node.js";
+import { gradientFloats } from "./data-parallel.js";
 import type { EvalPoint, ExperimentResult, NetworkResult, Progress, Settings } from "./train.js";
+import { startTsWorker } from "./ts-worker.js";
 
 /** What a worker is given. */
 export interface WorkerJob {
@@ -17,6 +20,8 @@ export interface WorkerJob {
   wasm: { simd: string; scalar: string };
   /** Post a progress message every this many steps. */
   reportEvery: number;
+  /** This worker is one data-parallel replica of its network (see data-parallel.ts). */
+  replica?: { handle: SyncGroupHandle; rank: number };
 }
 
 /** What a worker posts. */
@@ -25,21 +30,16 @@ export type WorkerMessage =
   | { type: "eval"; point: EvalPoint }
   | { type: "done"; result: NetworkResult };
 
-/**
- * Starts `worker.ts` in a worker thread. Workers do not inherit tsx's module hooks, so the
- * worker registers them itself before importing the TypeScript entry.
- */
+/** Starts `worker.ts` in a worker thread. */
 function startWorker(job: WorkerJob): Worker {
-  const entry = new URL("./worker.ts", import.meta.url).href;
-  const tsx = import.meta.resolve("tsx/esm/api");
-  const code =
-    `import(${JSON.stringify(tsx)})` +
-    `.then((api) => api.tsImport(${JSON.stringify(entry)}, ${JSON.stringify(entry)}))` +
-    ".catch((error) => { process.exitCode = 1; throw error; });";
-  return new Worker(code, { eval: true, workerData: job });
+  return startTsWorker(new URL("./worker.ts", import.meta.url), job);
 }
 
-/** Trains both networks in parallel; calls back like {@link runExperiment}. */
+/**
+ * Trains both networks in parallel; calls back like {@link runExperiment}. With `replicas` > 1,
+ * each network is trained data-parallel by that many workers (synchronized BN, all-reduced
+ * gradients), rank 0 reporting.
+ */
 export async function runExperimentParallel(
   dataDir: string,
   settings: Settings,
@@ -48,6 +48,7 @@ export async function runExperimentParallel(
     onProgress?: (progress: Progress) => void;
     onEval?: (step: number, plain: EvalPoint, bn: EvalPoint) => void;
   } = {},
+  replicas = 1,
 ): Promise<ExperimentResult> {
   const start = performance.now();
   const state = [false, true].map(() => ({
@@ -73,35 +74,66 @@ export async function runExperimentParallel(
   const run = (batchNorm: boolean) =>
     new Promise<NetworkResult>((resolve, reject) => {
       const s = batchNorm ? bnState : plainState;
-      const worker = startWorker({ dataDir, settings, batchNorm, wasm, reportEvery: 10 });
-      workers.push(worker);
-      worker.on("message", (m: WorkerMessage) => {
-        if (m.type === "step") {
-          s.step = m.step;
-          s.recent = m.recent;
-          report();
-        } else if (m.type === "eval") {
-          s.evals.push(m.point);
-          // Both networks' evaluations at the same step, in order, once both have arrived.
-          while (reported < Math.min(plainState.evals.length, bnState.evals.length)) {
-            const a = plainState.evals[reported] as EvalPoint;
-            const b = bnState.evals[reported] as EvalPoint;
-            callbacks.onEval?.(a.step, a, b);
-            reported++;
-          }
-        } else {
-          resolve(m.result);
-        }
-      });
-      worker.on("error", reject);
-      // After "done" this is a no-op; before it, the worker died without saying why.
-      worker.on("exit", (code) => {
-        const which = batchNorm ? "with" : "without";
-        reject(
-          new Error(`the worker training the network ${which} BN exited early (code ${code})`),
-        );
-      });
+      // Replicas wait for each other at most a minute per exchange (rank 0's evaluations and
+      // the workers' start-up included), and a worker that dies aborts its group at once.
+      const group =
+        replicas > 1
+          ? createSyncGroup(replicas, {
+              maxFloats: gradientFloats(settings.sizes),
+              timeoutMs: 60_000,
+            })
+          : undefined;
+      for (let rank = 0; rank < replicas; rank++) {
+        const replica = group && { handle: group, rank };
+        const worker = startWorker({
+          dataDir,
+          settings,
+          batchNorm,
+          wasm,
+          reportEvery: 10,
+          replica,
+        });
+        workers.push(worker);
+        let done = false;
+        worker.on("message", (m: WorkerMessage) => {
+          if (m.type === "done") done = true;
+          if (rank === 0) onMessage(s, m, resolve);
+        });
+        const fail = (error: Error) => {
+          if (group) abortSyncGroup(group, error);
+          reject(error);
+        };
+        worker.on("error", fail);
+        worker.on("exit", (code) => {
+          if (done) return;
+          const which = batchNorm ? "with" : "without";
+          const who = group ? `replica ${rank} of the network` : "the network";
+          fail(new Error(`the worker training ${who} ${which} BN exited early (code ${code})`));
+        });
+      }
     });
+  const onMessage = (
+    s: typeof plainState,
+    m: WorkerMessage,
+    resolve: (result: NetworkResult) => void,
+  ) => {
+    if (m.type === "step") {
+      s.step = m.step;
+      s.recent = m.recent;
+      report();
+    } else if (m.type === "eval") {
+      s.evals.push(m.point);
+      // Both networks' evaluations at the same step, in order, once both have arrived.
+      while (reported < Math.min(plainState.evals.length, bnState.evals.length)) {
+        const a = plainState.evals[reported] as EvalPoint;
+        const b = bnState.evals[reported] as EvalPoint;
+        callbacks.onEval?.(a.step, a, b);
+        reported++;
+      }
+    } else {
+      resolve(m.result);
+    }
+  };
   try {
     const [plain, bn] = await Promise.all([run(false), run(true)]);
     report();

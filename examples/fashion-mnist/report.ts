@@ -84,6 +84,8 @@ export function charts(result: ExperimentResult): Record<string, string> {
 export interface RunInfo {
   dataDir: string;
   threads: number;
+  /** Data-parallel replicas per network (synchronized BN); 1 or absent: none. */
+  replicas?: number;
   backend: string;
   node: string;
   date: string;

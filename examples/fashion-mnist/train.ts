@@ -6,8 +6,11 @@
  *
  * @module
  */
+
+import type { BatchNormSync } from "../../ts/index.node.js";
+import { dataParallel, replicaRows } from "./data-parallel.js";
 import type { ImageSet } from "./idx.js";
-import { gaussianInit, Network, Rng, softmaxCrossEntropy } from "./mlp.js";
+import { type DataParallel, gaussianInit, Network, Rng, softmaxCrossEntropy } from "./mlp.js";
 
 /** Settings of {@link runExperiment}; every one but the data has a default. */
 export interface ExperimentOptions {
@@ -238,14 +241,32 @@ export class Trainer {
   #x: Float32Array;
   #labels: Uint8Array;
   #window = { loss: 0, accuracy: 0, steps: 0 };
+  /** This replica's rows of each batch (all of them when training alone). */
+  #rows: { from: number; count: number };
+  #parallel: DataParallel | undefined;
 
-  constructor(data: { train: ImageSet; test: ImageSet }, settings: Settings, batchNorm: boolean) {
+  /**
+   * @param replica this trainer is one of `sync.size` data-parallel replicas: it trains on its
+   *   rows of each batch and gathers the rest through `sync` (data-parallel.ts).
+   */
+  constructor(
+    data: { train: ImageSet; test: ImageSet },
+    settings: Settings,
+    batchNorm: boolean,
+    replica?: BatchNormSync,
+  ) {
     this.settings = settings;
     this.#data = data;
     this.net = new Network(
       gaussianInit(settings.sizes, settings.initStd, settings.seed),
       batchNorm,
+      { sync: replica ?? null },
     );
+    const { batchSize } = settings;
+    this.#rows = replica
+      ? replicaRows(batchSize, replica.rank, replica.size)
+      : { from: 0, count: batchSize };
+    this.#parallel = replica && dataParallel(replica, batchSize);
     this.result = {
       name: batchNorm ? "with BN" : "without BN",
       batchNorm,
@@ -268,10 +289,11 @@ export class Trainer {
       this.#rng.shuffle(this.#order);
       this.#cursor = 0;
     }
-    gatherBatch(train, this.#order, this.#cursor, n, this.#x, this.#labels);
+    const rows = this.#rows;
+    gatherBatch(train, this.#order, this.#cursor + rows.from, rows.count, this.#x, this.#labels);
     this.#cursor += n;
     const t0 = performance.now();
-    const r = this.net.trainStep(this.#x, this.#labels, n, learningRate);
+    const r = this.net.trainStep(this.#x, this.#labels, rows.count, learningRate, this.#parallel);
     this.result.trainSeconds += (performance.now() - t0) / 1000;
     this.step++;
     const loss = r.lossSum / n;
