@@ -46,6 +46,10 @@ export const jsBackend: Backend = {
     return new JsBuffer(new Float32Array(length));
   },
 
+  subrange(b, offset, length) {
+    return new JsBuffer(v(b).subarray(offset, offset + length));
+  },
+
   workspaceFloats() {
     return 0;
   },
