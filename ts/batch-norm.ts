@@ -15,23 +15,25 @@ import {
   perChannel,
 } from "./backend.js";
 import { CopyBuffers } from "./copy-buffers.js";
-import {
-  applyForward,
-  backwardPasses,
-  batchMoments,
-  type ForwardRecord,
-  forwardCoefficients,
-  type ParamGradients,
-  updateRunningStats,
-} from "./core.js";
+import { applyForward, forwardCoefficients, updateRunningStats } from "./core.js";
 import { checkChoice, isTyped, show, typeName } from "./errors.js";
 import { resolveBackend } from "./init.js";
 import { BufferSet, freeWhenCollected, keepAlive } from "./lifetime.js";
 import { BACKEND_CHOICES, type BatchNormOptions, moduleConfig } from "./options.js";
+import { type CalibrationBatch, recalibrate } from "./recalibrate.js";
 import { allocScratch, type ChannelScratch } from "./scratch.js";
 import { dimsOf, type Layout, sameShape } from "./shape.js";
 import { ModuleState, type StateDict, type StateDictInput } from "./state.js";
 import { checkOut, checkTensor, disposeSymbol, Tensor } from "./tensor.js";
+import {
+  batchStatsForward,
+  checkRenorm,
+  ghostCount,
+  type Part,
+  PartScratch,
+  partsBackward,
+  type RenormLimits,
+} from "./variants.js";
 
 /** What {@link BatchNorm.backward} returns: `dx` is shaped like the input. */
 export interface Gradients<T> {
@@ -48,7 +50,9 @@ interface Saved {
   /** The input: the copy API's buffer, or the caller's tensor. */
   x: F32Buffer | Tensor;
   shape: readonly number[];
-  record: ForwardRecord;
+  dims: Dims;
+  /** The whole batch, or its ghost batches. */
+  parts: readonly Part[];
 }
 
 /**
@@ -90,6 +94,8 @@ export class BatchNorm {
   readonly layout: Layout;
   /** The back end this module runs on. */
   readonly backend: BackendKind;
+  /** Ghost batch size (see {@link BatchNormOptions.virtualBatchSize}), or `null`. */
+  readonly virtualBatchSize: number | null;
   /** γ, per channel (initially 1); `null` when `affine` is false. Update it in place. */
   readonly weight: Float32Array | null;
   /** β, per channel (initially 0); `null` when `affine` is false. Update it in place. */
@@ -108,6 +114,9 @@ export class BatchNorm {
   /** 1/sqrt(var + eps) of the last forward, and the weight it used: backward reads them. */
   readonly #invstd: Float64Array;
   readonly #forwardWeight: Float32Array | null;
+  /** Per-forward arrays of the batch-statistics path (per ghost batch). */
+  readonly #parts: PartScratch;
+  #renorm: RenormLimits | null;
   #training = true;
   #saved: Saved | undefined;
   #disposed = false;
@@ -126,6 +135,11 @@ export class BatchNorm {
       );
     }
     const config = moduleConfig(options, where);
+    if (config.renorm !== null && !config.trackRunningStats) {
+      throw new TypeError(
+        `${where}: options.renorm needs trackRunningStats: true (it corrects toward the running statistics), got trackRunningStats: false`,
+      );
+    }
     this.#impl = resolveBackend(config.backend);
     this.backend = this.#impl.kind;
     // The back end's memory first (refused whole when it cannot fit): when it fails, nothing
@@ -133,6 +147,8 @@ export class BatchNorm {
     this.#buffers = new BufferSet(this.#impl);
     try {
       this.#scratch = allocScratch(this.#buffers, numFeatures, where, "numFeatures");
+      this.#parts = new PartScratch(this.#buffers, numFeatures);
+      this.#parts.ensure(1);
     } catch (error) {
       this.#buffers.free();
       throw error;
@@ -145,6 +161,8 @@ export class BatchNorm {
     this.affine = config.affine;
     this.trackRunningStats = config.trackRunningStats;
     this.layout = config.layout;
+    this.virtualBatchSize = config.virtualBatchSize;
+    this.#renorm = config.renorm;
     this.#state = new ModuleState(numFeatures, config.affine, config.trackRunningStats);
     ({
       weight: this.weight,
@@ -164,6 +182,69 @@ export class BatchNorm {
   /** Training batches seen while tracking running statistics. */
   get numBatchesTracked(): number {
     return this.#state.numBatchesTracked;
+  }
+
+  /**
+   * Batch Renormalization's limits (see {@link BatchNormOptions.renorm}), or `null` for plain
+   * batch norm. Settable between steps, e.g. to follow the paper's schedule.
+   */
+  get renorm(): RenormLimits | null {
+    return this.#renorm;
+  }
+
+  set renorm(limits: RenormLimits | null) {
+    const where = "BatchNorm.renorm";
+    this.#live("renorm");
+    const checked = checkRenorm(limits, where, "renorm");
+    if (checked !== null && !this.trackRunningStats) {
+      throw new TypeError(
+        `${where}: renorm needs trackRunningStats: true (it corrects toward the running statistics), got trackRunningStats: false`,
+      );
+    }
+    this.#renorm = checked;
+  }
+
+  /**
+   * Population statistics (Algorithm 2 of Ioffe & Szegedy 2015): resets the running
+   * statistics and recomputes them from `batches`, `runningMean` as the average of the batch
+   * means and `runningVar` as the average of the unbiased batch variances (`m/(m − 1)` times
+   * each biased one, `m` values per channel in that batch); `numBatchesTracked` becomes the
+   * number of batches. This equals PyTorch's cumulative average (`momentum: null`) over the same
+   * batches. Every batch counts once, whatever its size (as in both of those): for the exact
+   * population variance, give batches of one size. Ghost batches and renorm play no part
+   * (each given batch is one batch); weights, options and mode are unchanged.
+   *
+   * @param batches an iterable (or async iterable: a Promise is returned) of Tensors of this
+   *   module's back end or `{ x, shape }` with `x` a Float32Array or Tensor.
+   * @throws TypeError / RangeError naming the bad batch (then nothing changes); Error when
+   *   `trackRunningStats` is false.
+   */
+  recalibrate(batches: Iterable<CalibrationBatch>): void;
+  recalibrate(batches: AsyncIterable<CalibrationBatch>): Promise<void>;
+  recalibrate(
+    batches: Iterable<CalibrationBatch> | AsyncIterable<CalibrationBatch>,
+  ): void | Promise<void> {
+    const where = "BatchNorm.recalibrate";
+    this.#live("recalibrate");
+    if (!this.trackRunningStats) {
+      throw new Error(`${where}: the module has no running statistics (trackRunningStats: false)`);
+    }
+    const state = this.#state;
+    return recalibrate(
+      {
+        backend: this.#impl,
+        channels: this.numFeatures,
+        layout: this.layout,
+        commit: (mean, variance, count) => {
+          this.#live("recalibrate");
+          (state.runningMean as Float32Array).set(mean);
+          (state.runningVar as Float32Array).set(variance);
+          state.numBatchesTracked = count;
+        },
+      },
+      batches,
+      where,
+    );
   }
 
   /** Sets training mode (`mode = true`) or inference mode. Returns the module. */
@@ -320,7 +401,7 @@ export class BatchNorm {
         `${where}: options.out is for Tensor gradients; with a Float32Array dy, dx is a new Float32Array`,
       );
     }
-    const n = dimsLength(saved.record.dims);
+    const n = dimsLength(saved.dims);
     if (dy.length !== n) {
       throw new RangeError(
         `${where}: dy has ${dy.length} values but the forward input [${saved.shape.join(", ")}] had ${n}`,
@@ -392,45 +473,44 @@ export class BatchNorm {
     const s = this.#scratch;
     const state = this.#state;
     const batchStats = this.#training || !this.trackRunningStats;
-    let center: F32Buffer;
+    const rm = state.runningMean as Float32Array;
+    const rv = state.runningVar as Float32Array;
+    const weight = this.#forwardWeight;
+    let parts: readonly Part[];
     if (batchStats) {
-      batchMoments(this.#impl, x, dims, s);
-      forwardCoefficients(s, state, s.variance.view(), this.eps, this.#invstd);
-      center = s.mean;
+      const ghosts = ghostCount(this.virtualBatchSize, shape, dims, "BatchNorm.forward");
+      // The only allocation (when the ghost count changed): before anything is changed.
+      if (this.#parts.ensure(ghosts)) this.#saved = undefined;
+      // Renorm corrects toward the running statistics as they were before this step.
+      const renorm =
+        this.#training && this.#renorm
+          ? { limits: this.#renorm, running: { mean: rm, variance: rv } }
+          : null;
+      const plan = { affine: state, eps: this.eps, ghosts, renorm };
+      const result = batchStatsForward(this.#impl, x, y, dims, s, this.#parts, plan);
+      parts = result.parts;
+      if (this.#training && this.trackRunningStats) {
+        state.numBatchesTracked += 1;
+        const m = this.momentum ?? 1 / state.numBatchesTracked;
+        updateRunningStats(rm, rv, result.mean, result.variance, result.count, m);
+      }
     } else {
       // Recomputed on every call: checking whether the parameters or running statistics
       // changed since the last call (they are updated in place) costs as much as this.
-      s.center.view().set(state.runningMean as Float32Array);
-      forwardCoefficients(s, state, state.runningVar as Float32Array, this.eps, this.#invstd);
-      center = s.center;
+      s.center.view().set(rm);
+      forwardCoefficients(s, state, rv, this.eps, this.#invstd);
+      applyForward(this.#impl, x, y, dims, s.center, s);
+      const record = { dims, center: s.center, invstd: this.#invstd, weight, batchStats };
+      parts = [{ offset: 0, length: dimsLength(dims), record }];
     }
-    applyForward(this.#impl, x, y, dims, center, s);
-    if (this.#training && this.trackRunningStats) {
-      state.numBatchesTracked += 1;
-      const m = this.momentum ?? 1 / state.numBatchesTracked;
-      const rm = state.runningMean as Float32Array;
-      const rv = state.runningVar as Float32Array;
-      updateRunningStats(rm, rv, s.mean.view(), s.variance.view(), perChannel(dims), m);
-    }
-    const weight = this.#forwardWeight;
     if (weight !== null) weight.set(state.weight as Float32Array);
-    this.#saved = {
-      x: input,
-      shape: [...shape],
-      record: { dims, center, invstd: this.#invstd, weight, batchStats },
-    };
+    this.#saved = { x: input, shape: [...shape], dims, parts };
   }
 
   /** Runs a backward whose arguments are all checked; consumes the saved forward. */
   #backward(saved: Saved, x: F32Buffer, dy: F32Buffer, dx: F32Buffer) {
-    const grads: ParamGradients = backwardPasses(
-      this.#impl,
-      saved.record,
-      x,
-      dy,
-      dx,
-      this.#scratch,
-    );
+    const weight = this.#forwardWeight;
+    const grads = partsBackward(this.#impl, saved.parts, weight, x, dy, dx, this.#scratch);
     this.#saved = undefined;
     return this.affine ? grads : { dWeight: null, dBias: null };
   }
@@ -462,6 +542,9 @@ export class BatchNorm {
       throw new RangeError(
         `${where}: expected more than 1 value per channel ${when}, got input shape [${shape.join(", ")}]`,
       );
+    }
+    if (this.#training || !this.trackRunningStats) {
+      ghostCount(this.virtualBatchSize, shape, dims, where);
     }
     return dims;
   }

@@ -7,6 +7,7 @@
 import type { BackendKind } from "./backend.js";
 import { checkChoice, show } from "./errors.js";
 import { LAYOUTS, type Layout } from "./shape.js";
+import { checkRenorm, checkVirtualBatchSize, type RenormLimits } from "./variants.js";
 
 /** Options of {@link BatchNorm}; every default is PyTorch's. */
 export interface BatchNormOptions {
@@ -32,6 +33,21 @@ export interface BatchNormOptions {
    * {@link init} loaded: SIMD wasm, else scalar wasm, else JS.
    */
   backend?: "auto" | BackendKind;
+  /**
+   * Batch Renormalization (Ioffe 2017): in training, `x̂` becomes `x̂·r + d`, which pulls the
+   * batch statistics toward the running ones, with `r` clipped to [1/rMax, rMax] and `d` to
+   * [−dMax, dMax]. Default `null` (plain batch norm; `{ rMax: 1, dMax: 0 }` is the same). Needs
+   * `trackRunningStats`. Change it between steps with `bn.renorm = { rMax, dMax }`.
+   */
+  renorm?: RenormLimits | null;
+  /**
+   * Ghost Batch Norm: whenever batch statistics are used, the batch axis (the first) is split
+   * into ghost batches of this many entries, each normalized with its own statistics; the
+   * running statistics are updated once per forward with the average over ghost batches of
+   * their means and unbiased variances (Keras's `virtual_batch_size`). Default `null` (the
+   * whole batch). The batch size must be a multiple of it.
+   */
+  virtualBatchSize?: number | null;
 }
 
 /** {@link BatchNormOptions} with every default filled in and every value checked. */
@@ -81,6 +97,8 @@ export function moduleConfig(options: BatchNormOptions, where: string): ModuleCo
     trackRunningStats = true,
     layout = "NCHW",
     backend = "auto",
+    renorm = null,
+    virtualBatchSize = null,
   } = options;
   return {
     eps: checkEps(eps, where),
@@ -89,5 +107,7 @@ export function moduleConfig(options: BatchNormOptions, where: string): ModuleCo
     trackRunningStats: checkBoolean(trackRunningStats, where, "options.trackRunningStats"),
     layout: checkLayout(layout, where),
     backend: checkBackend(backend, where),
+    renorm: checkRenorm(renorm, where, "options.renorm"),
+    virtualBatchSize: checkVirtualBatchSize(virtualBatchSize, where, "options.virtualBatchSize"),
   };
 }
