@@ -9,16 +9,6 @@ export { BatchNorm1d, BatchNorm2d, BatchNorm3d } from "./aliases.js";
 export type { BackendKind } from "./backend.js";
 export { BatchNorm, type Gradients, memoryBytes } from "./batch-norm.js";
 export {
-  type BatchNormBackwardOptions,
-  type BatchNormFunctionOptions,
-  batchNorm,
-  batchNormBackward,
-  type FunctionGradients,
-  type Moments,
-  type MomentsOptions,
-  moments,
-} from "./functional.js";
-export {
   type BatchNormParameters,
   type ConvLayout,
   type FoldableBatchNorm,
@@ -30,8 +20,21 @@ export {
   foldIntoLinear,
   type LinearLayout,
 } from "./fold.js";
+export {
+  type BatchNormBackwardOptions,
+  type BatchNormFunctionOptions,
+  batchNorm,
+  batchNormBackward,
+  type FunctionGradients,
+  type Moments,
+  type MomentsOptions,
+  moments,
+} from "./functional.js";
 export type { InitOptions, InitResult, WasmSource } from "./init.js";
 export type { BatchNormOptions } from "./options.js";
+export type { CalibrationBatch } from "./recalibrate.js";
 export type { Layout } from "./shape.js";
 export type { StateDict, StateDictInput } from "./state.js";
 export { Tensor } from "./tensor.js";
+export type { RenormLimits } from "./variants.js";
+export type { VariantOptions } from "./variants-functional.js";

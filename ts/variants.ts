@@ -195,11 +195,12 @@ export interface BatchStatsPlan {
  * `y` = batch norm of `x` with batch statistics, each ghost batch (a contiguous sub-range: the
  * batch axis is outermost in both layouts) normalized with its own, and renormalized when
  * planned. With one ghost batch and no renorm these are plain batch norm's calls, bit for bit.
+ * With `y` null only the parts are computed (what a stateless backward needs of its forward).
  */
 export function batchStatsForward(
   be: Backend,
   x: F32Buffer,
-  y: F32Buffer,
+  y: F32Buffer | null,
   dims: Dims,
   s: ChannelScratch,
   scratch: PartScratch,
@@ -213,7 +214,6 @@ export function batchStatsForward(
   for (let g = 0; g < G; g++) {
     const p = scratch.part(be, g, s);
     const xg = G === 1 ? x : be.subrange(x, g * length, length);
-    const yg = G === 1 ? y : be.subrange(y, g * length, length);
     if (G === 1) batchMoments(be, xg, sub, s);
     else be.moments(xg, sub, s.ws, p.center, s.variance);
     const mean = p.center.view();
@@ -231,7 +231,8 @@ export function batchStatsForward(
       );
     }
     forwardCoefficients(s, plan.affine, variance, plan.eps, p.invstd, correction);
-    applyForward(be, xg, yg, sub, p.center, s);
+    if (y !== null)
+      applyForward(be, xg, G === 1 ? y : be.subrange(y, g * length, length), sub, p.center, s);
     const record = {
       dims: sub,
       center: p.center,
