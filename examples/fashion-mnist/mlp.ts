@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { BatchNorm } from "../../ts/index.node.js";
+import { BatchNorm, type BatchNormOptions } from "../../ts/index.node.js";
 
 /** A small, fast, seedable PRNG (mulberry32) with Gaussian samples (Box–Muller). */
 export class Rng {
@@ -367,9 +367,10 @@ export class Network {
 
   /**
    * @param init initial weights, copied (so two networks can start from the same ones).
-   * @param batchNorm insert a {@link BatchNorm} (2-D `[n, units]` input) before each sigmoid.
+   * @param batchNorm insert a {@link BatchNorm} (2-D `[n, units]` input) before each sigmoid;
+   *   options make it one with those options (the small-batch experiment's variants).
    */
-  constructor(init: InitialWeights, batchNorm: boolean) {
+  constructor(init: InitialWeights, batchNorm: boolean | BatchNormOptions) {
     this.sizes = init.sizes;
     this.layers = init.weights.map((w, l) => {
       const inputs = init.sizes[l] as number;
@@ -384,7 +385,8 @@ export class Network {
       };
     });
     const hidden = this.sizes.slice(1, -1);
-    this.norms = batchNorm ? hidden.map((units) => new BatchNorm(units)) : [];
+    const options = typeof batchNorm === "object" ? batchNorm : {};
+    this.norms = batchNorm ? hidden.map((units) => new BatchNorm(units, options)) : [];
   }
 
   get batchNorm(): boolean {

@@ -26,11 +26,12 @@ export type WorkerMessage =
   | { type: "done"; result: NetworkResult };
 
 /**
- * Starts `worker.ts` in a worker thread. Workers do not inherit tsx's module hooks, so the
- * worker registers them itself before importing the TypeScript entry.
+ * Starts `worker.ts` (or another entry of this folder) in a worker thread. Workers do not
+ * inherit tsx's module hooks, so the worker registers them itself before importing the
+ * TypeScript entry.
  */
-function startWorker(job: WorkerJob): Worker {
-  const entry = new URL("./worker.ts", import.meta.url).href;
+export function startWorker(job: unknown, file = "./worker.ts"): Worker {
+  const entry = new URL(file, import.meta.url).href;
   const tsx = import.meta.resolve("tsx/esm/api");
   const code =
     `import(${JSON.stringify(tsx)})` +
