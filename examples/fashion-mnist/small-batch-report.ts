@@ -5,9 +5,7 @@
  *
  * @module
  */
-import { mkdirSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
-import type { RunInfo } from "./report.js";
+import { type RunInfo, reportWriter } from "./report.js";
 import type { SmallBatchNetworkResult } from "./small-batch.js";
 import type { SmallBatchResult } from "./small-batch-run.js";
 import { lineChart, type Series } from "./svg.js";
@@ -118,13 +116,7 @@ export function writeSmallBatchReport(
   result: SmallBatchResult,
   info: RunInfo,
 ): string[] {
-  mkdirSync(dir, { recursive: true });
-  const paths: string[] = [];
-  const write = (name: string, text: string) => {
-    const path = join(dir, name);
-    writeFileSync(path, text);
-    paths.push(path);
-  };
+  const { paths, write } = reportWriter(dir);
   const summary = smallBatchNumbers(result);
   write("results.json", `${JSON.stringify({ ...info, ...result, summary }, null, 2)}\n`);
   for (const [name, svg] of Object.entries(smallBatchCharts(result))) write(name, svg);

@@ -20,7 +20,7 @@
 import type { BatchNormOptions, RenormLimits } from "../../ts/index.node.js";
 import type { ImageSet } from "./idx.js";
 import { denseForward, gaussianInit, Network, Rng, sigmoid } from "./mlp.js";
-import { evaluate, gatherBatch } from "./train.js";
+import { evaluate, gatherBatch, type Settings } from "./train.js";
 
 /** How a network's mini-batches are drawn. */
 export type Sampling = "iid" | "two-class";
@@ -84,17 +84,10 @@ export const SMALL_BATCH_DEFAULTS = {
   hidden: [100, 100, 100],
 } as const;
 
-export interface SmallBatchSettings {
-  steps: number;
-  batchSize: number;
-  learningRate: number;
-  initStd: number;
-  seed: number;
-  evalEvery: number;
-  evalSize: number;
+/** The Figure 1 experiment's settings, less its probe, plus the recalibration batches. */
+export type SmallBatchSettings = Omit<Settings, "probeUnit" | "trainImages"> & {
   recalibrateBatches: number;
-  sizes: number[];
-}
+};
 
 /** Fills in the defaults (`evalSize`: every test image). */
 export function resolveSmallBatchSettings(
