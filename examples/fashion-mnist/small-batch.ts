@@ -78,7 +78,7 @@ export const SMALL_BATCH_DEFAULTS = {
   learningRate: 0.1,
   initStd: 0.1,
   seed: 1,
-  evalEvery: 500,
+  evalEvery: 250,
   /** i.i.d. training batches of 60 that `recalibrate` averages over at each evaluation. */
   recalibrateBatches: 20,
   hidden: [100, 100, 100],
