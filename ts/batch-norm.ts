@@ -33,6 +33,7 @@ import {
   PartScratch,
   partsBackward,
   type RenormLimits,
+  renormNeedsRunningStats,
 } from "./variants.js";
 
 /** What {@link BatchNorm.backward} returns: `dx` is shaped like the input. */
@@ -135,11 +136,7 @@ export class BatchNorm {
       );
     }
     const config = moduleConfig(options, where);
-    if (config.renorm !== null && !config.trackRunningStats) {
-      throw new TypeError(
-        `${where}: options.renorm needs trackRunningStats: true (it corrects toward the running statistics), got trackRunningStats: false`,
-      );
-    }
+    renormNeedsRunningStats(config.renorm, config.trackRunningStats, where, "options.renorm");
     this.#impl = resolveBackend(config.backend);
     this.backend = this.#impl.kind;
     // The back end's memory first (refused whole when it cannot fit): when it fails, nothing
@@ -196,12 +193,7 @@ export class BatchNorm {
     const where = "BatchNorm.renorm";
     this.#live("renorm");
     const checked = checkRenorm(limits, where, "renorm");
-    if (checked !== null && !this.trackRunningStats) {
-      throw new TypeError(
-        `${where}: renorm needs trackRunningStats: true (it corrects toward the running statistics), got trackRunningStats: false`,
-      );
-    }
-    this.#renorm = checked;
+    this.#renorm = renormNeedsRunningStats(checked, this.trackRunningStats, where, "renorm");
   }
 
   /**
@@ -210,9 +202,10 @@ export class BatchNorm {
    * means and `runningVar` as the average of the unbiased batch variances (`m/(m − 1)` times
    * each biased one, `m` values per channel in that batch); `numBatchesTracked` becomes the
    * number of batches. This equals PyTorch's cumulative average (`momentum: null`) over the same
-   * batches. Every batch counts once, whatever its size (as in both of those): for the exact
-   * population variance, give batches of one size. Ghost batches and renorm play no part
-   * (each given batch is one batch); weights, options and mode are unchanged.
+   * batches, which also decides batches of different sizes: each counts once, whatever its
+   * size (a small batch weighs as much as a large one), its variance unbiased with its own `m`;
+   * give batches of one size for Algorithm 2's estimate proper. Ghost batches and renorm play no
+   * part (each given batch is one batch); weights, options and mode are unchanged.
    *
    * @param batches an iterable (or async iterable: a Promise is returned) of Tensors of this
    *   module's back end or `{ x, shape }` with `x` a Float32Array or Tensor.

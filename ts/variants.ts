@@ -49,6 +49,21 @@ export function checkRenorm(renorm: unknown, where: string, name: string): Renor
   return Object.freeze({ rMax: limit(rMax, "rMax", 1), dMax: limit(dMax, "dMax", 0) });
 }
 
+/** `limits`, refused (TypeError) when there are no running statistics to correct toward. */
+export function renormNeedsRunningStats(
+  limits: RenormLimits | null,
+  trackRunningStats: boolean,
+  where: string,
+  name: string,
+): RenormLimits | null {
+  if (limits !== null && !trackRunningStats) {
+    throw new TypeError(
+      `${where}: ${name} needs trackRunningStats: true (it corrects toward the running statistics), got trackRunningStats: false`,
+    );
+  }
+  return limits;
+}
+
 /** A checked virtual (ghost) batch size: a positive integer, or `null` for none. */
 export function checkVirtualBatchSize(k: unknown, where: string, name: string): number | null {
   if (k === null || k === undefined) return null;
