@@ -371,6 +371,17 @@ describe.each(BACKENDS)("neutral settings are plain batch norm, bit for bit: %s"
     b.dispose();
   });
 
+  it("without running statistics, inference uses ghost batches too (batch statistics)", () => {
+    const k = CASES[4] as Case;
+    const p = makeProblem(k, 104);
+    const bn = moduleFor(k, p, backend, { trackRunningStats: false });
+    const train = bn.forward(p.x, k.shape);
+    expectSameBits("eval y", bn.eval().forward(p.x, k.shape), train);
+    const f = reference(k, p);
+    note("y", assertClose("y", train, f.y, scalesOf(f, p).y, MODULE_TOL));
+    bn.dispose();
+  });
+
   it("the functional ops run the module's passes: same bits with renorm and ghost batches", () => {
     const k = CASES[5] as Case;
     const p = makeProblem(k, 105);
