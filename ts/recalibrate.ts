@@ -10,7 +10,7 @@ import { type Backend, dimsLength, type F32Buffer, perChannel } from "./backend.
 import { batchMoments } from "./core.js";
 import { isTyped, show, typeName } from "./errors.js";
 import { BufferSet } from "./lifetime.js";
-import { allocScratch } from "./scratch.js";
+import { allocScratch, type ChannelScratch } from "./scratch.js";
 import { dimsOf, type Layout } from "./shape.js";
 import { checkTensor, Tensor } from "./tensor.js";
 
@@ -39,7 +39,9 @@ class Accumulator {
   readonly #buffers: BufferSet;
   readonly #mean: Float64Array;
   readonly #variance: Float64Array;
+  /** The copy of a Float32Array batch in back-end memory, reused while the size holds. */
   #copy: F32Buffer | undefined;
+  #scratchSet: ChannelScratch | undefined;
   #count = 0;
 
   constructor(target: CalibrationTarget, where: string) {
@@ -120,8 +122,8 @@ class Accumulator {
     this.#buffers.free();
   }
 
-  #scratchSet: ReturnType<typeof allocScratch> | undefined;
-  #scratch() {
+  /** The per-channel buffers, allocated with the first batch (after it was checked). */
+  #scratch(): ChannelScratch {
     this.#scratchSet ??= allocScratch(
       this.#buffers,
       this.#target.channels,

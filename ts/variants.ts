@@ -283,7 +283,7 @@ export function partsBackward(
   if (parts.length === 1) {
     return backwardPasses(be, { ...(parts[0] as Part).record, weight }, x, dy, dx, s);
   }
-  // Summed in float64 and rounded once, as one pass over the whole batch would.
+  // Each ghost batch's float32 sums added in float64 and rounded once at the end.
   const dWeight = new Float64Array(s.sumDy.length);
   const dBias = new Float64Array(s.sumDy.length);
   for (const { offset, length, record } of parts) {
