@@ -118,6 +118,22 @@ describe.each(BACKENDS)("BatchNorm with options.sync (%s back end)", (backend) =
     }
   });
 
+  it("composes with renorm (a group of one is still the module without sync) and refuses ghost batches", () => {
+    const renorm = { rMax: 1.5, dMax: 0.5 };
+    const a = new BatchNorm(C, { backend, sync: loopback(), renorm });
+    const b = new BatchNorm(C, { backend, renorm });
+    for (let step = 0; step < 3; step++) {
+      const input = Float32Array.from(x(), (v) => v * (1 + step)); // r and d leave 1 and 0
+      const dy = rng.normals(60);
+      expectSameBits(`y, step ${step}`, a.forward(input, shape), b.forward(input, shape));
+      expectSameBits(`dx, step ${step}`, a.backward(dy).dx, b.backward(dy).dx);
+      expectSameState(a, b);
+    }
+    expect(() => new BatchNorm(C, { backend, sync: loopback(), virtualBatchSize: 1 })).toThrow(
+      /options\.virtualBatchSize and options\.sync cannot be combined/,
+    );
+  });
+
   it("checks the gather's answer and leaves the module as it was", () => {
     const ok = new BatchNorm(C, { backend });
     ok.forward(x(), shape);

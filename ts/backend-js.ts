@@ -28,6 +28,30 @@ class JsBuffer implements F32Buffer {
   }
 }
 
+/**
+ * Floats `[offset, offset + length)` of another buffer, viewed afresh on each access so that
+ * a freed base is refused rather than read; freeing the view frees nothing.
+ */
+class JsSubrange implements F32Buffer {
+  readonly #base: F32Buffer;
+  readonly #offset: number;
+  readonly length: number;
+  constructor(base: F32Buffer, offset: number, length: number) {
+    if (!(offset >= 0 && length >= 0 && offset + length <= base.length)) {
+      throw new RangeError(
+        `wasm-batchnorm: floats [${offset}, ${offset + length}) are not within a buffer of ${base.length}`,
+      );
+    }
+    this.#base = base;
+    this.#offset = offset;
+    this.length = length;
+  }
+  view(): Float32Array {
+    return this.#base.view().subarray(this.#offset, this.#offset + this.length);
+  }
+  free(): void {}
+}
+
 /** Wraps an existing array (no copy) as a JS-back-end buffer. */
 export function wrapJs(data: Float32Array): F32Buffer {
   return new JsBuffer(data);
@@ -57,6 +81,10 @@ export const jsBackend: Backend = {
       throw new RangeError(`wasm-batchnorm: cannot allocate ${length} floats in a Float32Array`);
     }
     return new JsBuffer(new Float32Array(length));
+  },
+
+  subrange(b, offset, length) {
+    return new JsSubrange(b, offset, length);
   },
 
   workspaceFloats() {

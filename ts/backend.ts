@@ -43,6 +43,12 @@ export interface Backend {
    * when that is more than memory can hold.
    */
   workspaceFloats(channels: number): number;
+  /**
+   * `length` floats of `b` from `offset` on, as a buffer of its own that owns nothing (its
+   * `free()` does nothing; it must not outlive `b`): the passes then run on a sub-range of a
+   * tensor, such as one ghost batch of it, without copying.
+   */
+  subrange(b: F32Buffer, offset: number, length: number): F32Buffer;
   /** Allocates `workspaceFloats(channels)` floats. */
   allocWorkspace(channels: number): F32Buffer;
   /**

@@ -16,16 +16,7 @@ import {
 } from "./backend.js";
 import * as convert from "./convert.js";
 import { CopyBuffers } from "./copy-buffers.js";
-import {
-  applyForward,
-  backwardPasses,
-  batchMoments,
-  type ForwardRecord,
-  forwardCoefficients,
-  type GradSums,
-  type ParamGradients,
-  updateRunningStats,
-} from "./core.js";
+import { applyForward, forwardCoefficients, type GradSums, updateRunningStats } from "./core.js";
 import { checkChoice, isTyped, show, typeName } from "./errors.js";
 import { type FoldableBatchNorm, foldedAffineOf } from "./fold.js";
 import { resolveBackend } from "./init.js";
@@ -36,11 +27,22 @@ import {
   moduleConfig,
   type RunningVarEstimator,
 } from "./options.js";
+import { type CalibrationBatch, recalibrate } from "./recalibrate.js";
 import { allocScratch, type ChannelScratch } from "./scratch.js";
 import { dimsOf, type Layout, sameShape } from "./shape.js";
 import { ModuleState, type StateDict, type StateDictInput } from "./state.js";
-import { type BatchNormSync, type GlobalMoments, syncGradSums, syncScratch } from "./sync.js";
+import { type BatchNormSync, syncGradSums } from "./sync.js";
 import { checkOut, checkTensor, disposeSymbol, Tensor } from "./tensor.js";
+import {
+  batchStatsForward,
+  checkRenorm,
+  ghostCount,
+  type Part,
+  PartScratch,
+  partsBackward,
+  type RenormLimits,
+  renormNeedsRunningStats,
+} from "./variants.js";
 
 /** What {@link BatchNorm.backward} returns: `dx` is shaped like the input. */
 export interface Gradients<T> {
@@ -57,7 +59,9 @@ interface Saved {
   /** The input: the copy API's buffer, or the caller's tensor. */
   x: F32Buffer | Tensor;
   shape: readonly number[];
-  record: ForwardRecord;
+  dims: Dims;
+  /** The whole batch, or its ghost batches. */
+  parts: readonly Part[];
   /** The replicas the forward's statistics were gathered over (backward gathers too), or null. */
   sync: BatchNormSync | null;
 }
@@ -109,6 +113,8 @@ export class BatchNorm implements FoldableBatchNorm {
   readonly layout: Layout;
   /** The back end this module runs on. */
   readonly backend: BackendKind;
+  /** Ghost batch size (see {@link BatchNormOptions.virtualBatchSize}), or `null`. */
+  readonly virtualBatchSize: number | null;
   /**
    * γ, per channel (initially 1); `null` when `affine` is false (or Keras's `scale: false`),
    * i.e. γ = 1. Update it in place.
@@ -137,6 +143,9 @@ export class BatchNorm implements FoldableBatchNorm {
   readonly #invstd: Float64Array;
   readonly #forwardWeight: Float32Array | null;
   readonly #sync: BatchNormSync | null;
+  /** Per-forward arrays of the batch-statistics path (per ghost batch). */
+  readonly #parts: PartScratch;
+  #renorm: RenormLimits | null;
   #training = true;
   #saved: Saved | undefined;
   #disposed = false;
@@ -155,6 +164,7 @@ export class BatchNorm implements FoldableBatchNorm {
       );
     }
     const config = moduleConfig(options, where);
+    renormNeedsRunningStats(config.renorm, config.trackRunningStats, where, "options.renorm");
     this.#impl = resolveBackend(config.backend);
     this.backend = this.#impl.kind;
     // The back end's memory first (refused whole when it cannot fit): when it fails, nothing
@@ -162,6 +172,8 @@ export class BatchNorm implements FoldableBatchNorm {
     this.#buffers = new BufferSet(this.#impl);
     try {
       this.#scratch = allocScratch(this.#buffers, numFeatures, where, "numFeatures");
+      this.#parts = new PartScratch(this.#buffers, numFeatures);
+      this.#parts.ensure(1);
     } catch (error) {
       this.#buffers.free();
       throw error;
@@ -175,6 +187,8 @@ export class BatchNorm implements FoldableBatchNorm {
     this.trackRunningStats = config.trackRunningStats;
     this.runningVarEstimator = config.runningVarEstimator;
     this.layout = config.layout;
+    this.virtualBatchSize = config.virtualBatchSize;
+    this.#renorm = config.renorm;
     this.#state = new ModuleState(numFeatures, config, config.trackRunningStats);
     ({
       weight: this.weight,
@@ -195,6 +209,65 @@ export class BatchNorm implements FoldableBatchNorm {
   /** Training batches seen while tracking running statistics. */
   get numBatchesTracked(): number {
     return this.#state.numBatchesTracked;
+  }
+
+  /**
+   * Batch Renormalization's limits (see {@link BatchNormOptions.renorm}), or `null` for plain
+   * batch norm. Settable between steps, e.g. to follow the paper's schedule.
+   */
+  get renorm(): RenormLimits | null {
+    return this.#renorm;
+  }
+
+  set renorm(limits: RenormLimits | null) {
+    const where = "BatchNorm.renorm";
+    this.#live("renorm");
+    const checked = checkRenorm(limits, where, "renorm");
+    this.#renorm = renormNeedsRunningStats(checked, this.trackRunningStats, where, "renorm");
+  }
+
+  /**
+   * Population statistics (Algorithm 2 of Ioffe & Szegedy 2015): resets the running
+   * statistics and recomputes them from `batches`, `runningMean` as the average of the batch
+   * means and `runningVar` as the average of the unbiased batch variances (`m/(m − 1)` times
+   * each biased one, `m` values per channel in that batch); `numBatchesTracked` becomes the
+   * number of batches. This equals PyTorch's cumulative average (`momentum: null`) over the same
+   * batches, which also decides batches of different sizes: each counts once, whatever its
+   * size (a small batch weighs as much as a large one), its variance unbiased with its own `m`;
+   * give batches of one size for Algorithm 2's estimate proper. Ghost batches and renorm play no
+   * part (each given batch is one batch); weights, options and mode are unchanged.
+   *
+   * @param batches an iterable (or async iterable: a Promise is returned) of Tensors of this
+   *   module's back end or `{ x, shape }` with `x` a Float32Array or Tensor.
+   * @throws TypeError / RangeError naming the bad batch (then nothing changes); Error when
+   *   `trackRunningStats` is false.
+   */
+  recalibrate(batches: Iterable<CalibrationBatch>): void;
+  recalibrate(batches: AsyncIterable<CalibrationBatch>): Promise<void>;
+  recalibrate(
+    batches: Iterable<CalibrationBatch> | AsyncIterable<CalibrationBatch>,
+  ): void | Promise<void> {
+    const where = "BatchNorm.recalibrate";
+    this.#live("recalibrate");
+    if (!this.trackRunningStats) {
+      throw new Error(`${where}: the module has no running statistics (trackRunningStats: false)`);
+    }
+    const state = this.#state;
+    return recalibrate(
+      {
+        backend: this.#impl,
+        channels: this.numFeatures,
+        layout: this.layout,
+        commit: (mean, variance, count) => {
+          this.#live("recalibrate");
+          (state.runningMean as Float32Array).set(mean);
+          (state.runningVar as Float32Array).set(variance);
+          state.numBatchesTracked = count;
+        },
+      },
+      batches,
+      where,
+    );
   }
 
   /** Sets training mode (`mode = true`) or inference mode. Returns the module. */
@@ -351,7 +424,7 @@ export class BatchNorm implements FoldableBatchNorm {
         `${where}: options.out is for Tensor gradients; with a Float32Array dy, dx is a new Float32Array`,
       );
     }
-    const n = dimsLength(saved.record.dims);
+    const n = dimsLength(saved.dims);
     if (dy.length !== n) {
       throw new RangeError(
         `${where}: dy has ${dy.length} values but the forward input [${saved.shape.join(", ")}] had ${n}`,
@@ -474,59 +547,52 @@ export class BatchNorm implements FoldableBatchNorm {
     const s = this.#scratch;
     const state = this.#state;
     const batchStats = this.#training || !this.trackRunningStats;
+    const rm = state.runningMean as Float32Array;
+    const rv = state.runningVar as Float32Array;
+    const weight = this.#forwardWeight;
     // PyTorch's SyncBatchNorm gathers in training only; inference is each replica's own.
     const sync = this.#training ? this.#sync : null;
-    let global: GlobalMoments | null = null;
-    let center: F32Buffer;
+    let parts: readonly Part[];
     if (batchStats) {
-      batchMoments(this.#impl, x, dims, s);
-      if (sync !== null) {
-        // The moments pass overwrote s.mean, the last forward's centre: if the gather fails,
-        // there is no forward left to differentiate.
-        this.#saved = undefined;
-        global = syncScratch(sync, s, perChannel(dims), "BatchNorm.forward");
+      const ghosts = ghostCount(this.virtualBatchSize, shape, dims, "BatchNorm.forward");
+      // The only allocation (when the ghost count changed): before anything is changed.
+      if (this.#parts.ensure(ghosts)) this.#saved = undefined;
+      // A synchronized forward's gather can fail after the moments pass overwrote the last
+      // forward's centre: then there is no forward left to differentiate.
+      if (sync !== null) this.#saved = undefined;
+      // Renorm corrects toward the running statistics as they were before this step.
+      const renorm =
+        this.#training && this.#renorm
+          ? { limits: this.#renorm, running: { mean: rm, variance: rv } }
+          : null;
+      const plan = { affine: state, eps: this.eps, ghosts, renorm, sync };
+      const result = batchStatsForward(this.#impl, x, y, dims, s, this.#parts, plan);
+      parts = result.parts;
+      if (this.#training && this.trackRunningStats) {
+        state.numBatchesTracked += 1;
+        const m = this.momentum ?? 1 / state.numBatchesTracked;
+        const { mean, variance, count } = result;
+        updateRunningStats(rm, rv, mean, variance, count, m, this.runningVarEstimator);
       }
-      forwardCoefficients(s, state, global?.variance ?? s.variance.view(), this.eps, this.#invstd);
-      center = s.mean;
     } else {
       // Recomputed on every call: checking whether the parameters or running statistics
       // changed since the last call (they are updated in place) costs as much as this.
-      s.center.view().set(state.runningMean as Float32Array);
-      forwardCoefficients(s, state, state.runningVar as Float32Array, this.eps, this.#invstd);
-      center = s.center;
+      s.center.view().set(rm);
+      forwardCoefficients(s, state, rv, this.eps, this.#invstd);
+      applyForward(this.#impl, x, y, dims, s.center, s);
+      const record = { dims, center: s.center, invstd: this.#invstd, weight, batchStats };
+      parts = [{ offset: 0, length: dimsLength(dims), record }];
     }
-    applyForward(this.#impl, x, y, dims, center, s);
-    if (this.#training && this.trackRunningStats) {
-      state.numBatchesTracked += 1;
-      const m = this.momentum ?? 1 / state.numBatchesTracked;
-      const rm = state.runningMean as Float32Array;
-      const rv = state.runningVar as Float32Array;
-      const g = global ?? { mean: s.mean.view(), variance: s.variance.view(), n: perChannel(dims) };
-      updateRunningStats(rm, rv, g.mean, g.variance, g.n, m, this.runningVarEstimator);
-    }
-    const weight = this.#forwardWeight;
     if (weight !== null) weight.set(state.weight as Float32Array);
-    this.#saved = {
-      x: input,
-      shape: [...shape],
-      record: { dims, center, invstd: this.#invstd, weight, batchStats },
-      sync,
-    };
+    this.#saved = { x: input, shape: [...shape], dims, parts, sync };
   }
 
   /** Runs a backward whose arguments are all checked; consumes the saved forward. */
   #backward(saved: Saved, x: F32Buffer, dy: F32Buffer, dx: F32Buffer) {
     const { sync } = saved;
     const reduce = sync && ((l: GradSums) => syncGradSums(sync, l, "BatchNorm.backward"));
-    const grads: ParamGradients = backwardPasses(
-      this.#impl,
-      saved.record,
-      x,
-      dy,
-      dx,
-      this.#scratch,
-      reduce,
-    );
+    const weight = this.#forwardWeight;
+    const grads = partsBackward(this.#impl, saved.parts, weight, x, dy, dx, this.#scratch, reduce);
     this.#saved = undefined;
     return {
       dWeight: this.weight && grads.dWeight,
@@ -563,6 +629,9 @@ export class BatchNorm implements FoldableBatchNorm {
       throw new RangeError(
         `${where}: expected more than 1 value per channel ${when}, got input shape [${shape.join(", ")}]`,
       );
+    }
+    if (this.#training || !this.trackRunningStats) {
+      ghostCount(this.virtualBatchSize, shape, dims, where);
     }
     return dims;
   }

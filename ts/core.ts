@@ -15,6 +15,15 @@ export interface Affine {
   readonly bias: ArrayLike<number> | null;
 }
 
+/**
+ * Batch Renormalization's per-channel correction (Ioffe 2017): the forward normalizes to
+ * `x̂·r + d` instead of `x̂`; both are constants to the backward.
+ */
+export interface Correction {
+  readonly r: Float64Array;
+  readonly d: Float64Array;
+}
+
 /** Batch statistics of `x` into `s.mean` and `s.variance` (biased), by the stable kernels. */
 export function batchMoments(be: Backend, x: F32Buffer, dims: Dims, s: ChannelScratch): void {
   be.moments(x, dims, s.ws, s.mean, s.variance);
@@ -22,7 +31,9 @@ export function batchMoments(be: Backend, x: F32Buffer, dims: Dims, s: ChannelSc
 
 /**
  * Sets `scale = weight·invstd` and `shift = bias` for a forward centred on `center` (already
- * in place), with `invstd = 1/sqrt(variance + eps)` written to `invstd`.
+ * in place), with `invstd = 1/sqrt(variance + eps)` written to `invstd`; with a renorm
+ * `correction`, `scale = weight·invstd·r` and `shift = bias + weight·d` (each rounded once, so
+ * r = 1, d = 0 gives plain batch norm's bits).
  */
 export function forwardCoefficients(
   s: ChannelScratch,
@@ -30,6 +41,7 @@ export function forwardCoefficients(
   variance: ArrayLike<number>,
   eps: number,
   invstd: Float64Array,
+  correction: Correction | null = null,
 ): void {
   const scale = s.scale.view();
   const shift = s.shift.view();
@@ -37,10 +49,16 @@ export function forwardCoefficients(
   for (let c = 0; c < scale.length; c++) {
     const k = 1 / Math.sqrt((variance[c] as number) + eps);
     invstd[c] = k;
-    scale[c] = weight === null ? k : (weight[c] as number) * k;
+    const kr = correction === null ? k : k * (correction.r[c] as number);
+    scale[c] = weight === null ? kr : (weight[c] as number) * kr;
   }
   if (bias === null) shift.fill(0);
   else shift.set(bias);
+  if (correction === null) return;
+  for (let c = 0; c < shift.length; c++) {
+    const w = weight === null ? 1 : (weight[c] as number);
+    shift[c] = (bias === null ? 0 : (bias[c] as number)) + w * (correction.d[c] as number);
+  }
 }
 
 /** `y = (x − center)·scale + shift` with the coefficients in `s`. */
@@ -86,6 +104,8 @@ export interface ForwardRecord {
   readonly weight: ArrayLike<number> | null;
   /** Batch statistics (the gradient flows through them) or running statistics (constants). */
   readonly batchStats: boolean;
+  /** The renorm correction the forward applied (constants), if any. */
+  readonly correction?: Correction | null;
 }
 
 /** Gradients of the parameters (always computed; the module drops them when not affine). */
@@ -107,7 +127,8 @@ export interface GradSums {
  * `dx = weight·invstd/n · (n·dy − Σdy − x̂·Σ(dy·x̂))`, or with them constant, `dx = dy·weight·invstd`.
  * `reduce` turns this batch's sums into the whole batch's when replicas share statistics
  * (synchronized BN, `sync.ts`); then `n`, the sums and the parameters' gradients are the whole
- * batch's.
+ * batch's. With a renorm correction (r, d constants) the weight is in effect `weight·r` for `dx`, and
+ * `dWeight = Σdy·(x̂·r + d)`.
  */
 export function backwardPasses(
   be: Backend,
@@ -125,10 +146,17 @@ export function backwardPasses(
   const kDy = s.kDy.view();
   const C = kDy.length;
   const dWeight = new Float32Array(C);
+  const correction = f.correction ?? null;
   for (let c = 0; c < C; c++) {
     const k = invstd[c] as number;
-    dWeight[c] = k * (sumDyXc[c] as number);
-    kDy[c] = weight === null ? k : (weight[c] as number) * k;
+    if (correction === null) {
+      dWeight[c] = k * (sumDyXc[c] as number);
+      kDy[c] = weight === null ? k : (weight[c] as number) * k;
+    } else {
+      const kr = k * (correction.r[c] as number);
+      dWeight[c] = kr * (sumDyXc[c] as number) + (correction.d[c] as number) * (sumDy[c] as number);
+      kDy[c] = weight === null ? kr : (weight[c] as number) * kr;
+    }
   }
   const dBias = Float32Array.from(sumDy);
   if (f.batchStats) {

@@ -11,11 +11,9 @@ import { dimsLength, perChannel } from "./backend.js";
 import {
   type Affine,
   applyForward,
-  backwardPasses,
   batchMoments,
   forwardCoefficients,
   type ParamGradients,
-  updateRunningStats,
 } from "./core.js";
 import { checkChannelValues, checkOptions, isTyped, typeName } from "./errors.js";
 import { resolveBackend } from "./init.js";
@@ -33,11 +31,21 @@ import {
 import { allocScratch, type ChannelScratch } from "./scratch.js";
 import { dimsOf, type Layout, sameShape } from "./shape.js";
 import { checkOut, checkTensor, Tensor } from "./tensor.js";
+import { type Part, partsBackward } from "./variants.js";
+import {
+  checkVariants,
+  type VariantOptions,
+  variantForward,
+  variantParts,
+} from "./variants-functional.js";
 
 type ChannelArray = Float32Array | Float64Array | readonly number[];
 
-/** Options of {@link batchNorm}; the defaults are PyTorch's. */
-export interface BatchNormFunctionOptions {
+/**
+ * Options of {@link batchNorm}; the defaults are PyTorch's (`renorm` and `virtualBatchSize`,
+ * for training calls, go beyond it).
+ */
+export interface BatchNormFunctionOptions extends VariantOptions {
   /** Running mean; updated in place by a training call. Required when `training` is false. */
   runningMean?: Float32Array | null;
   /** Running (unbiased) variance; updated in place by a training call. With `runningMean`. */
@@ -83,8 +91,15 @@ export interface Moments {
   variance: Float64Array;
 }
 
-/** Options of {@link batchNormBackward}. */
-export interface BatchNormBackwardOptions {
+/**
+ * Options of {@link batchNormBackward}. With `training: true`, `renorm` and
+ * `virtualBatchSize` differentiate such a forward (its statistics are recomputed from `x`, so
+ * `mean` and `variance` must then be absent; `renorm` needs the running statistics the forward
+ * corrected toward, before its update).
+ */
+export interface BatchNormBackwardOptions extends VariantOptions {
+  runningMean?: ChannelArray;
+  runningVar?: ChannelArray;
   /**
    * The forward's per-channel mean and biased variance. With `training: true` (batch
    * statistics) they are computed from `x` when absent; otherwise they are the running mean and
@@ -156,6 +171,7 @@ export function batchNorm(
   const affine = checkAffine(o, C, where);
   const running = checkRunning(o, C, training, where);
   if (training) checkBatch(input, where);
+  const variants = checkVariants(o, input, training, running, where);
   const out = x instanceof Tensor ? checkOutput(o.out, x, input.backend, where) : undefined;
   if (!(x instanceof Tensor) && o.out !== undefined) {
     throw new TypeError(`${where}: options.out is for Tensor input; with a Float32Array, y is new`);
@@ -163,29 +179,15 @@ export function batchNorm(
   return withScratch(input.backend, C, where, (s, buffers) => {
     const invstd = new Float64Array(C);
     const run = (xb: F32Buffer, yb: F32Buffer) => {
-      let center = s.mean;
       if (training) {
-        batchMoments(input.backend, xb, input.dims, s);
-        forwardCoefficients(s, affine, s.variance.view(), eps, invstd);
-      } else {
-        const { mean, variance } = running as { mean: Float32Array; variance: Float32Array };
-        s.center.view().set(mean);
-        forwardCoefficients(s, affine, variance, eps, invstd);
-        center = s.center;
+        const call = { affine, eps, variants, running, momentum, estimator };
+        variantForward(input.backend, xb, yb, input.dims, s, buffers, call);
+        return;
       }
-      applyForward(input.backend, xb, yb, input.dims, center, s);
-      if (training && running !== undefined) {
-        const n = perChannel(input.dims);
-        updateRunningStats(
-          running.mean,
-          running.variance,
-          s.mean.view(),
-          s.variance.view(),
-          n,
-          momentum,
-          estimator,
-        );
-      }
+      const { mean, variance } = running as { mean: Float32Array; variance: Float32Array };
+      s.center.view().set(mean);
+      forwardCoefficients(s, affine, variance, eps, invstd);
+      applyForward(input.backend, xb, yb, input.dims, s.center, s);
     };
     if (x instanceof Tensor) {
       const y = out ?? Tensor.alloc(input.backend, x.shape, where);
@@ -265,6 +267,19 @@ export function batchNormBackward(
     o.weight == null ? null : checkChannelValues(o.weight, C, where, "options.weight", "C");
   const given = checkStatistics(o, C, training, where);
   if (training) checkBatch(input, where);
+  const running =
+    o.runningMean === undefined && o.runningVar === undefined
+      ? undefined
+      : {
+          mean: checkChannelValues(o.runningMean, C, where, "options.runningMean", "C"),
+          variance: checkChannelValues(o.runningVar, C, where, "options.runningVar", "C"),
+        };
+  const variants = checkVariants(o, input, training, running, where);
+  if (variants.active && given !== undefined) {
+    throw new TypeError(
+      `${where}: options.mean and options.variance must be absent with options.renorm or options.virtualBatchSize (the statistics are recomputed from x)`,
+    );
+  }
   let out: Tensor | undefined;
   if (x instanceof Tensor) {
     if (!(dy instanceof Tensor)) {
@@ -293,17 +308,24 @@ export function batchNormBackward(
   const upstream = dy instanceof Tensor ? undefined : input.backend.pin(dy);
   return withScratch(input.backend, C, where, (s, buffers) => {
     const xb = x instanceof Tensor ? x.buffer : copyIn(buffers, input);
-    if (given === undefined) batchMoments(input.backend, xb, input.dims, s);
-    else {
-      s.mean.view().set(given.mean);
-      s.variance.view().set(given.variance);
+    let parts: readonly Part[];
+    if (variants.active) {
+      const call = { affine: { weight, bias: null }, eps, variants, running };
+      parts = variantParts(input.backend, xb, null, input.dims, s, buffers, call).parts;
+    } else {
+      if (given === undefined) batchMoments(input.backend, xb, input.dims, s);
+      else {
+        s.mean.view().set(given.mean);
+        s.variance.view().set(given.variance);
+      }
+      const invstd = new Float64Array(C);
+      const variance = s.variance.view();
+      for (let c = 0; c < C; c++) invstd[c] = 1 / Math.sqrt((variance[c] as number) + eps);
+      const record = { dims: input.dims, center: s.mean, invstd, weight, batchStats: training };
+      parts = [{ offset: 0, length: dimsLength(input.dims), record }];
     }
-    const invstd = new Float64Array(C);
-    const variance = s.variance.view();
-    for (let c = 0; c < C; c++) invstd[c] = 1 / Math.sqrt((variance[c] as number) + eps);
-    const record = { dims: input.dims, center: s.mean, invstd, weight, batchStats: training };
     const passes = (dyb: F32Buffer, dxb: F32Buffer): ParamGradients =>
-      backwardPasses(input.backend, record, xb, dyb, dxb, s);
+      partsBackward(input.backend, parts, weight, xb, dyb, dxb, s);
     if (dy instanceof Tensor) {
       const dx = out ?? Tensor.alloc(input.backend, dy.shape, where);
       try {

@@ -41,6 +41,7 @@ export {
 } from "./functional.js";
 export type { InitOptions, InitResult, WasmSource } from "./init.js";
 export type { BatchNormOptions, RunningVarEstimator } from "./options.js";
+export type { CalibrationBatch } from "./recalibrate.js";
 export type { Layout } from "./shape.js";
 export type { StateDict, StateDictInput } from "./state.js";
 export { allReduceSum, type BatchNormSync } from "./sync.js";
@@ -53,3 +54,5 @@ export {
   type SyncGroupOptions,
 } from "./sync-group.js";
 export { Tensor } from "./tensor.js";
+export type { RenormLimits } from "./variants.js";
+export type { VariantOptions } from "./variants-functional.js";

@@ -8,6 +8,7 @@ import type { BackendKind } from "./backend.js";
 import { checkChoice, show } from "./errors.js";
 import { LAYOUTS, type Layout } from "./shape.js";
 import { type BatchNormSync, checkSync } from "./sync.js";
+import { checkRenorm, checkVirtualBatchSize, type RenormLimits } from "./variants.js";
 
 /** Options of {@link BatchNorm}; every default is PyTorch's. */
 export interface BatchNormOptions {
@@ -48,6 +49,21 @@ export interface BatchNormOptions {
    * not gather. Default: none (this batch alone).
    */
   sync?: BatchNormSync | null;
+  /**
+   * Batch Renormalization (Ioffe 2017): in training, `x̂` becomes `x̂·r + d`, which pulls the
+   * batch statistics toward the running ones, with `r` clipped to [1/rMax, rMax] and `d` to
+   * [−dMax, dMax]. Default `null` (plain batch norm; `{ rMax: 1, dMax: 0 }` is the same). Needs
+   * `trackRunningStats`. Change it between steps with `bn.renorm = { rMax, dMax }`.
+   */
+  renorm?: RenormLimits | null;
+  /**
+   * Ghost Batch Norm: whenever batch statistics are used, the batch axis (the first) is split
+   * into ghost batches of this many entries, each normalized with its own statistics; the
+   * running statistics are updated once per forward with the average over ghost batches of
+   * their means and unbiased variances (Keras's `virtual_batch_size`). Default `null` (the
+   * whole batch). The batch size must be a multiple of it.
+   */
+  virtualBatchSize?: number | null;
 }
 
 /** See {@link BatchNormOptions.runningVarEstimator}. */
@@ -124,6 +140,8 @@ export function moduleConfig(options: InternalOptions, where: string): ModuleCon
     runningVarEstimator = "unbiased",
     layout = "NCHW",
     backend = "auto",
+    renorm = null,
+    virtualBatchSize = null,
   } = options;
   const checkedAffine = checkBoolean(affine, where, "options.affine");
   const parameters = options[PARAMETERS] ?? { weight: checkedAffine, bias: checkedAffine };
@@ -136,8 +154,27 @@ export function moduleConfig(options: InternalOptions, where: string): ModuleCon
     runningVarEstimator: checkEstimator(runningVarEstimator, where),
     layout: checkLayout(layout, where),
     backend: checkBackend(backend, where),
+    renorm: checkRenorm(renorm, where, "options.renorm"),
+    virtualBatchSize: checkGhostsUnsynced(
+      checkVirtualBatchSize(virtualBatchSize, where, "options.virtualBatchSize"),
+      options.sync,
+      where,
+    ),
     hasWeight: parameters.weight,
     hasBias: parameters.bias,
     sync: checkSync(options.sync, where),
   };
+}
+
+/**
+ * Ghost batches are this replica's own sub-batches: merging each with the other replicas'
+ * has no meaning the two papers agree on, so the combination is refused.
+ */
+function checkGhostsUnsynced(k: number | null, sync: unknown, where: string): number | null {
+  if (k !== null && sync != null) {
+    throw new TypeError(
+      `${where}: options.virtualBatchSize and options.sync cannot be combined (ghost batches are one replica's own), got virtualBatchSize ${k} with sync`,
+    );
+  }
+  return k;
 }

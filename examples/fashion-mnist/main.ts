@@ -17,7 +17,9 @@ import { init } from "../../ts/index.node.js";
 import { DEBIAN_DATA_DIR, hasDataset, loadFashionMnist } from "./idx.js";
 import { runExperimentParallel } from "./parallel.js";
 import { ProgressBar } from "./progress.js";
-import { summary, writeReport } from "./report.js";
+import { type RunInfo, summary, writeReport } from "./report.js";
+import { SMALL_BATCH_DEFAULTS } from "./small-batch.js";
+import { runSmallBatchCli } from "./small-batch-main.js";
 import { DEFAULTS, type ExperimentResult, resolveSettings, runExperiment } from "./train.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -28,7 +30,10 @@ Trains the paper's sigmoid MLP on Fashion-MNIST without and with batch normaliza
 Figure 1 (test accuracy; percentiles of one sigmoid's input) as SVG charts plus a JSON report.
 
 Options:
-  --steps N        training steps (mini-batches of 60) per network (default ${DEFAULTS.steps})
+  --experiment E   figure1 (default): the paper's Figure 1; small-batch: batch norm on
+                   mini-batches of 4 and of two classes, Batch Renorm, recalibrate (see README)
+  --steps N        training steps (mini-batches of 60) per network (default ${DEFAULTS.steps};
+                   small-batch: ${SMALL_BATCH_DEFAULTS.steps})
   --data DIR       folder with the four IDX files, gzipped or not
                    (default ${DEBIAN_DATA_DIR}, from Debian's dataset-fashion-mnist)
   --out DIR        report folder (default reports/fashion-mnist)
@@ -55,6 +60,7 @@ function parseCli() {
   function parse() {
     return parseArgs({
       options: {
+        experiment: { type: "string", default: "figure1" },
         steps: { type: "string" },
         data: { type: "string" },
         out: { type: "string" },
@@ -98,11 +104,24 @@ function parseCli() {
   };
   const threads = int("threads", 1) ?? (availableParallelism() >= 2 ? 2 : 1);
   if (threads > 2) fail(`--threads must be 1 or 2, got ${threads}`);
+  const experiment = values.experiment;
+  if (experiment !== "figure1" && experiment !== "small-batch") {
+    fail(`--experiment must be figure1 or small-batch, got ${String(experiment)}`);
+  }
   return {
+    experiment,
     steps: int("steps", 1),
     dataDir: resolve(values.data ?? DEBIAN_DATA_DIR),
     dataGiven: values.data !== undefined,
-    outDir: resolve(values.out ?? join(ROOT, "reports/fashion-mnist")),
+    outDir: resolve(
+      values.out ??
+        join(
+          ROOT,
+          experiment === "small-batch"
+            ? "reports/fashion-mnist-small-batch"
+            : "reports/fashion-mnist",
+        ),
+    ),
     learningRate: num("lr"),
     initStd: num("init-std"),
     seed: int("seed", 0),
@@ -141,12 +160,41 @@ async function main() {
     );
   }
   const lib = await init(wasm);
+  const info = {
+    dataDir: cli.dataDir,
+    threads: cli.threads,
+    backend: lib.backend,
+    node: process.version,
+    date: new Date().toISOString(),
+  };
+  const { text, paths } =
+    cli.experiment === "small-batch"
+      ? await runSmallBatchCli(cli, wasm, info)
+      : await figure1(cli, wasm, info);
+  process.stdout.write(`\n${text}\n\nReport: ${cli.outDir}\n`);
+  for (const p of paths) process.stdout.write(`  ${p}\n`);
+  if (cli.docs) {
+    const docs = join(ROOT, "docs/fashion-mnist");
+    mkdirSync(docs, { recursive: true });
+    for (const p of paths.filter((p) => p.endsWith(".svg"))) {
+      copyFileSync(p, join(docs, p.slice(p.lastIndexOf("/") + 1)));
+    }
+    process.stdout.write(`Charts copied to ${docs}\n`);
+  }
+}
+
+/** The paper's Figure 1 experiment: trains, writes the report, returns its summary and files. */
+async function figure1(
+  cli: ReturnType<typeof parseCli>,
+  wasm: { simd: string; scalar: string },
+  info: RunInfo,
+): Promise<{ text: string; paths: string[] }> {
   const data = loadFashionMnist(cli.dataDir);
   const settings = resolveSettings({ ...data, ...definedOnly(cli) });
   process.stderr.write(
     `Fashion-MNIST from ${cli.dataDir}: ${data.train.count} training and ${data.test.count} test images\n` +
       `Network ${settings.sizes.join("-")} (sigmoid), ${settings.steps} steps of ${settings.batchSize}, ` +
-      `SGD lr ${settings.learningRate}, init N(0, ${settings.initStd}²); BN on the ${lib.backend} back end; ` +
+      `SGD lr ${settings.learningRate}, init N(0, ${settings.initStd}²); BN on the ${info.backend} back end; ` +
       `test accuracy every ${settings.evalEvery} steps on ${settings.evalSize} images; ` +
       `${
         cli.replicas > 1
@@ -170,24 +218,12 @@ async function main() {
   } finally {
     bar.done();
   }
-  const paths = writeReport(cli.outDir, result, {
-    dataDir: cli.dataDir,
+  const runInfo = {
+    ...info,
     threads: cli.replicas > 1 ? 2 * cli.replicas : cli.threads,
     replicas: cli.replicas,
-    backend: lib.backend,
-    node: process.version,
-    date: new Date().toISOString(),
-  });
-  process.stdout.write(`\n${summary(result)}\n\nReport: ${cli.outDir}\n`);
-  for (const p of paths) process.stdout.write(`  ${p}\n`);
-  if (cli.docs) {
-    const docs = join(ROOT, "docs/fashion-mnist");
-    mkdirSync(docs, { recursive: true });
-    for (const p of paths.filter((p) => p.endsWith(".svg"))) {
-      copyFileSync(p, join(docs, p.slice(p.lastIndexOf("/") + 1)));
-    }
-    process.stdout.write(`Charts copied to ${docs}\n`);
-  }
+  };
+  return { text: summary(result), paths: writeReport(cli.outDir, result, runInfo) };
 }
 
 /** The CLI's numeric settings that were given, for {@link resolveSettings}. */

@@ -379,10 +379,11 @@ export class Network {
 
   /**
    * @param init initial weights, copied (so two networks can start from the same ones).
-   * @param batchNorm insert a {@link BatchNorm} (2-D `[n, units]` input) before each sigmoid.
-   * @param bnOptions their options (`sync` for data-parallel training).
+   * @param batchNorm insert a {@link BatchNorm} (2-D `[n, units]` input) before each sigmoid;
+   *   options make it one with those options (`sync` for data-parallel training, the
+   *   small-batch experiment's variants).
    */
-  constructor(init: InitialWeights, batchNorm: boolean, bnOptions: BatchNormOptions = {}) {
+  constructor(init: InitialWeights, batchNorm: boolean | BatchNormOptions) {
     this.sizes = init.sizes;
     this.layers = init.weights.map((w, l) => {
       const inputs = init.sizes[l] as number;
@@ -397,7 +398,8 @@ export class Network {
       };
     });
     const hidden = this.sizes.slice(1, -1);
-    this.norms = batchNorm ? hidden.map((units) => new BatchNorm(units, bnOptions)) : [];
+    const options = typeof batchNorm === "object" ? batchNorm : {};
+    this.norms = batchNorm ? hidden.map((units) => new BatchNorm(units, options)) : [];
   }
 
   get batchNorm(): boolean {

@@ -30,9 +30,9 @@ export type WorkerMessage =
   | { type: "eval"; point: EvalPoint }
   | { type: "done"; result: NetworkResult };
 
-/** Starts `worker.ts` in a worker thread. */
-function startWorker(job: WorkerJob): Worker {
-  return startTsWorker(new URL("./worker.ts", import.meta.url), job);
+/** Starts `worker.ts` (or another entry of this folder) in a worker thread. */
+export function startWorker(job: unknown, file = "./worker.ts"): Worker {
+  return startTsWorker(new URL(file, import.meta.url), job);
 }
 
 /**

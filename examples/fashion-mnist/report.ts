@@ -91,8 +91,11 @@ export interface RunInfo {
   date: string;
 }
 
-/** Writes `results.json` and the charts into `dir` (created if needed); returns the paths. */
-export function writeReport(dir: string, result: ExperimentResult, info: RunInfo): string[] {
+/** Writes files into `dir` (created if needed), listing their paths in `paths`. */
+export function reportWriter(dir: string): {
+  paths: string[];
+  write(name: string, text: string): void;
+} {
   mkdirSync(dir, { recursive: true });
   const paths: string[] = [];
   const write = (name: string, text: string) => {
@@ -100,6 +103,12 @@ export function writeReport(dir: string, result: ExperimentResult, info: RunInfo
     writeFileSync(path, text);
     paths.push(path);
   };
+  return { paths, write };
+}
+
+/** Writes `results.json` and the charts into `dir` (created if needed); returns the paths. */
+export function writeReport(dir: string, result: ExperimentResult, info: RunInfo): string[] {
+  const { paths, write } = reportWriter(dir);
   write(
     "results.json",
     `${JSON.stringify({ ...info, ...result, summary: summaryNumbers(result) }, null, 2)}\n`,

@@ -259,8 +259,7 @@ export class Trainer {
     this.#data = data;
     this.net = new Network(
       gaussianInit(settings.sizes, settings.initStd, settings.seed),
-      batchNorm,
-      { sync: replica ?? null },
+      batchNorm && { sync: replica ?? null },
     );
     const { batchSize } = settings;
     this.#rows = replica

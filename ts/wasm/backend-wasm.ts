@@ -47,6 +47,11 @@ export class WasmBackend implements Backend {
     return new WasmF32Buffer(this.heap, length);
   }
 
+  subrange(b: F32Buffer, offset: number, length: number): F32Buffer {
+    this.#p(b);
+    return WasmF32Buffer.within(b as WasmF32Buffer, offset, length);
+  }
+
   workspaceFloats(channels: number): number {
     // The export computes in 32-bit usize and saturates there (u32::MAX) rather than wrap; a
     // channel count past i32 would not even reach it intact.

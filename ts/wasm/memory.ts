@@ -147,8 +147,20 @@ export class WasmF32Buffer implements F32Buffer {
   readonly length: number;
   #ptr: number;
   #view: Float32Array | undefined;
+  /** For a sub-range: the buffer it lies in and its float offset there (it owns no memory). */
+  #within: { base: WasmF32Buffer; offset: number } | undefined;
 
-  constructor(heap: Heap, length: number) {
+  /** `length` floats of `base` from `offset` on, owning nothing (see `Backend.subrange`). */
+  static within(base: WasmF32Buffer, offset: number, length: number): WasmF32Buffer {
+    if (!(offset >= 0 && length >= 0 && offset + length <= base.length)) {
+      throw new RangeError(
+        `wasm-batchnorm: floats [${offset}, ${offset + length}) are not within a buffer of ${base.length}`,
+      );
+    }
+    return new WasmF32Buffer(base.heap, length, { base, offset });
+  }
+
+  constructor(heap: Heap, length: number, within?: { base: WasmF32Buffer; offset: number }) {
     if (!Number.isSafeInteger(length) || length < 0 || length * 4 > MAX_BYTES) {
       throw new RangeError(
         `wasm-batchnorm: cannot allocate ${length} floats: wasm32 memory holds at most 2^30`,
@@ -156,11 +168,14 @@ export class WasmF32Buffer implements F32Buffer {
     }
     this.heap = heap;
     this.length = length;
-    this.#ptr = heap.alloc(length * 4);
+    this.#within = within;
+    this.#ptr = within === undefined ? heap.alloc(length * 4) : 0;
   }
 
   /** The byte address, for passing to an export. */
   get ptr(): number {
+    // A sub-range's address follows its base's, so a freed base is caught there.
+    if (this.#within !== undefined) return this.#within.base.ptr + 4 * this.#within.offset;
     if (this.#ptr < 0) throw new Error("wasm-batchnorm: buffer used after free()");
     return this.#ptr;
   }
@@ -174,7 +189,7 @@ export class WasmF32Buffer implements F32Buffer {
   }
 
   free(): void {
-    if (this.#ptr < 0) return;
+    if (this.#within !== undefined || this.#ptr < 0) return;
     this.heap.free(this.#ptr, this.length * 4);
     this.#ptr = -1;
     this.#view = undefined;
