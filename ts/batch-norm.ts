@@ -1,26 +1,18 @@
 /**
  * The BatchNorm module: PyTorch's `BatchNorm1d/2d/3d` with its names and semantics. It keeps
- * the state (parameters, running statistics, training mode), the memory it reuses between calls
- * (per-channel buffers, the copy API's buffers) and what a forward leaves for its backward; the
- * algorithm itself is `core.ts`, shared with the functional ops.
+ * the options, the state (parameters, running statistics, training mode) and the public API;
+ * its passes and the memory it reuses between calls are `module-passes.ts`, and the algorithm
+ * itself is `core.ts`, shared with the functional ops.
  *
  * @module
  */
-import {
-  type Backend,
-  type BackendKind,
-  type Dims,
-  dimsLength,
-  type F32Buffer,
-  perChannel,
-} from "./backend.js";
+import type { BackendKind } from "./backend.js";
 import * as convert from "./convert.js";
-import { CopyBuffers } from "./copy-buffers.js";
-import { applyForward, forwardCoefficients, type GradSums, updateRunningStats } from "./core.js";
-import { checkChoice, isTyped, show, typeName } from "./errors.js";
+import { checkChoice, show } from "./errors.js";
 import { type FoldableBatchNorm, foldedAffineOf } from "./fold.js";
 import { resolveBackend } from "./init.js";
-import { BufferSet, freeWhenCollected, keepAlive } from "./lifetime.js";
+import { freeWhenCollected, keepAlive } from "./lifetime.js";
+import { type Gradients, ModulePasses, type Ranks } from "./module-passes.js";
 import {
   BACKEND_CHOICES,
   type BatchNormOptions,
@@ -28,43 +20,13 @@ import {
   type RunningVarEstimator,
 } from "./options.js";
 import { type CalibrationBatch, recalibrate } from "./recalibrate.js";
-import { allocScratch, type ChannelScratch } from "./scratch.js";
-import { dimsOf, type Layout, sameShape } from "./shape.js";
+import { checkScratchFits } from "./scratch.js";
+import type { Layout } from "./shape.js";
 import { ModuleState, type StateDict, type StateDictInput } from "./state.js";
-import { type BatchNormSync, syncGradSums } from "./sync.js";
-import { checkOut, checkTensor, disposeSymbol, Tensor } from "./tensor.js";
-import {
-  batchStatsForward,
-  checkRenorm,
-  ghostCount,
-  type Part,
-  PartScratch,
-  partsBackward,
-  type RenormLimits,
-  renormNeedsRunningStats,
-} from "./variants.js";
+import { disposeSymbol, type Tensor } from "./tensor.js";
+import { checkRenorm, type RenormLimits, renormNeedsRunningStats } from "./variants.js";
 
-/** What {@link BatchNorm.backward} returns: `dx` is shaped like the input. */
-export interface Gradients<T> {
-  /** Gradient with respect to the input. */
-  dx: T;
-  /** Gradient with respect to `weight`, or `null` when the module has no weight. */
-  dWeight: Float32Array | null;
-  /** Gradient with respect to `bias`, or `null` when the module has no bias. */
-  dBias: Float32Array | null;
-}
-
-/** What the last forward left for backward. */
-interface Saved {
-  /** The input: the copy API's buffer, or the caller's tensor. */
-  x: F32Buffer | Tensor;
-  shape: readonly number[];
-  dims: Dims;
-  /** The whole batch, or its ghost batches. */
-  parts: readonly Part[];
-  /** The replicas the forward's statistics were gathered over (backward gathers too), or null. */
-  sync: BatchNormSync | null;
-}
+export type { Gradients };
 
 /**
  * Batch normalization over the channel axis (Ioffe & Szegedy, 2015), like PyTorch's
@@ -134,20 +96,9 @@ export class BatchNorm implements FoldableBatchNorm {
   readonly runningVar: Float32Array | null;
 
   readonly #state: ModuleState;
-  readonly #impl: Backend;
-  /** Every buffer this module holds in its back end's memory. */
-  readonly #buffers: BufferSet;
-  readonly #scratch: ChannelScratch;
-  readonly #copy: CopyBuffers;
-  /** 1/sqrt(var + eps) of the last forward, and the weight it used: backward reads them. */
-  readonly #invstd: Float64Array;
-  readonly #forwardWeight: Float32Array | null;
-  readonly #sync: BatchNormSync | null;
-  /** Per-forward arrays of the batch-statistics path (per ghost batch). */
-  readonly #parts: PartScratch;
+  readonly #passes: ModulePasses;
   #renorm: RenormLimits | null;
   #training = true;
-  #saved: Saved | undefined;
   #disposed = false;
 
   /**
@@ -165,21 +116,10 @@ export class BatchNorm implements FoldableBatchNorm {
     }
     const config = moduleConfig(options, where);
     renormNeedsRunningStats(config.renorm, config.trackRunningStats, where, "options.renorm");
-    this.#impl = resolveBackend(config.backend);
-    this.backend = this.#impl.kind;
-    // The back end's memory first (refused whole when it cannot fit): when it fails, nothing
-    // was allocated on the JS side.
-    this.#buffers = new BufferSet(this.#impl);
-    try {
-      this.#scratch = allocScratch(this.#buffers, numFeatures, where, "numFeatures");
-      this.#parts = new PartScratch(this.#buffers, numFeatures);
-      this.#parts.ensure(1);
-    } catch (error) {
-      this.#buffers.free();
-      throw error;
-    }
-    freeWhenCollected(this, this.#buffers);
-    this.#copy = new CopyBuffers(this.#buffers);
+    const impl = resolveBackend(config.backend);
+    // Refused before anything is allocated, in the back end's memory or on the JS side.
+    checkScratchFits(impl, numFeatures, where, "numFeatures");
+    this.backend = impl.kind;
     this.numFeatures = numFeatures;
     this.eps = config.eps;
     this.momentum = config.momentum;
@@ -196,9 +136,21 @@ export class BatchNorm implements FoldableBatchNorm {
       runningMean: this.runningMean,
       runningVar: this.runningVar,
     } = this.#state);
-    this.#invstd = new Float64Array(numFeatures);
-    this.#forwardWeight = this.weight && new Float32Array(numFeatures);
-    this.#sync = config.sync;
+    const settings = { ...config, state: this.#state, numFeatures };
+    const module = this;
+    const mode = {
+      get training() {
+        return module.#training;
+      },
+      get renorm() {
+        return module.#renorm;
+      },
+      get ranks() {
+        return module.ranks;
+      },
+    };
+    this.#passes = new ModulePasses(impl, settings, mode, where);
+    freeWhenCollected(this, this.#passes.buffers);
   }
 
   /** Whether the module is in training mode (the initial mode). */
@@ -255,7 +207,7 @@ export class BatchNorm implements FoldableBatchNorm {
     const state = this.#state;
     return recalibrate(
       {
-        backend: this.#impl,
+        backend: this.#passes.impl,
         channels: this.numFeatures,
         layout: this.layout,
         commit: (mean, variance, count) => {
@@ -292,7 +244,7 @@ export class BatchNorm implements FoldableBatchNorm {
    */
   tensor(shape: readonly number[]): Tensor {
     this.#live("tensor");
-    return Tensor.alloc(this.#impl, shape, "BatchNorm.tensor");
+    return this.#passes.tensor(shape);
   }
 
   /**
@@ -316,50 +268,8 @@ export class BatchNorm implements FoldableBatchNorm {
     x: Float32Array | Tensor,
     arg?: readonly number[] | { out?: Tensor },
   ): Float32Array | Tensor {
-    const where = "BatchNorm.forward";
     this.#live("forward");
-    if (x instanceof Tensor) {
-      const out = checkOut(arg, where);
-      checkTensor(x, this.#impl, where, "x");
-      const dims = this.#dims(x.shape, where, "x.shape");
-      if (out !== undefined) {
-        checkTensor(out, this.#impl, where, "options.out");
-        sameShape(out.shape, x.shape, where, "options.out");
-        if (out === x) {
-          throw new RangeError(`${where}: options.out must not be x: backward needs the input`);
-        }
-      }
-      const y = out ?? this.tensor(x.shape);
-      try {
-        this.#forward(x, x.buffer, y.buffer, dims, x.shape);
-      } catch (error) {
-        if (y !== out) y.dispose();
-        throw error;
-      }
-      return y;
-    }
-    if (!isTyped(x, "Float32Array")) {
-      throw new TypeError(
-        `${where}: x must be a Float32Array or a Tensor, got ${typeName(x)} (convert with Float32Array.from)`,
-      );
-    }
-    if (!Array.isArray(arg)) {
-      throw new TypeError(`${where}: shape must be an array of dimensions, got ${show(arg)}`);
-    }
-    const shape = arg as readonly number[];
-    const dims = this.#dims(shape, where, "shape");
-    if (x.length !== dimsLength(dims)) {
-      throw new RangeError(
-        `${where}: x has ${x.length} values but shape [${shape.join(", ")}] needs ${dimsLength(dims)}`,
-      );
-    }
-    const input = this.#impl.pin(x);
-    const previous = this.#copy.x;
-    const buffers = this.#copy.forward(x.length);
-    if (buffers.replaced && this.#saved?.x === previous) this.#saved = undefined;
-    buffers.x.view().set(input());
-    this.#forward(buffers.x, buffers.x, buffers.y, dims, shape);
-    return buffers.y.view().slice();
+    return this.#passes.forward(x, arg);
   }
 
   /**
@@ -388,53 +298,8 @@ export class BatchNorm implements FoldableBatchNorm {
     dy: Float32Array | Tensor,
     options?: { out?: Tensor },
   ): Gradients<Float32Array | Tensor> {
-    const where = "BatchNorm.backward";
     this.#live("backward");
-    const out = checkOut(options, where);
-    const saved = this.#saved;
-    if (saved === undefined) {
-      throw new Error(
-        `${where}: no forward() to differentiate: call forward() first (each forward can be differentiated once)`,
-      );
-    }
-    if (saved.x instanceof Tensor && saved.x.disposed) {
-      throw new Error(`${where}: the input tensor of the last forward() was disposed`);
-    }
-    const x = saved.x instanceof Tensor ? saved.x.buffer : saved.x;
-    if (dy instanceof Tensor) {
-      checkTensor(dy, this.#impl, where, "dy");
-      sameShape(dy.shape, saved.shape, where, "dy");
-      if (out !== undefined) {
-        checkTensor(out, this.#impl, where, "options.out");
-        sameShape(out.shape, saved.shape, where, "options.out");
-      }
-      const dx = out ?? this.tensor(saved.shape);
-      try {
-        return { dx, ...this.#backward(saved, x, dy.buffer, dx.buffer) };
-      } catch (error) {
-        if (dx !== out) dx.dispose();
-        throw error;
-      }
-    }
-    if (!isTyped(dy, "Float32Array")) {
-      throw new TypeError(`${where}: dy must be a Float32Array or a Tensor, got ${typeName(dy)}`);
-    }
-    if (out !== undefined) {
-      throw new TypeError(
-        `${where}: options.out is for Tensor gradients; with a Float32Array dy, dx is a new Float32Array`,
-      );
-    }
-    const n = dimsLength(saved.dims);
-    if (dy.length !== n) {
-      throw new RangeError(
-        `${where}: dy has ${dy.length} values but the forward input [${saved.shape.join(", ")}] had ${n}`,
-      );
-    }
-    const upstream = this.#impl.pin(dy);
-    const dyb = this.#copy.output(n);
-    dyb.view().set(upstream());
-    const grads = this.#backward(saved, x, dyb, dyb);
-    return { dx: dyb.view().slice(), ...grads };
+    return this.#passes.backward(dy, options);
   }
 
   /**
@@ -527,8 +392,7 @@ export class BatchNorm implements FoldableBatchNorm {
     if (this.#disposed) return;
     this.#disposed = true;
     keepAlive(this);
-    this.#buffers.free();
-    this.#saved = undefined;
+    this.#passes.free();
   }
 
   /** `using bn = new BatchNorm(…)` disposes it at the end of the block. */
@@ -536,105 +400,11 @@ export class BatchNorm implements FoldableBatchNorm {
     this.dispose();
   }
 
-  /** Runs a forward whose arguments are all checked; nothing here can fail half-way. */
-  #forward(
-    input: F32Buffer | Tensor,
-    x: F32Buffer,
-    y: F32Buffer,
-    dims: Dims,
-    shape: readonly number[],
-  ): void {
-    const s = this.#scratch;
-    const state = this.#state;
-    const batchStats = this.#training || !this.trackRunningStats;
-    const rm = state.runningMean as Float32Array;
-    const rv = state.runningVar as Float32Array;
-    const weight = this.#forwardWeight;
-    // PyTorch's SyncBatchNorm gathers in training only; inference is each replica's own.
-    const sync = this.#training ? this.#sync : null;
-    let parts: readonly Part[];
-    if (batchStats) {
-      const ghosts = ghostCount(this.virtualBatchSize, shape, dims, "BatchNorm.forward");
-      // The only allocation (when the ghost count changed): before anything is changed.
-      if (this.#parts.ensure(ghosts)) this.#saved = undefined;
-      // A synchronized forward's gather can fail after the moments pass overwrote the last
-      // forward's centre: then there is no forward left to differentiate.
-      if (sync !== null) this.#saved = undefined;
-      // Renorm corrects toward the running statistics as they were before this step.
-      const renorm =
-        this.#training && this.#renorm
-          ? { limits: this.#renorm, running: { mean: rm, variance: rv } }
-          : null;
-      const plan = { affine: state, eps: this.eps, ghosts, renorm, sync };
-      const result = batchStatsForward(this.#impl, x, y, dims, s, this.#parts, plan);
-      parts = result.parts;
-      if (this.#training && this.trackRunningStats) {
-        state.numBatchesTracked += 1;
-        const m = this.momentum ?? 1 / state.numBatchesTracked;
-        const { mean, variance, count } = result;
-        updateRunningStats(rm, rv, mean, variance, count, m, this.runningVarEstimator);
-      }
-    } else {
-      // Recomputed on every call: checking whether the parameters or running statistics
-      // changed since the last call (they are updated in place) costs as much as this.
-      s.center.view().set(rm);
-      forwardCoefficients(s, state, rv, this.eps, this.#invstd);
-      applyForward(this.#impl, x, y, dims, s.center, s);
-      const record = { dims, center: s.center, invstd: this.#invstd, weight, batchStats };
-      parts = [{ offset: 0, length: dimsLength(dims), record }];
-    }
-    if (weight !== null) weight.set(state.weight as Float32Array);
-    this.#saved = { x: input, shape: [...shape], dims, parts, sync };
-  }
-
-  /** Runs a backward whose arguments are all checked; consumes the saved forward. */
-  #backward(saved: Saved, x: F32Buffer, dy: F32Buffer, dx: F32Buffer) {
-    const { sync } = saved;
-    const reduce = sync && ((l: GradSums) => syncGradSums(sync, l, "BatchNorm.backward"));
-    const weight = this.#forwardWeight;
-    const grads = partsBackward(this.#impl, saved.parts, weight, x, dy, dx, this.#scratch, reduce);
-    this.#saved = undefined;
-    return {
-      dWeight: this.weight && grads.dWeight,
-      dBias: this.bias && grads.dBias,
-    };
-  }
-
   /**
    * The input ranks a subclass accepts (PyTorch's `BatchNorm1d/2d/3d` check them), with the
    * class's name and the forms it expects, for the error message; any rank ≥ 2 when absent.
    */
-  protected readonly ranks?: {
-    readonly accepted: readonly number[];
-    readonly name: string;
-    readonly forms: string;
-  };
-
-  #dims(shape: readonly number[], where: string, name: string): Dims {
-    const dims = dimsOf(shape, this.layout, where, name, this.numFeatures);
-    const ranks = this.ranks;
-    if (ranks !== undefined && !ranks.accepted.includes(shape.length)) {
-      throw new RangeError(
-        `${where}: ${ranks.name} expects ${ranks.forms} input, got ${name} [${shape.join(", ")}] (rank ${shape.length})`,
-      );
-    }
-    // PyTorch's rule, checked whenever batch statistics are used: in training, and in
-    // inference too when there are no running statistics (`trackRunningStats: false`). A
-    // synchronized training forward checks the whole batch's count instead (sync.ts).
-    const synced = this.#training && this.#sync !== null;
-    if ((this.#training || !this.trackRunningStats) && !synced && perChannel(dims) <= 1) {
-      const when = this.#training
-        ? "when training"
-        : "when using batch statistics (trackRunningStats: false)";
-      throw new RangeError(
-        `${where}: expected more than 1 value per channel ${when}, got input shape [${shape.join(", ")}]`,
-      );
-    }
-    if (this.#training || !this.trackRunningStats) {
-      ghostCount(this.virtualBatchSize, shape, dims, where);
-    }
-    return dims;
-  }
+  protected readonly ranks?: Ranks;
 
   #live(method: string): void {
     if (this.#disposed) throw new Error(`BatchNorm.${method}: the module was disposed`);

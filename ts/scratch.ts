@@ -37,17 +37,16 @@ export function scratchFloats(backend: Backend, channels: number): number {
 }
 
 /**
- * Allocates the per-channel buffers for `channels` channels in `buffers`' back end. Throws a
- * RangeError before allocating anything when they cannot all fit (`where`: who asks; `name`:
- * what the channel count is called there).
+ * Throws a RangeError when the per-channel buffers of `channels` channels cannot fit in
+ * `backend`'s memory next to what is live (`where`: who asks; `name`: what the channel count
+ * is called there). Nothing is allocated.
  */
-export function allocScratch(
-  buffers: BufferSet,
+export function checkScratchFits(
+  backend: Backend,
   channels: number,
   where: string,
   name: string,
-): ChannelScratch {
-  const { backend } = buffers;
+): void {
   const floats = scratchFloats(backend, channels);
   if (!backend.fits(floats)) {
     const bytes = Number.isFinite(floats) ? `${floats * 4} bytes` : "more than 4 GiB";
@@ -56,6 +55,20 @@ export function allocScratch(
         "wasm memory, which holds at most 4 GiB (less what is in use)",
     );
   }
+}
+
+/**
+ * Allocates the per-channel buffers for `channels` channels in `buffers`' back end, refused
+ * before anything is allocated when they cannot all fit (see {@link checkScratchFits}).
+ */
+export function allocScratch(
+  buffers: BufferSet,
+  channels: number,
+  where: string,
+  name: string,
+): ChannelScratch {
+  const { backend } = buffers;
+  checkScratchFits(backend, channels, where, name);
   const scratch: Partial<Record<Role | "ws", F32Buffer>> = {};
   for (const role of ROLES) scratch[role] = buffers.alloc(channels);
   scratch.ws = buffers.alloc(backend.workspaceFloats(channels));
