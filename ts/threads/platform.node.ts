@@ -1,0 +1,20 @@
+/**
+ * Node: workers are `worker_threads` running the pool's worker source (`eval: true`), unref'd
+ * so that an idle pool does not keep the process alive.
+ *
+ * @module
+ */
+import { availableParallelism } from "node:os";
+import { Worker } from "node:worker_threads";
+import type { ThreadPlatform } from "./pool.js";
+
+export const nodeThreads: ThreadPlatform = {
+  cores: () => availableParallelism(),
+  spawn(source, data, onMessage, onError) {
+    const worker = new Worker(source, { eval: true, workerData: data });
+    worker.unref();
+    worker.on("message", onMessage);
+    worker.on("error", onError);
+    return { terminate: () => void worker.terminate() };
+  },
+};
