@@ -10,10 +10,11 @@ import type { Dims } from "../backend.js";
 /** Floats per chunk (256 KiB), the default: large enough for the kernels' blocks to pay. */
 export const CHUNK_FLOATS = 1 << 16;
 /**
- * Values per channel in a chunk at least, so that the float64 partials (24 bytes a channel
- * and chunk) stay small next to the data (at most 6/256 of it).
+ * Values per channel in a chunk at least, as a fraction of the chunk size (256 for the
+ * default), so that the float64 partials (24 bytes a channel and chunk) stay small next to
+ * the data (at most 6/256 of it).
  */
-const MIN_CHUNK_VALUES = 256;
+const MIN_VALUES_DIVISOR = 256;
 
 /**
  * The chunks of a `[outer, channels, inner]` tensor: `rows` outer rows with every channel, or,
@@ -31,14 +32,15 @@ export interface ChunkPlan {
 export function planChunks(d: Dims, chunkFloats: number = CHUNK_FLOATS): ChunkPlan {
   const { outer, channels, inner } = d;
   const plane = channels * inner;
-  if (plane > chunkFloats && inner >= MIN_CHUNK_VALUES && channels > 1) {
+  const minValues = Math.max(1, Math.floor(chunkFloats / MIN_VALUES_DIVISOR));
+  if (plane > chunkFloats && inner >= minValues && channels > 1) {
     const group = Math.max(1, Math.floor(chunkFloats / inner));
     const groups = Math.ceil(channels / group);
     return { rows: 1, group, groups, chunks: outer * groups };
   }
   const rows = Math.min(
     outer,
-    Math.max(1, Math.floor(chunkFloats / plane), Math.ceil(MIN_CHUNK_VALUES / inner)),
+    Math.max(1, Math.floor(chunkFloats / plane), Math.ceil(minValues / inner)),
   );
   return { rows, group: channels, groups: 1, chunks: Math.ceil(outer / rows) };
 }

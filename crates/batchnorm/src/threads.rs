@@ -72,7 +72,7 @@ pub extern "C" fn bn_slot_bytes(group: usize) -> usize {
 /// `job` points to a [`Job`] whose fields the wrapper validated: positive sizes, `chunks`
 /// chunks that cover the `[outer, channels, inner]` tensor (`rows == 1` whenever
 /// `group < channels`), every address valid for its op as in the matching export of `lib.rs`
-/// (`x`, `b`, `out` for the tensor, `p[k]` for `channels` floats, `partials` for `chunks·group`
+/// (`x`, `b`, `out` for the tensor, each `p[k]` that the op uses for `channels` floats, `partials` for `chunks·group`
 /// [`Moments`], slot `slot` for [`bn_slot_bytes`]`(group)`), and no two threads given the same
 /// slot. Every chunk writes disjoint memory (its own elements, partials and slot), so threads
 /// running different chunks of one job do not race.
@@ -120,20 +120,24 @@ unsafe fn run_chunk(job: &Job, i: usize, slot: usize) {
     let x = (job.x as usize as *const f32).add(offset);
     let b = (job.b as usize as *const f32).add(offset);
     let out = (job.out as usize as *mut f32).add(offset);
-    let p = job.p.map(|a| from_raw_parts((a as usize as *const f32).add(c0), gc));
+    // Only the parameters an op uses are made into slices: the others may be 0 (null).
+    let p = |k: usize| from_raw_parts((job.p[k] as usize as *const f32).add(c0), gc);
     let (out_a, out_b) = (from_raw_parts_mut(outs, gc), from_raw_parts_mut(outs.add(group), gc));
     match job.op {
         OP_MOMENTS => {
             kernels::moments::<Lanes>(from_raw_parts(x, len), dims, &mut ws, out_a, out_b)
         }
         OP_SCALE_SHIFT => {
-            kernels::map::<Lanes, ScaleShift>(x, x, out, dims, [p[0], p[1], p[2], p[2]], &mut ws)
+            kernels::map::<Lanes, ScaleShift>(x, x, out, dims, [p(0), p(1), p(2), p(2)], &mut ws)
         }
         OP_GRAD_SUMS => {
             let (xs, bs) = (from_raw_parts(x, len), from_raw_parts(b, len));
-            kernels::reduce_grads::<Lanes>(xs, bs, dims, p[0], &mut ws, out_a, out_b)
+            kernels::reduce_grads::<Lanes>(xs, bs, dims, p(0), &mut ws, out_a, out_b)
         }
-        OP_GRAD_INPUT => kernels::map::<Lanes, GradInput>(x, b, out, dims, p, &mut ws),
+        OP_GRAD_INPUT => {
+            let params = [p(0), p(1), p(2), p(3)];
+            kernels::map::<Lanes, GradInput>(x, b, out, dims, params, &mut ws)
+        }
         _ => panic!(),
     }
 }
