@@ -56,35 +56,41 @@ function runPasses(be: Backend, d: Dims, xs: Float32Array, dys: Float32Array): O
   const y = be.alloc(n);
   const dx = be.alloc(n);
   const ws = be.allocWorkspace(c);
-  const [mean, variance, scale, shift, sumDy, sumDyXc, kDy, kXc, kConst] = Array.from(
-    { length: 9 },
-    () => buf(),
-  ) as [ReturnType<typeof buf>, ...ReturnType<typeof buf>[]];
+  const mean = buf();
+  const variance = buf();
+  const scale = buf();
+  const shift = buf();
+  const sumDy = buf();
+  const sumDyXc = buf();
+  const kDy = buf();
+  const kXc = buf();
+  const kConst = buf();
   be.moments(x, d, ws, mean, variance);
   const m = mean.view().slice();
   const v = variance.view().slice();
   const count = d.outer * d.inner;
   const invstd = Array.from(v, (vc) => 1 / Math.sqrt(vc + 1e-5));
-  scale?.view().set(invstd.map((k, i) => k * (1 + 0.1 * i)));
-  shift?.view().set(invstd.map((_, i) => 0.5 - 0.01 * i));
-  be.scaleShift(x, y, d, mean, scale as never, shift as never, ws);
+  scale.view().set(invstd.map((k, i) => k * (1 + 0.1 * i)));
+  shift.view().set(invstd.map((_, i) => 0.5 - 0.01 * i));
+  be.scaleShift(x, y, d, mean, scale, shift, ws);
   const yOut = y.view().slice();
-  be.gradSums(x, dy, d, mean, ws, sumDy as never, sumDyXc as never);
-  const s0 = sumDy?.view().slice() as Float32Array;
-  const s1 = sumDyXc?.view().slice() as Float32Array;
-  kDy?.view().set(invstd.map((k, i) => k * (1 + 0.1 * i)));
-  kXc?.view().set(invstd.map((k, i) => (-k * k * k * (s1[i] as number)) / count));
-  kConst?.view().set(invstd.map((k, i) => (-k * (s0[i] as number)) / count));
-  be.gradInput(x, dy, dx, d, mean, kDy as never, kXc as never, kConst as never, ws);
+  be.gradSums(x, dy, d, mean, ws, sumDy, sumDyXc);
+  const s0 = sumDy.view().slice();
+  const s1 = sumDyXc.view().slice();
+  kDy.view().set(invstd.map((k, i) => k * (1 + 0.1 * i)));
+  kXc.view().set(invstd.map((k, i) => (-k * k * k * (s1[i] as number)) / count));
+  kConst.view().set(invstd.map((k, i) => (-k * (s0[i] as number)) / count));
+  be.gradInput(x, dy, dx, d, mean, kDy, kXc, kConst, ws);
   const dxOut = dx.view().slice();
   // Inference: running statistics as constants, in place (y = x).
   const running = buf(Array.from(m, (mc) => mc + 0.25));
-  be.scaleShift(x, x, d, running, scale as never, shift as never, ws);
+  be.scaleShift(x, x, d, running, scale, shift, ws);
   const inference = x.view().slice();
   for (const b of [x, dy, y, dx, ws, mean, variance, scale, shift, sumDy, sumDyXc, kDy, kXc]) {
-    b?.free();
+    b.free();
   }
-  for (const b of [kConst, running]) b?.free();
+  kConst.free();
+  running.free();
   return { mean: m, variance: v, y: yOut, sumDy: s0, sumDyXc: s1, dx: dxOut, inference };
 }
 
@@ -188,10 +194,14 @@ describe.each([
       // And the statistics against float64.
       const count = d.outer * d.inner;
       const mean64 = new Float64Array(d.channels);
-      for (let i = 0; i < n; i++) mean64[channelOf(i)] += (xs[i] as number) / count;
+      for (let i = 0; i < n; i++) {
+        const c = channelOf(i);
+        mean64[c] = (mean64[c] as number) + (xs[i] as number) / count;
+      }
       const var64 = new Float64Array(d.channels);
       for (let i = 0; i < n; i++) {
-        var64[channelOf(i)] += ((xs[i] as number) - (mean64[channelOf(i)] as number)) ** 2 / count;
+        const c = channelOf(i);
+        var64[c] = (var64[c] as number) + ((xs[i] as number) - (mean64[c] as number)) ** 2 / count;
       }
       expectClose(first.mean, Float32Array.from(mean64), 1e-6, "mean vs float64");
       expectClose(first.variance, Float32Array.from(var64), 1e-5, "variance vs float64");

@@ -53,8 +53,11 @@ export interface InitResult {
   readonly available: readonly BackendKind[];
   /** Why wasm (or its SIMD build) is not used, when it is not. */
   readonly reason?: string;
-  /** Threads that run the `"simd"` back end's passes (1: the calling thread alone). */
-  readonly threads: number;
+  /**
+   * Threads that run the `"simd"` back end's passes (1: the calling thread alone); present
+   * when the `threads` option was given.
+   */
+  readonly threads?: number;
   /** Why fewer threads run than were asked for, when that is so. */
   readonly threadsReason?: string;
 }
@@ -128,19 +131,19 @@ function sameSources(first: InitOptions, later: InitOptions): boolean {
 
 async function load(platform: Platform, options: InitOptions): Promise<InitResult> {
   const result = await loadBuilds(platform, options);
+  if (options.threads === undefined) return result;
+  // More than one thread: the threaded back end takes the SIMD build's place in the registry.
   const threads = await startThreadsFor(platform, options, result.backend === "simd");
-  if (threads.backend !== undefined && loaded !== undefined) {
-    loaded = {
-      ...loaded,
-      threads: threads.threads,
-      backends: { ...loaded.backends, simd: threads.backend },
-    };
-  } else if (loaded !== undefined) {
-    loaded = { ...loaded, threads: threads.threads };
+  const found = {
+    ...result,
+    threads: threads.threads,
+    ...(threads.reason === undefined ? {} : { threadsReason: threads.reason }),
+  };
+  if (loaded !== undefined) {
+    const simd = threads.backend === undefined ? {} : { simd: threads.backend };
+    loaded = { ...loaded, ...found, backends: { ...loaded.backends, ...simd } };
   }
-  const reason = threads.reason === undefined ? {} : { threadsReason: threads.reason };
-  if (loaded !== undefined) loaded = { ...loaded, ...reason };
-  return { ...result, threads: threads.threads, ...reason };
+  return found;
 }
 
 async function loadBuilds(platform: Platform, options: InitOptions): Promise<InitResult> {
@@ -180,7 +183,7 @@ async function loadBuilds(platform: Platform, options: InitOptions): Promise<Ini
 function settle(wasm: Backends, reason: string | undefined): InitResult {
   const backends: Backends = { ...wasm, js: jsBackend };
   const available = (["simd", "scalar", "js"] as const).filter((k) => backends[k] !== undefined);
-  const result = { backend: available[0] ?? "js", available, threads: 1 };
+  const result = { backend: available[0] ?? "js", available };
   loaded = { ...result, ...(reason === undefined ? {} : { reason }), backends };
   return reason === undefined ? result : { ...result, reason };
 }
