@@ -12,9 +12,10 @@ export const nodeThreads: ThreadPlatform = {
   cores: () => availableParallelism(),
   spawn(source, data, onMessage, onError) {
     const worker = new Worker(source, { eval: true, workerData: data });
-    worker.unref();
     worker.on("message", onMessage);
     worker.on("error", onError);
+    // After the listeners, which would ref it again.
+    worker.unref();
     return { terminate: () => void worker.terminate() };
   },
 };
