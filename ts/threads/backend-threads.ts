@@ -30,6 +30,7 @@ const OP_MOMENTS = 0;
 const OP_SCALE_SHIFT = 1;
 const OP_GRAD_SUMS = 2;
 const OP_GRAD_INPUT = 3;
+const OP_COPY = 4;
 /** Bytes reserved for a job descriptor (`threads.rs`'s `Job`: 18 u32). */
 const JOB_BYTES = 128;
 
@@ -231,6 +232,17 @@ export class ThreadedBackend extends WasmBackend {
       return;
     }
     this.#run(OP_GRAD_INPUT, d, plan, [x, dy, dx], [mean, kDy, kXc, kConst]);
+  }
+
+  override copy(src: F32Buffer, dst: F32Buffer): void {
+    // As a [length, 1, 1] tensor: chunks of rows, like any other pass.
+    const d = { outer: src.length, channels: 1, inner: 1 };
+    const plan = this.#plan(d);
+    if (plan === undefined || dst.length !== src.length) {
+      super.copy(src, dst);
+      return;
+    }
+    this.#run(OP_COPY, d, plan, [src, src, dst], []);
   }
 
   /** Stops the workers; passes of large tensors throw afterwards. */

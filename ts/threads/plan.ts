@@ -8,7 +8,7 @@
 import type { Dims } from "../backend.js";
 
 /** Floats per chunk (256 KiB), the default: large enough for the kernels' blocks to pay. */
-export const CHUNK_FLOATS = 1 << 16;
+export const CHUNK_FLOATS = 3 << 17;
 /**
  * Values per channel in a chunk at least, as a fraction of the chunk size (256 for the
  * default), so that the float64 partials (24 bytes a channel and chunk) stay small next to

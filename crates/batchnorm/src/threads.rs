@@ -25,6 +25,8 @@ const OP_SCALE_SHIFT: u32 = 1;
 const OP_GRAD_SUMS: u32 = 2;
 /// `out = p1·b + p2·(x − p0) + p3`.
 const OP_GRAD_INPUT: u32 = 3;
+/// `out = x`: the benchmarks' bandwidth yardstick, threaded.
+const OP_COPY: u32 = 4;
 
 /// A pass, as the wrapper writes it into memory (sixteen little-endian u32, addresses are byte
 /// offsets). `next` is the claim counter: 0 when the job is published.
@@ -138,6 +140,7 @@ unsafe fn run_chunk(job: &Job, i: usize, slot: usize) {
             let params = [p(0), p(1), p(2), p(3)];
             kernels::map::<Lanes, GradInput>(x, b, out, dims, params, &mut ws)
         }
+        OP_COPY => kernels::copy::<Lanes>(x, out, len),
         _ => panic!(),
     }
 }
