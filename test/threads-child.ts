@@ -51,8 +51,8 @@ try {
   });
   const outputs: Record<string, string> = {};
   if (args.run === true) {
-    // 16·16·32·32 = 262144 floats: twice MIN_THREADED_FLOATS, so passes are split.
-    const [n, c, h, w] = [16, 16, 32, 32];
+    // 32·32·32·32 = 2^20 floats: past MIN_THREADED_FLOATS and three chunks (CHUNK_FLOATS).
+    const [n, c, h, w] = [32, 32, 32, 32];
     const x = data(n * c * h * w, 7);
     const dy = data(n * c * h * w, 11);
     for (const layout of ["NCHW", "NHWC"] as const) {

@@ -148,7 +148,7 @@ describe.each([
   [
     "default chunks, tensors above the threshold",
     {},
-    [...shapes(16, 24, 1024), ...shapes(256, 64, 9)],
+    [...shapes(64, 24, 1024), ...shapes(2048, 64, 9)],
   ],
   [
     "tiny chunks: many chunks of odd sizes, channels split into groups",
