@@ -31,15 +31,17 @@ const OP_SCALE_SHIFT = 1;
 const OP_GRAD_SUMS = 2;
 const OP_GRAD_INPUT = 3;
 const OP_COPY = 4;
-/** Bytes reserved for a job descriptor (`threads.rs`'s `Job`: 18 u32). */
+/** Bytes reserved for a job descriptor (`threads.rs`'s `Job`: 17 u32). */
 const JOB_BYTES = 128;
 
 /**
- * Tensors below this many floats run on the calling thread: handing out a pass costs a few
- * tens of microseconds (waking the workers and waiting for them), more than it saves on
- * tensors that small (measured with bench/threads.ts).
+ * Tensors below this many floats (4 MiB) run on the calling thread. Handing out a pass costs
+ * waking a worker, which on a busy machine comes late: bench/threads.ts on this 2-core machine
+ * (shared with other work, load 4-5) measured no gain below it (0.75-1.0x from 64K to 1M
+ * floats with every size threaded), while the chunked passes cost 0-20% more than the whole
+ * tensor on one thread.
  */
-export const MIN_THREADED_FLOATS = 1 << 17;
+export const MIN_THREADED_FLOATS = 1 << 20;
 
 export interface ThreadedExports {
   bn_work(job: number, slot: number): number;
@@ -135,9 +137,8 @@ export class ThreadedBackend extends WasmBackend {
     }
     const slots = scratch.ptr + JOB_BYTES;
     const partials = slots + slotBytes * this.threads;
-    const job = new Uint32Array(this.heap.memory.buffer, scratch.ptr, 18);
+    const job = new Uint32Array(this.heap.memory.buffer, scratch.ptr, 17);
     job.set([
-      0,
       op,
       plan.chunks,
       d.outer,
@@ -156,7 +157,7 @@ export class ThreadedBackend extends WasmBackend {
       slots,
       slotBytes,
     ]);
-    (this.#pool as Pool).run(scratch.ptr);
+    (this.#pool as Pool).run(scratch.ptr, plan.chunks);
     return new Float64Array(this.heap.memory.buffer, partials, partialFloat64s(plan));
   }
 

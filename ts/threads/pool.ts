@@ -2,15 +2,17 @@
  * A pool of workers that run the kernels over one shared memory, driven synchronously by the
  * calling thread.
  *
- * The control block is eight int32 in the shared memory: `[0]` the generation (bumped once
- * per job), `[1]` how many workers finished the current job, `[2]` stop, `[3]` the job's
- * address, `[4]` set when a worker's kernel threw. A job runs so: the caller clears `[1]`,
- * writes `[3]`, bumps `[0]` and `Atomics.notify`s it; every thread, the caller included, calls
- * `bn_work` (which claims chunks with an atomic counter until none is left); each worker then
- * adds 1 to `[1]` and notifies it, and the caller, done with its own chunks, waits (bounded)
- * until every worker has counted itself. Only then is the next job written, so no worker ever
- * reads a job that is being rewritten. Workers spin briefly before they sleep, and so does the
- * caller, because passes come in quick succession (moments, then the map).
+ * The control block (`threads.rs`'s `Control`, 32 bytes) holds, as int32: `[0]` the generation
+ * (bumped once per job, what idle workers wait on), `[1]` chunks done of the current job,
+ * `[2]` stop, `[3]` the job's address, `[4]` set when a worker's kernel threw; and at byte 24
+ * the claim word, a uint64 of the job's chunk count (high half) and the next chunk to claim.
+ * A job runs so: the caller writes the job, clears `[1]`, stores `[3]` and the claim word,
+ * bumps `[0]` and `Atomics.notify`s it; every thread, the caller included, calls `bn_work`,
+ * which claims chunks by compare-and-swap on the claim word until none is left and adds each
+ * finished chunk to `[1]`; the caller, done claiming, waits (spinning briefly, then in bounded
+ * `Atomics.wait`s) until `[1]` counts every chunk. It never waits for a worker that claimed
+ * nothing: one that wakes late (a busy machine) finds no chunk left and sleeps again. A job is
+ * rewritten only after all its chunks are done, so a claimed chunk always reads its own job.
  *
  * @module
  */
@@ -55,6 +57,8 @@ const DONE = 1;
 const STOP = 2;
 const JOB = 3;
 const FAILED = 4;
+/** Index of the claim word in a BigUint64Array of the control block. */
+const CLAIM = 3;
 
 export interface PoolOptions {
   /** Milliseconds a worker may take past the caller's own share before the pool gives up. */
@@ -67,18 +71,24 @@ export class Pool {
   /** Worker threads, besides the calling thread. */
   readonly workers: number;
   readonly #ctl: Int32Array;
-  readonly #work: (job: number, slot: number) => number;
+  readonly #claim: BigUint64Array;
+  readonly #control: number;
+  readonly #work: (control: number, slot: number) => number;
   readonly #handles: { terminate(): void }[];
   readonly #timeoutMs: number;
   #broken: string | undefined;
 
   private constructor(
-    ctl: Int32Array,
-    work: (job: number, slot: number) => number,
+    memory: WebAssembly.Memory,
+    control: number,
+    work: (control: number, slot: number) => number,
     handles: { terminate(): void }[],
     timeoutMs: number,
   ) {
-    this.#ctl = ctl;
+    // Views of a shared memory stay valid when it grows.
+    this.#ctl = new Int32Array(memory.buffer, control, 8);
+    this.#claim = new BigUint64Array(memory.buffer, control, 4);
+    this.#control = control;
     this.#work = work;
     this.#handles = handles;
     this.workers = handles.length;
@@ -94,7 +104,7 @@ export class Pool {
     source: string,
     module: WebAssembly.Module,
     heap: Heap,
-    work: (job: number, slot: number) => number,
+    work: (control: number, slot: number) => number,
     workers: number,
     options: PoolOptions = {},
   ): Promise<Pool> {
@@ -150,7 +160,7 @@ export class Pool {
       for (const h of handles) h.terminate();
       throw error;
     }
-    return new Pool(ctl, work, handles, options.timeoutMs ?? 10_000);
+    return new Pool(heap.memory, control, work, handles, options.timeoutMs ?? 10_000);
   }
 
   /** Whether the pool can run jobs (it was not closed and no worker failed). */
@@ -158,40 +168,50 @@ export class Pool {
     return this.#broken === undefined;
   }
 
-  /** Runs the job at byte address `job` on every thread, and returns when all are done. */
-  run(job: number): void {
+  /** Runs the job at byte address `job` (of `chunks` chunks) on every thread, and returns when all its chunks are done. */
+  run(job: number, chunks: number): void {
     if (this.#broken !== undefined) throw new Error(`wasm-batchnorm: ${this.#broken}`);
-    if (this.workers === 0) {
-      this.#work(job, 0);
-      return;
-    }
     const ctl = this.#ctl;
     Atomics.store(ctl, DONE, 0);
     Atomics.store(ctl, JOB, job);
-    Atomics.add(ctl, GENERATION, 1);
-    Atomics.notify(ctl, GENERATION);
+    Atomics.store(this.#claim, CLAIM, BigInt(chunks) << 32n);
+    if (this.workers > 0) {
+      Atomics.add(ctl, GENERATION, 1);
+      Atomics.notify(ctl, GENERATION);
+    }
     const t0 = performance.now();
     let failure: unknown;
     try {
-      this.#work(job, 0);
+      this.#work(this.#control, 0);
     } catch (error) {
       failure = error;
     }
-    // Wait for the workers even after a failure: they may still be writing memory.
+    if (failure === undefined && Atomics.load(ctl, DONE) === chunks) return;
+    // Wait for the chunks that workers claimed, even after a failure here: they are writing
+    // memory the caller may reuse.
     const deadline = performance.now() + this.#timeoutMs + 4 * (performance.now() - t0);
     let spins = SPIN;
     for (;;) {
       const done = Atomics.load(ctl, DONE);
-      if (done >= this.workers) break;
+      if (done >= chunks || Atomics.load(ctl, FAILED) !== 0) break;
+      if (failure !== undefined) {
+        // Our own chunk failed and is never counted: wait only for the others' claims.
+        const claimed = Number(Atomics.load(this.#claim, CLAIM) & 0xffffffffn);
+        if (done >= claimed - 1) break;
+      }
       if (spins-- > 0) continue;
       const left = deadline - performance.now();
       if (left <= 0) {
-        this.#broken = `a worker of the thread pool stopped responding (${this.workers - done} of ${this.workers} did not finish a pass); the pool is not used again`;
+        this.#broken = `the thread pool stopped making progress (${done} of ${chunks} chunks of a pass done); it is not used again`;
         throw new Error(`wasm-batchnorm: ${this.#broken}`);
       }
       Atomics.wait(ctl, DONE, done, Math.min(left, 1000));
     }
-    if (failure !== undefined) throw failure;
+    if (failure !== undefined) {
+      this.#broken =
+        "a kernel failed on the calling thread (a bug); the thread pool is not used again";
+      throw failure;
+    }
     if (Atomics.load(ctl, FAILED) !== 0) {
       this.#broken =
         "a kernel failed in a worker of the thread pool (a bug); the pool is not used again";

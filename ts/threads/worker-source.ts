@@ -5,8 +5,9 @@
  *
  * The worker instantiates the shared-memory build over the pool's memory, points its
  * `__stack_pointer` at a stack of its own, says it is ready, and then loops: it waits for the
- * control block's generation to change, runs `bn_work` on the published job with its scratch
- * slot, and counts itself done. See `pool.ts` for the control block.
+ * control block's generation to change, runs `bn_work` (which claims chunks of the published
+ * job until none is left) with its scratch slot, and wakes the caller when it finished any.
+ * See `pool.ts` for the control block.
  *
  * @module
  */
@@ -28,13 +29,12 @@ const start = (data, post) => {
       if (generation === seen) continue;
       seen = generation;
       try {
-        e.bn_work(Atomics.load(ctl, 3), data.slot);
+        if (e.bn_work(data.control, data.slot) > 0) Atomics.notify(ctl, 1);
       } catch (error) {
         Atomics.store(ctl, 4, 1);
+        Atomics.notify(ctl, 1);
         post({ error: String((error && error.stack) || error) });
       }
-      Atomics.add(ctl, 1, 1);
-      Atomics.notify(ctl, 1);
     }
     post({ stopped: true });
   }, (error) => post({ error: String((error && error.stack) || error) }));

@@ -1,9 +1,12 @@
 //! One pass split into fixed chunks, for the threaded back end (`ts/threads/`).
 //!
 //! The shared-memory build (`batchnorm-simd-shared.wasm`) is instantiated once per thread over
-//! one `WebAssembly.Memory`. The calling thread writes a [`Job`] into that memory and every
-//! thread (the caller too) calls [`bn_work`] on it: each claims chunks with an atomic counter
-//! until none is left. Which thread runs a chunk does not matter: a chunk's result depends only
+//! one `WebAssembly.Memory`. The calling thread writes a [`Job`] into that memory, publishes it
+//! in the pool's [`Control`] block, and every thread (the caller too) calls [`bn_work`]: each
+//! claims chunks with a compare-and-swap on the control block's claim word until none is left,
+//! and counts every chunk it finished in `done`, which the caller waits on. A worker that
+//! wakes late finds nothing to claim and does nothing, so the caller never waits for a thread
+//! that is not running a chunk. Which thread runs a chunk does not matter: a chunk's result depends only
 //! on its data, and the chunks depend only on the tensor's shape (the wrapper plans them, never
 //! from the thread count). Reductions write per-chunk, per-channel float64 partials, which the
 //! wrapper merges in chunk order; maps write their elements, and any split of a map is exact.
@@ -15,7 +18,7 @@
 use crate::kernels::{self, Dims, GradInput, Moments, ScaleShift, Workspace};
 use crate::Lanes;
 use core::slice::{from_raw_parts, from_raw_parts_mut};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Per-channel mean and biased variance: partials `{n, mean, m2}`.
 const OP_MOMENTS: u32 = 0;
@@ -28,11 +31,24 @@ const OP_GRAD_INPUT: u32 = 3;
 /// `out = x`: the benchmarks' bandwidth yardstick, threaded.
 const OP_COPY: u32 = 4;
 
-/// A pass, as the wrapper writes it into memory (sixteen little-endian u32, addresses are byte
-/// offsets). `next` is the claim counter: 0 when the job is published.
+/// The pool's control block (`ts/threads/pool.ts`), 8-byte aligned. `generation`, `stop` and
+/// `failed` are the JavaScript side's; `job` is the current job's address; `claim` holds the
+/// current job's chunk count (high 32 bits) and the next chunk to claim (low 32 bits).
+#[repr(C)]
+pub struct Control {
+    generation: AtomicU32,
+    done: AtomicU32,
+    stop: AtomicU32,
+    job: AtomicU32,
+    failed: AtomicU32,
+    _pad: u32,
+    claim: AtomicU64,
+}
+
+/// A pass, as the wrapper writes it into memory (seventeen little-endian u32, addresses are
+/// byte offsets).
 #[repr(C)]
 pub struct Job {
-    next: AtomicU32,
     op: u32,
     chunks: u32,
     outer: u32,
@@ -68,28 +84,39 @@ pub extern "C" fn bn_slot_bytes(group: usize) -> usize {
     }
 }
 
-/// Runs chunks of `job` until none is left, with scratch slot `slot`; returns how many it ran.
+/// Claims and runs chunks of the current job of `control` until none is left, with scratch
+/// slot `slot`; returns how many it ran.
 ///
 /// # Safety
-/// `job` points to a [`Job`] whose fields the wrapper validated: positive sizes, `chunks`
-/// chunks that cover the `[outer, channels, inner]` tensor (`rows == 1` whenever
+/// `control` points to the pool's [`Control`] block. Whenever its claim word has a chunk left,
+/// `job` is the address of a [`Job`] whose fields the wrapper validated: positive sizes,
+/// `chunks` chunks that cover the `[outer, channels, inner]` tensor (`rows == 1` whenever
 /// `group < channels`), every address valid for its op as in the matching export of `lib.rs`
-/// (`x`, `b`, `out` for the tensor, each `p[k]` that the op uses for `channels` floats, `partials` for `chunks·group`
-/// [`Moments`], slot `slot` for [`bn_slot_bytes`]`(group)`), and no two threads given the same
-/// slot. Every chunk writes disjoint memory (its own elements, partials and slot), so threads
-/// running different chunks of one job do not race.
+/// (`x`, `b`, `out` for the tensor, each `p[k]` that the op uses for `channels` floats,
+/// `partials` for `chunks·group` [`Moments`], slot `slot` for [`bn_slot_bytes`]`(group)`), and
+/// no two threads are given the same slot. The wrapper rewrites a job only once `done` says
+/// every chunk of the last one finished. Every chunk writes disjoint memory (its own elements,
+/// partials and slot), so threads running different chunks of one job do not race.
 #[no_mangle]
-pub unsafe extern "C" fn bn_work(job: *const Job, slot: u32) -> u32 {
-    let job = &*job;
+pub unsafe extern "C" fn bn_work(control: *const Control, slot: u32) -> u32 {
+    let control = &*control;
     let mut ran = 0;
     loop {
-        // Relaxed suffices: the job's fields were published before the threads were woken
-        // (JavaScript's Atomics are sequentially consistent), and results are published after.
-        let i = job.next.fetch_add(1, Ordering::Relaxed);
-        if i >= job.chunks {
+        let claim = control.claim.load(Ordering::SeqCst);
+        let (chunks, next) = (claim >> 32, claim & 0xffff_ffff);
+        if next >= chunks {
             return ran;
         }
-        run_chunk(job, i as usize, slot as usize);
+        let claimed =
+            control.claim.compare_exchange(claim, claim + 1, Ordering::SeqCst, Ordering::SeqCst);
+        if claimed.is_err() {
+            continue;
+        }
+        // Chunk `next` of the current job is ours, so that job is not finished and the
+        // wrapper leaves it (and the address in `job`) alone until we count the chunk done.
+        let job = &*(control.job.load(Ordering::SeqCst) as usize as *const Job);
+        run_chunk(job, next as usize, slot as usize);
+        control.done.fetch_add(1, Ordering::SeqCst);
         ran += 1;
     }
 }
