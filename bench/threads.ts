@@ -119,9 +119,12 @@ for (const [label, d] of shapes) {
   ] as const) {
     const a = time(single, d, op);
     const b = time(one, d, op);
+    const before = many.stats;
     const c = time(many, d, op);
+    const after = many.stats;
+    const share = (after.callerChunks - before.callerChunks) / (after.chunks - before.chunks);
     console.log(
-      `${label} | ${name} | ${a.toFixed(2)} | ${b.toFixed(2)} | ${c.toFixed(2)} | ${(a / c).toFixed(2)}× | ${(copy1 / copyN).toFixed(2)}×`,
+      `${label} | ${name} | ${a.toFixed(2)} | ${b.toFixed(2)} | ${c.toFixed(2)} | ${(a / c).toFixed(2)}× | ${(copy1 / copyN).toFixed(2)}× | caller ran ${(100 * share).toFixed(0)}% of chunks`,
     );
   }
   void mb;

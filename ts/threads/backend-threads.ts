@@ -87,6 +87,11 @@ export class ThreadedBackend extends WasmBackend {
     this.#pool = pool;
   }
 
+  /** The pool's counts (passes, chunks, chunks the calling thread ran), for benchmarks. */
+  get stats(): { readonly passes: number; readonly chunks: number; readonly callerChunks: number } {
+    return { ...(this.#pool?.stats ?? { passes: 0, chunks: 0, callerChunks: 0 }) };
+  }
+
   /** Threads that run a pass: the pool's workers and the calling thread. */
   get threads(): number {
     return (this.#pool?.workers ?? 0) + 1;

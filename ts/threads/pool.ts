@@ -77,6 +77,8 @@ export class Pool {
   readonly #handles: { terminate(): void }[];
   readonly #timeoutMs: number;
   #broken: string | undefined;
+  /** Counts since the pool started: passes, their chunks, and the chunks the caller ran. */
+  readonly stats = { passes: 0, chunks: 0, callerChunks: 0 };
 
   private constructor(
     memory: WebAssembly.Memory,
@@ -181,8 +183,10 @@ export class Pool {
     }
     const t0 = performance.now();
     let failure: unknown;
+    this.stats.passes++;
+    this.stats.chunks += chunks;
     try {
-      this.#work(this.#control, 0);
+      this.stats.callerChunks += this.#work(this.#control, 0);
     } catch (error) {
       failure = error;
     }
