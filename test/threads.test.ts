@@ -224,3 +224,48 @@ describe("the chunk plan", () => {
     }
   });
 });
+
+describe("threads, non-finite values", () => {
+  it("NaN and ±Infinity in some chunks propagate as on one thread", async () => {
+    const made = await backends({ minFloats: 0, chunkFloats: 300 });
+    for (const [, d] of shapes(60, 6, 7)) {
+      const n = d.outer * d.channels * d.inner;
+      const channelOf = (i: number) => Math.floor(i / d.inner) % d.channels;
+      const xs = data(n, 3, 2, (i) => channelOf(i));
+      const at = (c: number, k: number) => {
+        let seen = 0;
+        for (let i = 0; i < n; i++) if (channelOf(i) === c && seen++ === k) return i;
+        return -1;
+      };
+      // Channel 0: a NaN; 2: +∞ late; 3: −∞ early; 4: +∞ and −∞ in different chunks.
+      xs[at(0, 200)] = Number.NaN;
+      xs[at(2, 400)] = Number.POSITIVE_INFINITY;
+      xs[at(3, 1)] = Number.NEGATIVE_INFINITY;
+      xs[at(4, 5)] = Number.POSITIVE_INFINITY;
+      xs[at(4, 410)] = Number.NEGATIVE_INFINITY;
+      const dys = data(n, 9, 2, () => 0);
+      const results = made.map((be) => runPasses(be, d, xs, dys));
+      const first = results[0] as Outputs;
+      for (const r of results) {
+        for (const key of Object.keys(first) as (keyof Outputs)[]) {
+          expect(firstDifference(r[key], first[key]), key).toBe(-1);
+        }
+      }
+      const base = runPasses(single, d, xs, dys);
+      for (let c = 0; c < d.channels; c++) {
+        const m = first.mean[c] as number;
+        const v = first.variance[c] as number;
+        expect(Number.isNaN(v), `variance ${c}`).toBe(Number.isNaN(base.variance[c] as number));
+        if (c === 0 || c === 4) expect(m, `mean ${c}`).toBeNaN();
+        else if (c === 2 || c === 3) {
+          // NaN or the infinity of the channel's sign, as the kernels' own blocks give.
+          expect(Number.isNaN(m) || m === (c === 2 ? Infinity : -Infinity), `mean ${c}`).toBe(true);
+        } else expect(Math.abs(m - (base.mean[c] as number))).toBeLessThan(1e-5);
+      }
+      for (const key of ["y", "dx", "inference"] as const) {
+        const nanHere = (a: Float32Array) => Array.from(a, (v) => Number.isNaN(v));
+        expect(nanHere(first[key]), key).toEqual(nanHere(base[key]));
+      }
+    }
+  });
+});
