@@ -14,6 +14,7 @@ import { resolveBackend } from "../ts/init.js";
 import type { ThreadedBackend } from "../ts/threads/backend-threads.js";
 import { planChunks } from "../ts/threads/plan.js";
 import { nodeThreads } from "../ts/threads/platform.node.js";
+import type { ThreadPlatform } from "../ts/threads/pool.js";
 import { startThreads } from "../ts/threads/start.js";
 import { distPath, initFromDist } from "./setup-backends.js";
 
@@ -267,5 +268,34 @@ describe("threads, non-finite values", () => {
         expect(nanHere(first[key]), key).toEqual(nanHere(base[key]));
       }
     }
+  });
+});
+
+describe("threads, a worker that never runs", () => {
+  it("does not hold up a pass: the calling thread runs every chunk, with the same bits", async () => {
+    // A "worker" that says it is ready and then never claims a chunk (as one that the OS does
+    // not schedule): the caller waits for chunks, not for workers.
+    const absent: ThreadPlatform = {
+      cores: () => 2,
+      spawn(_source, _data, onMessage) {
+        setTimeout(() => onMessage({ ready: true }), 0);
+        return { terminate: () => undefined };
+      },
+    };
+    const options = { minFloats: 0, chunkFloats: 300 };
+    const lonely = await startThreads(absent, module, 2, options);
+    pools.push(lonely);
+    const [reference] = await backends(options);
+    const [, d] = shapes(7, 13, 37)[0] as [string, Dims];
+    const n = d.outer * d.channels * d.inner;
+    const xs = data(n, 1, 4, () => 3);
+    const dys = data(n, 2, 2, () => 0);
+    const got = runPasses(lonely, d, xs, dys);
+    const want = runPasses(reference as Backend, d, xs, dys);
+    for (const key of Object.keys(want) as (keyof Outputs)[]) {
+      expect(firstDifference(got[key], want[key]), key).toBe(-1);
+    }
+    expect(lonely.threads).toBe(2);
+    expect(lonely.stats.callerChunks).toBe(lonely.stats.chunks);
   });
 });
