@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds crates/batchnorm for wasm32 twice, with and without SIMD128, into
-# dist/batchnorm-simd.wasm and dist/batchnorm-scalar.wasm. Cargo's own incremental build makes
-# a second run cheap.
+# Builds crates/batchnorm for wasm32 three times, into dist/batchnorm-simd.wasm (SIMD128),
+# dist/batchnorm-scalar.wasm and dist/batchnorm-simd-shared.wasm (SIMD128 over an imported
+# shared memory, for the threaded back end in ts/threads/: atomics, an exported
+# __stack_pointer that each thread's instance points at a stack of its own, and __heap_base).
+# Cargo's own incremental build makes a second run cheap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -13,11 +15,17 @@ if ! toolchain=$(rust_for_wasm); then
 fi
 read -r cargo rustc <<<"$toolchain"
 mkdir -p dist
-for build in simd scalar; do
+shared="-C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128"
+for arg in --shared-memory --import-memory --max-memory=4294967296 \
+  --export=__stack_pointer --export=__heap_base; do
+  shared="$shared -C link-arg=$arg"
+done
+for build in simd scalar simd-shared; do
   flags=""
   [ "$build" = simd ] && flags="-C target-feature=+simd128"
+  [ "$build" = simd-shared ] && flags="$shared"
   RUSTC="$rustc" RUSTFLAGS="$flags" "$cargo" build --quiet --release --locked \
     --target wasm32-unknown-unknown --target-dir "target/$build"
   cp "target/$build/wasm32-unknown-unknown/release/batchnorm.wasm" "dist/batchnorm-$build.wasm"
 done
-echo "wasm-batchnorm: built dist/batchnorm-simd.wasm and dist/batchnorm-scalar.wasm" >&2
+echo "wasm-batchnorm: built dist/batchnorm-simd.wasm, dist/batchnorm-scalar.wasm and dist/batchnorm-simd-shared.wasm" >&2

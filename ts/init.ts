@@ -7,6 +7,8 @@
 import type { Backend, BackendKind } from "./backend.js";
 import { jsBackend } from "./backend-js.js";
 import { checkOptions } from "./errors.js";
+import { resolveThreads, startThreadsFor } from "./threads/init-threads.js";
+import type { ThreadPlatform } from "./threads/pool.js";
 import { WasmBackend } from "./wasm/backend-wasm.js";
 import { compileSource, isCompileRefused, message, SIMD_PROBE } from "./wasm/compile.js";
 
@@ -23,12 +25,24 @@ export type WasmSource =
   | PromiseLike<Response>
   | WebAssembly.Module;
 
-/** Options of {@link init}. Both default to the `.wasm` files shipped next to the JS. */
+/** Options of {@link init}. The sources default to the `.wasm` files shipped next to the JS. */
 export interface InitOptions {
   /** The SIMD build (`batchnorm-simd.wasm`); only loaded where the runtime has SIMD. */
   simd?: WasmSource;
   /** The scalar build (`batchnorm-scalar.wasm`). */
   scalar?: WasmSource;
+  /**
+   * Threads that run the kernels: a whole number, or `"auto"` for the available cores; 1 (the
+   * default) runs them on the calling thread. More than one starts a pool of workers over a
+   * shared memory (the `"simd"` back end becomes threaded); where that cannot run (no
+   * `SharedArrayBuffer`, a page that is not cross-origin isolated, a browser's main thread)
+   * `init()` runs single-threaded and `threadsReason` says why.
+   */
+  threads?: number | "auto";
+  /** With `threads` above 1: reject instead of falling back to one thread. */
+  requireThreads?: boolean;
+  /** The shared-memory SIMD build (`batchnorm-simd-shared.wasm`), loaded when threads are used. */
+  simdShared?: WasmSource;
 }
 
 /** What {@link init} found. */
@@ -39,14 +53,23 @@ export interface InitResult {
   readonly available: readonly BackendKind[];
   /** Why wasm (or its SIMD build) is not used, when it is not. */
   readonly reason?: string;
+  /**
+   * Threads that run the `"simd"` back end's passes (1: the calling thread alone); present
+   * when the `threads` option was given.
+   */
+  readonly threads?: number;
+  /** Why fewer threads run than were asked for, when that is so. */
+  readonly threadsReason?: string;
 }
 
 /** How one runtime (Node, browsers) finds and reads the .wasm files. */
 export interface Platform {
-  defaultUrl(kind: "simd" | "scalar"): URL;
+  defaultUrl(kind: "simd" | "scalar" | "simd-shared"): URL;
   /** A URL from a string: a URL already, or a path (a file in Node, relative to the page in a browser). */
   toUrl(source: string): URL;
   fetch(url: URL): Promise<ArrayBuffer | Response>;
+  /** How this runtime starts workers, where it can. */
+  threads?: ThreadPlatform;
 }
 
 type Backends = Partial<Record<BackendKind, Backend>>;
@@ -61,6 +84,7 @@ export function createInit(platform: Platform): (options?: InitOptions) => Promi
     let given: InitOptions;
     try {
       given = checkOptions(options, "init") as InitOptions;
+      resolveThreads(given, platform.threads);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -68,8 +92,9 @@ export function createInit(platform: Platform): (options?: InitOptions) => Promi
       if (!sameSources(pending.options, given)) {
         return Promise.reject(
           new Error(
-            "init: already called with other sources for the wasm builds; the builds it loaded " +
-              "are the ones in use (call init() once, or with the same sources)",
+            "init: already called with other sources for the wasm builds or another threads " +
+              "option; the builds it loaded are the ones in use (call init() once, or with the " +
+              "same options)",
           ),
         );
       }
@@ -95,10 +120,33 @@ function sameSources(first: InitOptions, later: InitOptions): boolean {
     y === undefined ||
     x === y ||
     ((typeof x === "string" || x instanceof URL) && String(x) === String(y));
-  return same(first.simd, later.simd) && same(first.scalar, later.scalar);
+  return (
+    same(first.simd, later.simd) &&
+    same(first.scalar, later.scalar) &&
+    same(first.simdShared, later.simdShared) &&
+    (later.threads === undefined || later.threads === first.threads) &&
+    (later.requireThreads === undefined || later.requireThreads === first.requireThreads)
+  );
 }
 
 async function load(platform: Platform, options: InitOptions): Promise<InitResult> {
+  const result = await loadBuilds(platform, options);
+  if (options.threads === undefined) return result;
+  // More than one thread: the threaded back end takes the SIMD build's place in the registry.
+  const threads = await startThreadsFor(platform, options, result.backend === "simd");
+  const found = {
+    ...result,
+    threads: threads.threads,
+    ...(threads.reason === undefined ? {} : { threadsReason: threads.reason }),
+  };
+  if (loaded !== undefined) {
+    const simd = threads.backend === undefined ? {} : { simd: threads.backend };
+    loaded = { ...loaded, ...found, backends: { ...loaded.backends, ...simd } };
+  }
+  return found;
+}
+
+async function loadBuilds(platform: Platform, options: InitOptions): Promise<InitResult> {
   if (typeof WebAssembly !== "object" || WebAssembly === null) {
     return settle({}, "WebAssembly is not available in this runtime");
   }

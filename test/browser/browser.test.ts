@@ -146,14 +146,13 @@ describe.each([...BUNDLERS, "plain"] as const)("%s app", (bundler) => {
 
   // "plain": <script type="module"> with an import map, no bundler, served as it is.
   if (bundled)
-    it("builds, emitting both .wasm files unchanged as assets", async () => {
+    it("builds, emitting the three .wasm files unchanged as assets", async () => {
       const out = (await outputs.get(bundler)) as string;
       const files = await readdir(out, { recursive: true });
       const wasm = files.filter((f) => f.endsWith(".wasm"));
-      expect(wasm).toHaveLength(2);
-      const shipped = await Promise.all(
-        ["batchnorm-simd.wasm", "batchnorm-scalar.wasm"].map((f) => readFile(join(hosted, f))),
-      );
+      expect(wasm).toHaveLength(3);
+      const builds = ["batchnorm-simd.wasm", "batchnorm-scalar.wasm", "batchnorm-simd-shared.wasm"];
+      const shipped = await Promise.all(builds.map((f) => readFile(join(hosted, f))));
       const emitted = await Promise.all(wasm.map((f) => readFile(join(out, f))));
       for (const bytes of shipped) expect(emitted.some((e) => e.equals(bytes))).toBe(true);
       // The exports map gave the bundler the browser entry, not the Node one (which reads files).

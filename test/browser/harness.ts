@@ -152,7 +152,7 @@ export interface Served {
  * A static server for `root` on 127.0.0.1 (port 0: any free port). `/hosted/*.wasm` serves the
  * package's .wasm files from `hosted`, as a CDN would for users who host them elsewhere. A page
  * requested with `?csp=1` gets a Content-Security-Policy without 'wasm-unsafe-eval', with
- * `?csp=wasm` one with it.
+ * `?csp=wasm` one with it; one requested with `?coi=1` is cross-origin isolated (COOP and COEP).
  */
 export async function serve(root: string, hosted: string): Promise<Served> {
   const requests: Served["requests"] = [];
@@ -178,6 +178,11 @@ export async function serve(root: string, hosted: string): Promise<Served> {
     if (csp === "1") res.setHeader("Content-Security-Policy", "script-src 'self'");
     if (csp === "wasm") {
       res.setHeader("Content-Security-Policy", "script-src 'self' 'wasm-unsafe-eval'");
+    }
+    if (url.searchParams.get("coi") === "1") {
+      // Cross-origin isolation, which gives a page (and its workers) SharedArrayBuffer.
+      res.setHeader("Cross-Origin-Opener-Policy", "same-origin");
+      res.setHeader("Cross-Origin-Embedder-Policy", "require-corp");
     }
     res.writeHead(status, { "Content-Type": type, "Cache-Control": "no-store" });
     res.end(body);

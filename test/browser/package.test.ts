@@ -13,13 +13,13 @@ import { makeApp, pack, packFiles, ROOT, workDir } from "./harness.js";
 const run = promisify(execFile);
 
 describe("npm pack", () => {
-  it("holds the dist JS, its .d.ts, both .wasm builds, README and package.json, nothing else", async () => {
+  it("holds the dist JS, its .d.ts, the three .wasm builds, README and package.json, nothing else", async () => {
     const files = await packFiles();
     const stray = files.filter(
       (f) =>
         !/^(README\.md|LICENSE(\.md)?|package\.json)$/.test(f) &&
         !/^dist\/[\w/.-]+(\.js|\.d\.ts)$/.test(f) &&
-        !/^dist\/batchnorm-(simd|scalar)\.wasm$/.test(f),
+        !/^dist\/batchnorm-(simd|scalar|simd-shared)\.wasm$/.test(f),
     );
     expect(stray).toEqual([]);
     expect(
@@ -38,6 +38,7 @@ describe("npm pack", () => {
         "package.json",
         "dist/batchnorm-simd.wasm",
         "dist/batchnorm-scalar.wasm",
+        "dist/batchnorm-simd-shared.wasm",
       ]),
     );
   });

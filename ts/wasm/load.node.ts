@@ -8,12 +8,15 @@ import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { Platform } from "../init.js";
+import { nodeThreads } from "../threads/platform.node.js";
 
 export const nodePlatform: Platform = {
   defaultUrl: (kind) =>
     kind === "simd"
       ? new URL("./batchnorm-simd.wasm", import.meta.url)
-      : new URL("./batchnorm-scalar.wasm", import.meta.url),
+      : kind === "scalar"
+        ? new URL("./batchnorm-scalar.wasm", import.meta.url)
+        : new URL("./batchnorm-simd-shared.wasm", import.meta.url),
   // A scheme of two letters or more is a URL; anything else (C:\ too) is a file path.
   toUrl: (source) =>
     /^[a-z][a-z0-9+.-]+:/i.test(source) ? new URL(source) : pathToFileURL(resolve(source)),
@@ -24,4 +27,5 @@ export const nodePlatform: Platform = {
     }
     return fetch(url);
   },
+  threads: nodeThreads,
 };

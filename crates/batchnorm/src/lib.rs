@@ -16,6 +16,9 @@ mod kernels;
 mod scalar;
 #[cfg(target_feature = "simd128")]
 mod simd128;
+// The chunk runner of the threaded back end (`bn_work`, `bn_slot_bytes`): in every build, used
+// through the shared-memory one.
+mod threads;
 mod vector;
 
 use core::slice::{from_raw_parts, from_raw_parts_mut};
