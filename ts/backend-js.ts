@@ -9,7 +9,8 @@
  *
  * @module
  */
-import type { Backend, F32Buffer } from "./backend.js";
+import { type Act, activate, derivative, type Fused } from "./activation.js";
+import type { Backend, Dims, F32Buffer } from "./backend.js";
 
 class JsBuffer implements F32Buffer {
   #data: Float32Array | undefined;
@@ -149,7 +150,9 @@ export const jsBackend: Backend = {
     }
   },
 
-  scaleShift(xb, yb, { outer, channels: C, inner }, centerb, scaleb, shiftb) {
+  scaleShift(xb, yb, dims, centerb, scaleb, shiftb, _ws, act) {
+    if (act) return scaleShiftAct(xb, yb, dims, centerb, scaleb, shiftb, act);
+    const { outer, channels: C, inner } = dims;
     const x = v(xb);
     const y = v(yb);
     const center = v(centerb);
@@ -195,7 +198,9 @@ export const jsBackend: Backend = {
     }
   },
 
-  gradSums(xb, dyb, { outer, channels: C, inner }, meanb, _ws, sumDyb, sumDyXcb) {
+  gradSums(xb, dyb, dims, meanb, _ws, sumDyb, sumDyXcb, fused) {
+    if (fused) return gradSumsAct(xb, dyb, dims, meanb, sumDyb, sumDyXcb, fused);
+    const { outer, channels: C, inner } = dims;
     const x = v(xb);
     const dy = v(dyb);
     const mean = v(meanb);
@@ -264,7 +269,9 @@ export const jsBackend: Backend = {
     }
   },
 
-  gradInput(xb, dyb, dxb, { outer, channels: C, inner }, meanb, kDyb, kXcb, kConstb) {
+  gradInput(xb, dyb, dxb, dims, meanb, kDyb, kXcb, kConstb, _ws, fused) {
+    if (fused) return gradInputAct(xb, dyb, dxb, dims, meanb, kDyb, kXcb, kConstb, fused);
+    const { outer, channels: C, inner } = dims;
     const x = v(xb);
     const dy = v(dyb);
     const dx = v(dxb);
@@ -319,3 +326,113 @@ export const jsBackend: Backend = {
     v(dst).set(v(src));
   },
 };
+
+// The fused-activation passes: one loop over memory each, as the plain ones, in storage order
+// with the channel's coefficients per run; `z` in float64, `act` and `act′` from
+// activation.ts (the float64 functions the tests' reference uses).
+
+function scaleShiftAct(
+  xb: F32Buffer,
+  yb: F32Buffer,
+  { outer, channels: C, inner }: Dims,
+  centerb: F32Buffer,
+  scaleb: F32Buffer,
+  shiftb: F32Buffer,
+  act: Act,
+): void {
+  const x = v(xb);
+  const y = v(yb);
+  const center = v(centerb);
+  const scale = v(scaleb);
+  const shift = v(shiftb);
+  let i = 0;
+  for (let o = 0; o < outer; o++) {
+    for (let c = 0; c < C; c++) {
+      const m = center[c] as number;
+      const a = scale[c] as number;
+      const b = shift[c] as number;
+      for (const end = i + inner; i < end; i++)
+        y[i] = activate(act, ((x[i] as number) - m) * a + b);
+    }
+  }
+}
+
+function gradSumsAct(
+  xb: F32Buffer,
+  dyb: F32Buffer,
+  { outer, channels: C, inner }: Dims,
+  meanb: F32Buffer,
+  sumDyb: F32Buffer,
+  sumDyXcb: F32Buffer,
+  { act, scale: scaleb, shift: shiftb }: Fused,
+): void {
+  const x = v(xb);
+  const dy = v(dyb);
+  const mean = v(meanb);
+  const scale = v(scaleb);
+  const shift = v(shiftb);
+  const acc = scratchFor(C);
+  acc.fill(0, 0, 2 * C);
+  let i = 0;
+  for (let o = 0; o < outer; o++) {
+    for (let c = 0; c < C; c++) {
+      const m = mean[c] as number;
+      const a = scale[c] as number;
+      const b = shift[c] as number;
+      let s0 = 0;
+      let s1 = 0;
+      for (const end = i + inner; i < end; i++) {
+        const xc = (x[i] as number) - m;
+        const g = (dy[i] as number) * derivative(act, xc * a + b);
+        s0 += g;
+        s1 += g * xc;
+      }
+      acc[c] = (acc[c] as number) + s0;
+      acc[C + c] = (acc[C + c] as number) + s1;
+    }
+  }
+  const sumDy = v(sumDyb);
+  const sumDyXc = v(sumDyXcb);
+  for (let c = 0; c < C; c++) {
+    sumDy[c] = acc[c] as number;
+    sumDyXc[c] = acc[C + c] as number;
+  }
+}
+
+function gradInputAct(
+  xb: F32Buffer,
+  dyb: F32Buffer,
+  dxb: F32Buffer,
+  { outer, channels: C, inner }: Dims,
+  meanb: F32Buffer,
+  kDyb: F32Buffer,
+  kXcb: F32Buffer,
+  kConstb: F32Buffer,
+  { act, scale: scaleb, shift: shiftb }: Fused,
+): void {
+  const x = v(xb);
+  const dy = v(dyb);
+  const dx = v(dxb);
+  const mean = v(meanb);
+  const kDy = v(kDyb);
+  const kXc = v(kXcb);
+  const kConst = v(kConstb);
+  const scale = v(scaleb);
+  const shift = v(shiftb);
+  let i = 0;
+  for (let o = 0; o < outer; o++) {
+    for (let c = 0; c < C; c++) {
+      const m = mean[c] as number;
+      const a = scale[c] as number;
+      const b = shift[c] as number;
+      const p = kDy[c] as number;
+      const q = kXc[c] as number;
+      const k = kConst[c] as number;
+      for (const end = i + inner; i < end; i++) {
+        const xc = (x[i] as number) - m;
+        const g = (dy[i] as number) * derivative(act, xc * a + b);
+        dx[i] = p * g + q * xc + k;
+      }
+    }
+  }
+}

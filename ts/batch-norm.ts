@@ -6,6 +6,8 @@
  *
  * @module
  */
+
+import { type Act, type Activation, checkActivation } from "./activation.js";
 import {
   type Backend,
   type BackendKind,
@@ -105,6 +107,10 @@ export class BatchNorm implements FoldableBatchNorm {
   readonly layout: Layout;
   /** The back end this module runs on. */
   readonly backend: BackendKind;
+  /** The activation fused after the normalization, or `null`. */
+  readonly activation: Activation | null;
+  /** The slope of `"leakyRelu"` for negative inputs. */
+  readonly negativeSlope: number;
   /**
    * γ, per channel (initially 1); `null` when `affine` is false (or Keras's `scale: false`),
    * i.e. γ = 1. Update it in place.
@@ -132,6 +138,7 @@ export class BatchNorm implements FoldableBatchNorm {
   /** 1/sqrt(var + eps) of the last forward, and the weight it used: backward reads them. */
   readonly #invstd: Float64Array;
   readonly #forwardWeight: Float32Array | null;
+  readonly #act: Act | null;
   #training = true;
   #saved: Saved | undefined;
   #disposed = false;
@@ -170,6 +177,9 @@ export class BatchNorm implements FoldableBatchNorm {
     this.trackRunningStats = config.trackRunningStats;
     this.runningVarEstimator = config.runningVarEstimator;
     this.layout = config.layout;
+    this.activation = config.activation;
+    this.negativeSlope = config.negativeSlope;
+    this.#act = checkActivation(config.activation, config.negativeSlope, where);
     this.#state = new ModuleState(numFeatures, config, config.trackRunningStats);
     ({
       weight: this.weight,
@@ -480,7 +490,7 @@ export class BatchNorm implements FoldableBatchNorm {
       forwardCoefficients(s, state, state.runningVar as Float32Array, this.eps, this.#invstd);
       center = s.center;
     }
-    applyForward(this.#impl, x, y, dims, center, s);
+    applyForward(this.#impl, x, y, dims, center, s, this.#act);
     if (this.#training && this.trackRunningStats) {
       state.numBatchesTracked += 1;
       const m = this.momentum ?? 1 / state.numBatchesTracked;
@@ -494,7 +504,7 @@ export class BatchNorm implements FoldableBatchNorm {
     this.#saved = {
       x: input,
       shape: [...shape],
-      record: { dims, center, invstd: this.#invstd, weight, batchStats },
+      record: { dims, center, invstd: this.#invstd, weight, batchStats, act: this.#act },
     };
   }
 

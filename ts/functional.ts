@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { type Activation, checkActivation } from "./activation.js";
 import type { Backend, BackendKind, Dims, F32Buffer } from "./backend.js";
 import { dimsLength, perChannel } from "./backend.js";
 import {
@@ -64,6 +65,10 @@ export interface BatchNormFunctionOptions {
   layout?: Layout;
   /** For `Float32Array` input (default "auto"); a Tensor runs on its own back end. */
   backend?: "auto" | BackendKind;
+  /** An activation applied in the same pass (see {@link BatchNormOptions.activation}). */
+  activation?: Activation | null;
+  /** The slope of `"leakyRelu"` for negative inputs. Default 0.01. */
+  negativeSlope?: number;
   /** With Tensor input: the output tensor (same shape, not `x`). */
   out?: Tensor;
 }
@@ -93,6 +98,15 @@ export interface BatchNormBackwardOptions {
   mean?: ChannelArray;
   variance?: ChannelArray;
   weight?: ChannelArray | null;
+  /**
+   * β of the forward: needed only with `activation`, whose input `(x − mean)·weight·invstd + bias`
+   * the backward recomputes. Absent or `null` is 0.
+   */
+  bias?: ChannelArray | null;
+  /** The forward's activation: gradients are returned through it. Default none. */
+  activation?: Activation | null;
+  /** The forward's `negativeSlope` (`"leakyRelu"`). Default 0.01. */
+  negativeSlope?: number;
   /** Whether the forward used batch statistics (gradient flows through them). Default false. */
   training?: boolean;
   eps?: number;
@@ -154,6 +168,7 @@ export function batchNorm(
   const estimator = checkEstimator(o.runningVarEstimator ?? "unbiased", where);
   const eps = checkEps(o.eps ?? 1e-5, where);
   const affine = checkAffine(o, C, where);
+  const act = checkActivation(o.activation, o.negativeSlope, where);
   const running = checkRunning(o, C, training, where);
   if (training) checkBatch(input, where);
   const out = x instanceof Tensor ? checkOutput(o.out, x, input.backend, where) : undefined;
@@ -173,7 +188,7 @@ export function batchNorm(
         forwardCoefficients(s, affine, variance, eps, invstd);
         center = s.center;
       }
-      applyForward(input.backend, xb, yb, input.dims, center, s);
+      applyForward(input.backend, xb, yb, input.dims, center, s, act);
       if (training && running !== undefined) {
         const n = perChannel(input.dims);
         updateRunningStats(
@@ -261,8 +276,8 @@ export function batchNormBackward(
   const C = input.dims.channels;
   const training = checkBoolean(o.training ?? false, where, "options.training");
   const eps = checkEps(o.eps ?? 1e-5, where);
-  const weight =
-    o.weight == null ? null : checkChannelValues(o.weight, C, where, "options.weight", "C");
+  const { weight, bias } = checkAffine(o, C, where);
+  const act = checkActivation(o.activation, o.negativeSlope, where);
   const given = checkStatistics(o, C, training, where);
   if (training) checkBatch(input, where);
   let out: Tensor | undefined;
@@ -299,9 +314,9 @@ export function batchNormBackward(
       s.variance.view().set(given.variance);
     }
     const invstd = new Float64Array(C);
-    const variance = s.variance.view();
-    for (let c = 0; c < C; c++) invstd[c] = 1 / Math.sqrt((variance[c] as number) + eps);
-    const record = { dims: input.dims, center: s.mean, invstd, weight, batchStats: training };
+    // The forward's scale and shift too: a fused activation's input is recomputed from them.
+    forwardCoefficients(s, { weight, bias }, s.variance.view(), eps, invstd);
+    const record = { dims: input.dims, center: s.mean, invstd, weight, batchStats: training, act };
     const passes = (dyb: F32Buffer, dxb: F32Buffer): ParamGradients =>
       backwardPasses(input.backend, record, xb, dyb, dxb, s);
     if (dy instanceof Tensor) {
@@ -367,7 +382,11 @@ function checkBatch(input: Input, where: string): void {
   }
 }
 
-function checkAffine(o: BatchNormFunctionOptions, C: number, where: string): Affine {
+function checkAffine(
+  o: { weight?: ChannelArray | null; bias?: ChannelArray | null },
+  C: number,
+  where: string,
+): Affine {
   const values = (v: unknown, name: string) =>
     v == null ? null : checkChannelValues(v, C, where, `options.${name}`, "C");
   return { weight: values(o.weight, "weight"), bias: values(o.bias, "bias") };

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { type Activation, checkActivation } from "./activation.js";
 import type { BackendKind } from "./backend.js";
 import { checkChoice, show } from "./errors.js";
 import { LAYOUTS, type Layout } from "./shape.js";
@@ -34,6 +35,13 @@ export interface BatchNormOptions {
   runningVarEstimator?: RunningVarEstimator;
   /** Default `"NCHW"`. */
   layout?: Layout;
+  /**
+   * An activation applied to the normalized values in the same pass over memory (training and
+   * inference); `backward` returns the gradients through it and batch norm. Default none.
+   */
+  activation?: Activation | null;
+  /** The slope of `"leakyRelu"` for negative inputs. Default `0.01`; a finite number. */
+  negativeSlope?: number;
   /**
    * Which implementation runs the kernels. `"auto"` (default) takes the best that
    * {@link init} loaded: SIMD wasm, else scalar wasm, else JS.
@@ -115,6 +123,7 @@ export function moduleConfig(options: InternalOptions, where: string): ModuleCon
     layout = "NCHW",
     backend = "auto",
   } = options;
+  const act = checkActivation(options.activation, options.negativeSlope, where);
   const checkedAffine = checkBoolean(affine, where, "options.affine");
   const parameters = options[PARAMETERS] ?? { weight: checkedAffine, bias: checkedAffine };
   return {
@@ -126,6 +135,8 @@ export function moduleConfig(options: InternalOptions, where: string): ModuleCon
     runningVarEstimator: checkEstimator(runningVarEstimator, where),
     layout: checkLayout(layout, where),
     backend: checkBackend(backend, where),
+    activation: act === null ? null : act.kind,
+    negativeSlope: act === null ? (options.negativeSlope ?? 0.01) : act.negativeSlope,
     hasWeight: parameters.weight,
     hasBias: parameters.bias,
   };

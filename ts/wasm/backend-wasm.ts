@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { Act } from "../activation.js";
 import type { Backend, BackendKind, Dims, F32Buffer } from "../backend.js";
 import { type BatchNormExports, checkExports } from "./abi.js";
 import { Heap, MAX_BYTES, WasmF32Buffer } from "./memory.js";
@@ -99,7 +100,9 @@ export class WasmBackend implements Backend {
     scale: F32Buffer,
     shift: F32Buffer,
     ws: F32Buffer,
+    act?: Act | null,
   ): void {
+    if (act) throw new Error("wasm-batchnorm: fused activations are not in this build yet");
     const [outer, channels, inner] = [d.outer, d.channels, d.inner];
     this.#abi.bn_scale_shift(
       this.#p(x),
