@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Act } from "../activation.js";
+import { ACTIVATION_CODES, type Act, type Fused } from "../activation.js";
 import type { Backend, BackendKind, Dims, F32Buffer } from "../backend.js";
 import { type BatchNormExports, checkExports } from "./abi.js";
 import { Heap, MAX_BYTES, WasmF32Buffer } from "./memory.js";
@@ -102,7 +102,6 @@ export class WasmBackend implements Backend {
     ws: F32Buffer,
     act?: Act | null,
   ): void {
-    if (act) throw new Error("wasm-batchnorm: fused activations are not in this build yet");
     const [outer, channels, inner] = [d.outer, d.channels, d.inner];
     this.#abi.bn_scale_shift(
       this.#p(x),
@@ -114,6 +113,8 @@ export class WasmBackend implements Backend {
       this.#p(scale),
       this.#p(shift),
       this.#p(ws),
+      act ? ACTIVATION_CODES[act.kind] : 0,
+      act ? act.negativeSlope : 0,
     );
   }
 
@@ -125,6 +126,7 @@ export class WasmBackend implements Backend {
     ws: F32Buffer,
     sumDy: F32Buffer,
     sumDyXc: F32Buffer,
+    fused?: Fused | null,
   ): void {
     const [outer, channels, inner] = [d.outer, d.channels, d.inner];
     this.#abi.bn_grad_sums(
@@ -137,6 +139,7 @@ export class WasmBackend implements Backend {
       this.#p(ws),
       this.#p(sumDy),
       this.#p(sumDyXc),
+      ...this.#fused(fused),
     );
   }
 
@@ -150,6 +153,7 @@ export class WasmBackend implements Backend {
     kXc: F32Buffer,
     kConst: F32Buffer,
     ws: F32Buffer,
+    fused?: Fused | null,
   ): void {
     this.#abi.bn_grad_input(
       this.#p(x),
@@ -163,7 +167,14 @@ export class WasmBackend implements Backend {
       this.#p(kXc),
       this.#p(kConst),
       this.#p(ws),
+      ...this.#fused(fused),
     );
+  }
+
+  /** The gradient exports' trailing `act, slope, scale, shift` (0s when not fused). */
+  #fused(f: Fused | null | undefined): [number, number, number, number] {
+    if (!f) return [0, 0, 0, 0];
+    return [ACTIVATION_CODES[f.act.kind], f.act.negativeSlope, this.#p(f.scale), this.#p(f.shift)];
   }
 
   copy(src: F32Buffer, dst: F32Buffer): void {

@@ -12,14 +12,17 @@
 
 #![no_std]
 
+mod activation;
 mod kernels;
 mod scalar;
 #[cfg(target_feature = "simd128")]
 mod simd128;
 mod vector;
 
+use activation::{LeakyRelu, Relu, Relu6, Sigmoid, Silu, Tanh};
 use core::slice::{from_raw_parts, from_raw_parts_mut};
-use kernels::{Dims, GradInput, Moments, ScaleShift, Workspace};
+use kernels::Workspace;
+use kernels::{Dims, GradInput, GradInputAct, GradSumsAct, Moments, ScaleShift, ScaleShiftAct};
 
 #[cfg(target_feature = "simd128")]
 type Lanes = simd128::F32x4;
@@ -27,7 +30,44 @@ type Lanes = simd128::F32x4;
 type Lanes = scalar::F32x1;
 
 /// Bumped whenever an export changes; the wrapper refuses a binary of another version.
-const ABI_VERSION: u32 = 1;
+/// 2: fused activations (`act`, `slope` on the map and gradient exports; `scale`, `shift` on
+/// the gradient ones).
+const ABI_VERSION: u32 = 2;
+
+/// Runs `$body` with `$a` bound to the activation numbered `$code` (1 relu, 2 relu6,
+/// 3 leakyRelu with slope `$slope`, 4 sigmoid, 5 tanh, 6 silu: `ACTIVATION_CODES` in
+/// ts/activation.ts). Any other code is a bug of the wrapper, which checks it, and traps.
+macro_rules! with_activation {
+    ($code:expr, $slope:expr, |$a:ident| $body:expr) => {
+        match $code {
+            1 => {
+                let $a = Relu;
+                $body
+            }
+            2 => {
+                let $a = Relu6;
+                $body
+            }
+            3 => {
+                let $a = LeakyRelu($slope);
+                $body
+            }
+            4 => {
+                let $a = Sigmoid;
+                $body
+            }
+            5 => {
+                let $a = Tanh;
+                $body
+            }
+            6 => {
+                let $a = Silu;
+                $body
+            }
+            _ => panic!("unknown activation"),
+        }
+    };
+}
 
 #[no_mangle]
 pub extern "C" fn bn_abi_version() -> u32 {
@@ -89,7 +129,9 @@ pub unsafe extern "C" fn bn_moments(
     );
 }
 
-/// `y = (x − center[c])·scale[c] + shift[c]` for every element of channel `c`.
+/// `y = (x − center[c])·scale[c] + shift[c]` for every element of channel `c`, then the
+/// activation numbered `act` (0: none; see `with_activation!`, `slope` for leakyRelu) in the
+/// same pass.
 ///
 /// # Safety
 /// Sizes are positive; `x` and `y` are valid for the tensor and are either the same pointer
@@ -107,6 +149,8 @@ pub unsafe extern "C" fn bn_scale_shift(
     scale: *const f32,
     shift: *const f32,
     workspace_ptr: *mut u8,
+    act: u32,
+    slope: f32,
 ) {
     let params = [
         from_raw_parts(center, channels),
@@ -116,13 +160,22 @@ pub unsafe extern "C" fn bn_scale_shift(
     ];
     let dims = Dims { outer, channels, inner };
     let mut ws = workspace(workspace_ptr, channels);
-    kernels::map::<Lanes, ScaleShift>(x, x, y, dims, params, &mut ws);
+    if act == 0 {
+        kernels::map::<Lanes, _, 4>(ScaleShift, x, x, y, dims, params, &mut ws);
+    } else {
+        with_activation!(act, slope, |a| {
+            kernels::map::<Lanes, _, 4>(ScaleShiftAct(a), x, x, y, dims, params, &mut ws)
+        });
+    }
 }
 
-/// Per-channel `Σdy` and `Σdy·(x − mean[c])`, written to `sum_dy` and `sum_dy_xc`.
+/// Per-channel `Σg` and `Σg·(x − mean[c])`, written to `sum_dy` and `sum_dy_xc`: `g = dy` when
+/// `act` is 0, else `g = dy·act′(z)` with `z = (x − mean[c])·scale[c] + shift[c]` (the
+/// forward's pre-activation, recomputed here).
 ///
 /// # Safety
-/// As for [`bn_moments`], with `dy` as long as `x` and `mean` holding `channels` floats.
+/// As for [`bn_moments`], with `dy` as long as `x` and `mean` holding `channels` floats; when
+/// `act` is not 0, `scale` and `shift` too (otherwise they are not read).
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn bn_grad_sums(
@@ -135,24 +188,33 @@ pub unsafe extern "C" fn bn_grad_sums(
     workspace_ptr: *mut u8,
     sum_dy: *mut f32,
     sum_dy_xc: *mut f32,
+    act: u32,
+    slope: f32,
+    scale: *const f32,
+    shift: *const f32,
 ) {
     let dims = Dims { outer, channels, inner };
-    kernels::reduce_grads::<Lanes>(
-        from_raw_parts(x, dims.len()),
-        from_raw_parts(dy, dims.len()),
-        dims,
-        from_raw_parts(mean, channels),
-        &mut workspace(workspace_ptr, channels),
-        from_raw_parts_mut(sum_dy, channels),
-        from_raw_parts_mut(sum_dy_xc, channels),
-    );
+    let (x, dy) = (from_raw_parts(x, dims.len()), from_raw_parts(dy, dims.len()));
+    let mean = from_raw_parts(mean, channels);
+    let ws = &mut workspace(workspace_ptr, channels);
+    let sum_dy = from_raw_parts_mut(sum_dy, channels);
+    let sum_dy_xc = from_raw_parts_mut(sum_dy_xc, channels);
+    if act == 0 {
+        kernels::reduce_grads::<Lanes>(x, dy, dims, mean, ws, sum_dy, sum_dy_xc);
+    } else {
+        let params = [mean, from_raw_parts(scale, channels), from_raw_parts(shift, channels)];
+        with_activation!(act, slope, |a| {
+            let r = GradSumsAct(a);
+            kernels::reduce_grads_with::<Lanes, _, 3>(r, x, dy, dims, params, ws, sum_dy, sum_dy_xc)
+        });
+    }
 }
 
-/// `dx = k_dy[c]·dy + k_xc[c]·(x − mean[c]) + k_const[c]`.
+/// `dx = k_dy[c]·g + k_xc[c]·(x − mean[c]) + k_const[c]`, with `g` as in [`bn_grad_sums`].
 ///
 /// # Safety
 /// As for [`bn_scale_shift`]; `dx` may be the same pointer as `dy` (or `x`) but must not
-/// overlap either otherwise.
+/// overlap either otherwise; `scale` and `shift` hold `channels` floats when `act` is not 0.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn bn_grad_input(
@@ -167,6 +229,10 @@ pub unsafe extern "C" fn bn_grad_input(
     k_xc: *const f32,
     k_const: *const f32,
     workspace_ptr: *mut u8,
+    act: u32,
+    slope: f32,
+    scale: *const f32,
+    shift: *const f32,
 ) {
     let params = [
         from_raw_parts(mean, channels),
@@ -176,7 +242,16 @@ pub unsafe extern "C" fn bn_grad_input(
     ];
     let dims = Dims { outer, channels, inner };
     let mut ws = workspace(workspace_ptr, channels);
-    kernels::map::<Lanes, GradInput>(x, dy, dx, dims, params, &mut ws);
+    if act == 0 {
+        kernels::map::<Lanes, _, 4>(GradInput, x, dy, dx, dims, params, &mut ws);
+    } else {
+        let [m, k_dy, k_xc, k_const] = params;
+        let (scale, shift) = (from_raw_parts(scale, channels), from_raw_parts(shift, channels));
+        let params = [m, k_dy, k_xc, k_const, scale, shift];
+        with_activation!(act, slope, |a| {
+            kernels::map::<Lanes, _, 6>(GradInputAct(a), x, dy, dx, dims, params, &mut ws)
+        });
+    }
 }
 
 /// Copies `len` floats through vector registers: the benchmark's bandwidth yardstick.
@@ -193,13 +268,13 @@ mod tests {
     #[test]
     fn workspace_bytes_saturate() {
         use super::bn_workspace_bytes as bytes;
-        // Float64 moments (24 bytes) and 4 scratch rows of 16 floats per channel (64 at least)
+        // Float64 moments (24 bytes) and 6 scratch rows of 16 floats per channel (64 at least)
         // and 16 more.
-        let per_channel = 24 + 4 * 16 * 4;
-        assert_eq!(bytes(1), 24 + 4 * (64 + 16) * 4);
-        assert_eq!(bytes(1000), 1000 * per_channel + 256);
-        let largest = (usize::MAX - 256) / per_channel;
-        assert_eq!(bytes(largest), largest * per_channel + 256);
+        let per_channel = 24 + 6 * 16 * 4;
+        assert_eq!(bytes(1), 24 + 6 * (64 + 16) * 4);
+        assert_eq!(bytes(1000), 1000 * per_channel + 384);
+        let largest = (usize::MAX - 384) / per_channel;
+        assert_eq!(bytes(largest), largest * per_channel + 384);
         assert_eq!(bytes(largest + 1), usize::MAX);
         assert_eq!(bytes(usize::MAX / 16 + 1), usize::MAX);
         assert_eq!(bytes(usize::MAX), usize::MAX);
