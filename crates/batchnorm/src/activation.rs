@@ -6,7 +6,7 @@
 //! `g = dy·act′(z)` where plain batch norm uses `dy` (see `GradSumsAct`, `GradInputAct`), so
 //! the forward stores no mask and the backward reads memory no more than without activation.
 //!
-//! `relu`, `relu6` and `leakyRelu` are selects (PyTorch's conventions at the kinks: the
+//! `relu`, `relu6` and `leakyRelu` are `pmax`/`pmin` and selects (PyTorch's conventions at the kinks: the
 //! derivative is 0 at 0 for relu, 0 at 0 and 6 for relu6, the slope at 0 for leakyRelu; NaN in
 //! gives NaN out). `sigmoid`, `tanh` and `silu` are built on [`exp`]:
 //!
@@ -37,8 +37,7 @@ pub(crate) struct Relu;
 impl Activation for Relu {
     #[inline(always)]
     fn apply<W: Vector>(self, z: W) -> W {
-        let zero = W::splat(0.0);
-        z.lt_select(zero, zero, z)
+        z.pmax(W::splat(0.0))
     }
     #[inline(always)]
     fn grad<W: Vector>(self, z: W, dy: W) -> W {
@@ -53,9 +52,7 @@ pub(crate) struct Relu6;
 impl Activation for Relu6 {
     #[inline(always)]
     fn apply<W: Vector>(self, z: W) -> W {
-        let (zero, six) = (W::splat(0.0), W::splat(6.0));
-        let low = z.lt_select(zero, zero, z);
-        six.lt_select(low, six, low)
+        z.pmax(W::splat(0.0)).pmin(W::splat(6.0))
     }
     #[inline(always)]
     fn grad<W: Vector>(self, z: W, dy: W) -> W {

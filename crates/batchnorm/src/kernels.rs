@@ -1149,6 +1149,12 @@ mod tests {
         fn div(self, o: Self) -> Self {
             Emu4(core::array::from_fn(|k| self.0[k] / o.0[k]))
         }
+        fn pmax(self, o: Self) -> Self {
+            Emu4(core::array::from_fn(|k| if self.0[k] < o.0[k] { o.0[k] } else { self.0[k] }))
+        }
+        fn pmin(self, o: Self) -> Self {
+            Emu4(core::array::from_fn(|k| if o.0[k] < self.0[k] { o.0[k] } else { self.0[k] }))
+        }
         fn lt_select(self, o: Self, then: Self, otherwise: Self) -> Self {
             Emu4(core::array::from_fn(
                 |k| {

@@ -82,8 +82,8 @@ pub extern "C" fn bn_lanes() -> u32 {
 
 /// Bytes of workspace (8-byte aligned) that the kernels need for `channels` channels.
 ///
-/// Saturates: when the size does not fit in a `usize` (32 bits on wasm32: from about 15.3
-/// million channels, at 280 bytes a channel) it returns `usize::MAX`, which no allocation can
+/// Saturates: when the size does not fit in a `usize` (32 bits on wasm32: from about 10.5
+/// million channels, at 408 bytes a channel) it returns `usize::MAX`, which no allocation can
 /// satisfy, instead of a wrapped-around small size; the caller must refuse it. Through the wasm ABI the result is
 /// an `i32`, so JavaScript sees `usize::MAX` as `-1` (or as 4294967295 after `>>> 0`).
 #[no_mangle]

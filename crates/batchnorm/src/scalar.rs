@@ -45,6 +45,24 @@ impl Vector for F32x1 {
     }
 
     #[inline(always)]
+    fn pmax(self, other: Self) -> Self {
+        if self.0 < other.0 {
+            other
+        } else {
+            self
+        }
+    }
+
+    #[inline(always)]
+    fn pmin(self, other: Self) -> Self {
+        if other.0 < self.0 {
+            other
+        } else {
+            self
+        }
+    }
+
+    #[inline(always)]
     fn lt_select(self, other: Self, then: Self, otherwise: Self) -> Self {
         if self.0 < other.0 {
             then

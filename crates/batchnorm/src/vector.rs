@@ -24,6 +24,13 @@ pub(crate) trait Vector: Copy {
     fn mul(self, other: Self) -> Self;
     fn div(self, other: Self) -> Self;
 
+    /// Per lane, `other` where `self < other`, else `self` (wasm's `f32x4.pmax`, one x86
+    /// `maxps`): `z.pmax(0)` is ReLU, NaN stays NaN.
+    fn pmax(self, other: Self) -> Self;
+
+    /// Per lane, `other` where `other < self`, else `self` (wasm's `f32x4.pmin`).
+    fn pmin(self, other: Self) -> Self;
+
     /// Per lane, `then` where `self < other` and `otherwise` elsewhere (NaN compares false).
     fn lt_select(self, other: Self, then: Self, otherwise: Self) -> Self;
 
