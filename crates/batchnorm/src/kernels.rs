@@ -1281,6 +1281,100 @@ mod tests {
             let want = dy[i] * p[1][c] + (x[i] - p[0][c]) * p[2][c] + p[3][c];
             assert_eq!(y[i], want, "dx[{i}] {dims:?}");
         }
+        check_activations::<V>(dims, &x, &dy, &mut ws);
+    }
+
+    /// One lane of `act` (the scalar build's arithmetic, which every lane of every build does).
+    fn lane<A: Activation>(act: A, z: f32, dy: f32) -> (f32, f32) {
+        let z1 = F32x1::splat(z);
+        let (mut y, mut g) = (0f32, 0f32);
+        // SAFETY: y and g are one float each.
+        unsafe {
+            act.apply(z1).store(&mut y);
+            act.grad(z1, F32x1::splat(dy)).store(&mut g);
+        }
+        (y, g)
+    }
+
+    /// The fused-activation passes on every path: the maps bit for bit against one lane
+    /// elementwise (the same operations in the same order), the sums against float64.
+    fn check_activations<V: Vector>(dims: Dims, x: &[f32], dy: &[f32], ws: &mut Workspace) {
+        use crate::activation::{LeakyRelu, Relu6, Silu};
+        fn one<V: Vector, A: Activation>(
+            act: A,
+            dims: Dims,
+            x: &[f32],
+            dy: &[f32],
+            ws: &mut Workspace,
+        ) {
+            let (n, c_n) = (dims.len(), dims.channels);
+            let p: [Vec<f32>; 6] = core::array::from_fn(|k| data(c_n, 60 + k as u32, 0.5));
+            let [mean, k_dy, k_xc, k_const, scale, shift] = &p;
+            let mut y = vec![0f32; n];
+            let fwd = [&mean[..], &scale[..], &shift[..], &shift[..]];
+            let bwd = [&mean[..], &k_dy[..], &k_xc[..], &k_const[..], &scale[..], &shift[..]];
+            // SAFETY: every buffer holds n floats.
+            unsafe {
+                map::<V, _, 4>(
+                    ScaleShiftAct(act),
+                    x.as_ptr(),
+                    x.as_ptr(),
+                    y.as_mut_ptr(),
+                    dims,
+                    fwd,
+                    ws,
+                );
+            }
+            for i in 0..n {
+                let c = channel(dims, i);
+                let z = (x[i] - mean[c]) * scale[c] + shift[c];
+                assert_eq!(y[i], lane(act, z, 0.0).0, "act y[{i}] {dims:?}");
+            }
+            // SAFETY: as above.
+            unsafe {
+                map::<V, _, 6>(
+                    GradInputAct(act),
+                    x.as_ptr(),
+                    dy.as_ptr(),
+                    y.as_mut_ptr(),
+                    dims,
+                    bwd,
+                    ws,
+                );
+            }
+            let (mut g0, mut g1, mut gabs) = (vec![0f64; c_n], vec![0f64; c_n], vec![0f64; c_n]);
+            for i in 0..n {
+                let c = channel(dims, i);
+                let xc = x[i] - mean[c];
+                let g = lane(act, xc * scale[c] + shift[c], dy[i]).1;
+                let want = g * k_dy[c] + xc * k_xc[c] + k_const[c];
+                assert_eq!(y[i], want, "act dx[{i}] {dims:?}");
+                g0[c] += g as f64;
+                g1[c] += g as f64 * xc as f64;
+                gabs[c] += (g as f64).abs() * (1.0 + xc.abs() as f64);
+            }
+            let (mut s0, mut s1) = (vec![0f32; c_n], vec![0f32; c_n]);
+            let params = [&mean[..], &scale[..], &shift[..]];
+            reduce_grads_with::<V, _, 3>(
+                GradSumsAct(act),
+                x,
+                dy,
+                dims,
+                params,
+                ws,
+                &mut s0,
+                &mut s1,
+            );
+            for c in 0..c_n {
+                // Float32 sums of the same terms: a few roundings of the sum of their sizes.
+                let tol = 1e-6 * gabs[c] + 1e-12;
+                assert!((s0[c] as f64 - g0[c]).abs() <= tol, "act Σg {c} {dims:?}");
+                assert!((s1[c] as f64 - g1[c]).abs() <= tol, "act Σg·xc {c} {dims:?}");
+            }
+        }
+        one::<V, _>(Relu6, dims, x, dy, ws);
+        one::<V, _>(LeakyRelu(0.1), dims, x, dy, ws);
+        one::<V, _>(Silu, dims, x, dy, ws);
     }
 
     fn shapes() -> Vec<Dims> {
