@@ -328,8 +328,22 @@ export const jsBackend: Backend = {
 };
 
 // The fused-activation passes: one loop over memory each, as the plain ones, in storage order
-// with the channel's coefficients per run; `z` in float64, `act` and `act′` from
-// activation.ts (the float64 functions the tests' reference uses).
+// with the channel's coefficients per run; `z` in float64. relu, relu6 and leakyRelu are
+// written into the loops (a slope below 0 and a cap above), which is faster than a call per
+// element; the others call `act` and `act′` from activation.ts (the float64 functions the
+// tests' reference uses).
+
+/** relu, relu6, leakyRelu as `z ≤ 0: slope·z (0 for slope 0); z ≥ cap: cap`, or null. */
+function piecewise(act: Act): { slope: number; cap: number } | null {
+  if (act.kind === "relu") return { slope: 0, cap: Infinity };
+  if (act.kind === "relu6") return { slope: 0, cap: 6 };
+  if (act.kind === "leakyRelu") return { slope: act.negativeSlope, cap: Infinity };
+  return null;
+}
+
+/** `dy·act′(z)` of a piecewise activation (0, not dy·0, where the slope is 0). */
+const piecewiseGrad = (z: number, dy: number, slope: number, cap: number): number =>
+  z > 0 ? (z < cap ? dy : 0) : slope === 0 ? 0 : dy * slope;
 
 function scaleShiftAct(
   xb: F32Buffer,
@@ -345,14 +359,25 @@ function scaleShiftAct(
   const center = v(centerb);
   const scale = v(scaleb);
   const shift = v(shiftb);
+  const pw = piecewise(act);
   let i = 0;
   for (let o = 0; o < outer; o++) {
     for (let c = 0; c < C; c++) {
       const m = center[c] as number;
       const a = scale[c] as number;
       const b = shift[c] as number;
-      for (const end = i + inner; i < end; i++)
-        y[i] = activate(act, ((x[i] as number) - m) * a + b);
+      const end = i + inner;
+      if (pw !== null) {
+        const { slope, cap } = pw;
+        for (; i < end; i++) {
+          const z = ((x[i] as number) - m) * a + b;
+          // The kernels' pmax/pmin and select: NaN stays NaN, relu(−0) is −0.
+          // biome-ignore lint/complexity/useMathMinMax: Math.max(z, 0) would make −0 into 0
+          y[i] = z > 0 ? Math.min(z, cap) : slope === 0 ? (z < 0 ? 0 : z) : z * slope;
+        }
+      } else {
+        for (; i < end; i++) y[i] = activate(act, ((x[i] as number) - m) * a + b);
+      }
     }
   }
 }
@@ -373,6 +398,7 @@ function gradSumsAct(
   const shift = v(shiftb);
   const acc = scratchFor(C);
   acc.fill(0, 0, 2 * C);
+  const pw = piecewise(act);
   let i = 0;
   for (let o = 0; o < outer; o++) {
     for (let c = 0; c < C; c++) {
@@ -381,11 +407,22 @@ function gradSumsAct(
       const b = shift[c] as number;
       let s0 = 0;
       let s1 = 0;
-      for (const end = i + inner; i < end; i++) {
-        const xc = (x[i] as number) - m;
-        const g = (dy[i] as number) * derivative(act, xc * a + b);
-        s0 += g;
-        s1 += g * xc;
+      const end = i + inner;
+      if (pw !== null) {
+        const { slope, cap } = pw;
+        for (; i < end; i++) {
+          const xc = (x[i] as number) - m;
+          const g = piecewiseGrad(xc * a + b, dy[i] as number, slope, cap);
+          s0 += g;
+          s1 += g * xc;
+        }
+      } else {
+        for (; i < end; i++) {
+          const xc = (x[i] as number) - m;
+          const g = (dy[i] as number) * derivative(act, xc * a + b);
+          s0 += g;
+          s1 += g * xc;
+        }
       }
       acc[c] = (acc[c] as number) + s0;
       acc[C + c] = (acc[C + c] as number) + s1;
@@ -419,6 +456,7 @@ function gradInputAct(
   const kConst = v(kConstb);
   const scale = v(scaleb);
   const shift = v(shiftb);
+  const pw = piecewise(act);
   let i = 0;
   for (let o = 0; o < outer; o++) {
     for (let c = 0; c < C; c++) {
@@ -428,10 +466,20 @@ function gradInputAct(
       const p = kDy[c] as number;
       const q = kXc[c] as number;
       const k = kConst[c] as number;
-      for (const end = i + inner; i < end; i++) {
-        const xc = (x[i] as number) - m;
-        const g = (dy[i] as number) * derivative(act, xc * a + b);
-        dx[i] = p * g + q * xc + k;
+      const end = i + inner;
+      if (pw !== null) {
+        const { slope, cap } = pw;
+        for (; i < end; i++) {
+          const xc = (x[i] as number) - m;
+          const g = piecewiseGrad(xc * a + b, dy[i] as number, slope, cap);
+          dx[i] = p * g + q * xc + k;
+        }
+      } else {
+        for (; i < end; i++) {
+          const xc = (x[i] as number) - m;
+          const g = (dy[i] as number) * derivative(act, xc * a + b);
+          dx[i] = p * g + q * xc + k;
+        }
       }
     }
   }
