@@ -20,7 +20,8 @@
  * TF.js), `timing.ts` (check, warm-up, rounds), `results.ts` (summaries, targets), `print.ts`
  * (console), `chart.ts` and `report.ts` (the README's chart and table), `lib.ts` (everything
  * taken from `ts/`). Beside it: `js-kernels.ts` (the JS back end's kernels against the plain
- * loop's) and `kernels.ts` (kernel passes against the copy).
+ * loop's), `kernels.ts` (kernel passes against the copy) and `fused.ts` (fused activations
+ * against plain batch norm and against a separate activation pass: `npm run bench:fused`).
  *
  * @module
  */

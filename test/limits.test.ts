@@ -19,7 +19,7 @@ beforeAll(async () => {
 const GiB4 = 2 ** 32;
 /**
  * Bytes a module takes per channel in wasm memory: ten float32 arrays and the kernels'
- * workspace, which grows linearly past a few channels (280 bytes a channel in this build).
+ * workspace, which grows linearly past a few channels (408 bytes a channel in this build).
  */
 function perChannelBytes(kind: "simd" | "scalar"): number {
   const ws = (c: number) => resolveBackend(kind).workspaceFloats(c);
@@ -27,14 +27,22 @@ function perChannelBytes(kind: "simd" | "scalar"): number {
 }
 
 /**
- * Channel counts where a byte count wraps 32 bits or crosses 4 GiB: 88·C and 176·C (an older
- * workspace, computed in 32 bits), 24·C (six per-channel arrays), 280·C (this workspace alone)
+ * Channel counts where a byte count wraps 32 bits or crosses 4 GiB: 88·C, 176·C and 280·C
+ * (older workspaces, computed in 32 bits), 24·C (six per-channel arrays), 408·C (this workspace
+ * alone)
  * and this layout's whole per-channel size, each just below and just above; then the limits of
  * an i32 and a u32; and one module of about 3 GiB, which fits.
  */
 function boundaries(kind: "simd" | "scalar"): { all: number[]; fits: number } {
   const fits = Math.floor((0.75 * GiB4) / perChannelBytes(kind));
-  const all = [GiB4 / perChannelBytes(kind), GiB4 / 280, GiB4 / 176, GiB4 / 88, GiB4 / 24]
+  const all = [
+    GiB4 / perChannelBytes(kind),
+    GiB4 / 408,
+    GiB4 / 280,
+    GiB4 / 176,
+    GiB4 / 88,
+    GiB4 / 24,
+  ]
     .flatMap((c) => [Math.floor(c), Math.ceil(c) + 1])
     .filter((c) => c * perChannelBytes(kind) > GiB4)
     .concat([fits, 2 ** 31 - 1, 2 ** 31, GiB4 - 1, GiB4 + 1]);

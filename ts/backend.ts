@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { Act, Fused } from "./activation.js";
 
 /** Which implementation runs the kernels. */
 export type BackendKind = "simd" | "scalar" | "js";
@@ -66,7 +67,10 @@ export interface Backend {
   pin(a: Float32Array): () => Float32Array;
   /** Per-channel mean and biased variance of `x`. */
   moments(x: F32Buffer, dims: Dims, ws: F32Buffer, mean: F32Buffer, variance: F32Buffer): void;
-  /** `y = (x − center)·scale + shift`, per channel; `y` may be `x`. */
+  /**
+   * `y = (x − center)·scale + shift`, per channel, then `act` (when given) in the same pass;
+   * `y` may be `x`.
+   */
   scaleShift(
     x: F32Buffer,
     y: F32Buffer,
@@ -75,8 +79,12 @@ export interface Backend {
     scale: F32Buffer,
     shift: F32Buffer,
     ws: F32Buffer,
+    act?: Act | null,
   ): void;
-  /** Per-channel `Σdy` and `Σdy·(x − mean)`. */
+  /**
+   * Per-channel `Σg` and `Σg·(x − mean)`, where `g = dy`, or with `fused`,
+   * `g = dy·act′((x − mean)·scale + shift)` (the pre-activation recomputed in the pass).
+   */
   gradSums(
     x: F32Buffer,
     dy: F32Buffer,
@@ -85,8 +93,12 @@ export interface Backend {
     ws: F32Buffer,
     sumDy: F32Buffer,
     sumDyXc: F32Buffer,
+    fused?: Fused | null,
   ): void;
-  /** `dx = kDy·dy + kXc·(x − mean) + kConst`, per channel; `dx` may be `dy`. */
+  /**
+   * `dx = kDy·g + kXc·(x − mean) + kConst`, per channel, with `g` as in `gradSums`; `dx` may be
+   * `dy`.
+   */
   gradInput(
     x: F32Buffer,
     dy: F32Buffer,
@@ -97,6 +109,7 @@ export interface Backend {
     kXc: F32Buffer,
     kConst: F32Buffer,
     ws: F32Buffer,
+    fused?: Fused | null,
   ): void;
   /** Copies `src` to `dst` (same length): the streaming-bandwidth yardstick of the benchmarks. */
   copy(src: F32Buffer, dst: F32Buffer): void;

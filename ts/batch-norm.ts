@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { type Activation, checkActivation } from "./activation.js";
 import type { BackendKind } from "./backend.js";
 import * as convert from "./convert.js";
 import { checkChoice, show } from "./errors.js";
@@ -43,7 +44,7 @@ export type { Gradients };
  * Bad arguments throw a `TypeError` or `RangeError` naming the argument, what was expected and
  * what came, and leave the module exactly as it was.
  *
- * Memory: a module keeps its per-channel buffers (about 320 bytes per channel in wasm memory),
+ * Memory: a module keeps its per-channel buffers (about 450 bytes per channel in wasm memory),
  * the copy API's input and output buffers (the size of the last tensor passed as a
  * `Float32Array`, reused while the size holds), and what the last training forward saved for
  * backward (per-channel statistics; the input itself is the copy buffer or your tensor).
@@ -75,6 +76,10 @@ export class BatchNorm implements FoldableBatchNorm {
   readonly layout: Layout;
   /** The back end this module runs on. */
   readonly backend: BackendKind;
+  /** The activation fused after the normalization, or `null`. */
+  readonly activation: Activation | null;
+  /** The slope of `"leakyRelu"` for negative inputs. */
+  readonly negativeSlope: number;
   /** Ghost batch size (see {@link BatchNormOptions.virtualBatchSize}), or `null`. */
   readonly virtualBatchSize: number | null;
   /**
@@ -127,6 +132,8 @@ export class BatchNorm implements FoldableBatchNorm {
     this.trackRunningStats = config.trackRunningStats;
     this.runningVarEstimator = config.runningVarEstimator;
     this.layout = config.layout;
+    this.activation = config.activation;
+    this.negativeSlope = config.negativeSlope;
     this.virtualBatchSize = config.virtualBatchSize;
     this.#renorm = config.renorm;
     this.#state = new ModuleState(numFeatures, config, config.trackRunningStats);
@@ -136,7 +143,8 @@ export class BatchNorm implements FoldableBatchNorm {
       runningMean: this.runningMean,
       runningVar: this.runningVar,
     } = this.#state);
-    const settings = { ...config, state: this.#state, numFeatures };
+    const act = checkActivation(config.activation, config.negativeSlope, where);
+    const settings = { ...config, state: this.#state, numFeatures, act };
     const module = this;
     const mode = {
       get training() {

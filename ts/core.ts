@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { Act, Fused } from "./activation.js";
 import { type Backend, type Dims, type F32Buffer, perChannel } from "./backend.js";
 import type { RunningVarEstimator } from "./options.js";
 import type { ChannelScratch } from "./scratch.js";
@@ -61,7 +62,10 @@ export function forwardCoefficients(
   }
 }
 
-/** `y = (x − center)·scale + shift` with the coefficients in `s`. */
+/**
+ * `y = act((x − center)·scale + shift)` with the coefficients in `s`, in one pass (no `act`:
+ * the plain affine map).
+ */
 export function applyForward(
   be: Backend,
   x: F32Buffer,
@@ -69,8 +73,10 @@ export function applyForward(
   dims: Dims,
   center: F32Buffer,
   s: ChannelScratch,
+  act: Act | null = null,
 ): void {
-  be.scaleShift(x, y, dims, center, s.scale, s.shift, s.ws);
+  if (act === null) be.scaleShift(x, y, dims, center, s.scale, s.shift, s.ws);
+  else be.scaleShift(x, y, dims, center, s.scale, s.shift, s.ws, act);
 }
 
 /**
@@ -106,6 +112,12 @@ export interface ForwardRecord {
   readonly batchStats: boolean;
   /** The renorm correction the forward applied (constants), if any. */
   readonly correction?: Correction | null;
+  /**
+   * The activation fused after the normalization, if any. Backward then recomputes its input
+   * `z = (x − center)·scale + shift` from `x` and the forward's `scale` and `shift`, which must
+   * still be in the scratch's `scale` and `shift` buffers.
+   */
+  readonly act?: Act | null;
 }
 
 /** Gradients of the parameters (always computed; the module drops them when not affine). */
@@ -127,8 +139,10 @@ export interface GradSums {
  * `dx = weight·invstd/n · (n·dy − Σdy − x̂·Σ(dy·x̂))`, or with them constant, `dx = dy·weight·invstd`.
  * `reduce` turns this batch's sums into the whole batch's when replicas share statistics
  * (synchronized BN, `sync.ts`); then `n`, the sums and the parameters' gradients are the whole
- * batch's. With a renorm correction (r, d constants) the weight is in effect `weight·r` for `dx`, and
- * `dWeight = Σdy·(x̂·r + d)`.
+ * batch's. With a renorm correction (r, d constants) the weight is in effect `weight·r` for
+ * `dx`, and `dWeight = Σdy·(x̂·r + d)`. With a fused activation every `dy` above is
+ * `g = dy·act′(z)`, computed inside the same two passes from `x` and the forward's coefficients
+ * (no mask saved, no extra pass).
  */
 export function backwardPasses(
   be: Backend,
@@ -140,7 +154,9 @@ export function backwardPasses(
   reduce?: ((local: GradSums) => GradSums) | null,
 ): ParamGradients {
   const { dims, invstd, weight } = f;
-  be.gradSums(x, dy, dims, f.center, s.ws, s.sumDy, s.sumDyXc);
+  const fused: Fused | null = f.act ? { act: f.act, scale: s.scale, shift: s.shift } : null;
+  if (fused === null) be.gradSums(x, dy, dims, f.center, s.ws, s.sumDy, s.sumDyXc);
+  else be.gradSums(x, dy, dims, f.center, s.ws, s.sumDy, s.sumDyXc, fused);
   const local = { sumDy: s.sumDy.view(), sumDyXc: s.sumDyXc.view(), n: perChannel(dims) };
   const { sumDy, sumDyXc, n } = reduce ? reduce(local) : local;
   const kDy = s.kDy.view();
@@ -168,7 +184,13 @@ export function backwardPasses(
       kXc[c] = (-a * k * k * (sumDyXc[c] as number)) / n;
       kConst[c] = (-a * (dBias[c] as number)) / n;
     }
-    be.gradInput(x, dy, dx, dims, f.center, s.kDy, s.kXc, s.kConst, s.ws);
+    if (fused === null) be.gradInput(x, dy, dx, dims, f.center, s.kDy, s.kXc, s.kConst, s.ws);
+    else be.gradInput(x, dy, dx, dims, f.center, s.kDy, s.kXc, s.kConst, s.ws, fused);
+  } else if (fused !== null) {
+    // dx = kDy·dy·act′(z): the statistics are constants, z needs x, so the gradient map.
+    s.kXc.view().fill(0);
+    s.kConst.view().fill(0);
+    be.gradInput(x, dy, dx, dims, f.center, s.kDy, s.kXc, s.kConst, s.ws, fused);
   } else {
     s.kXc.view().fill(0);
     be.scaleShift(dy, dx, dims, s.kXc, s.kDy, s.kXc, s.ws);

@@ -73,7 +73,11 @@ export function checkBatch(input: Input, where: string): void {
   }
 }
 
-export function checkAffine(o: BatchNormFunctionOptions, C: number, where: string): Affine {
+export function checkAffine(
+  o: { weight?: unknown; bias?: unknown },
+  C: number,
+  where: string,
+): Affine {
   const values = (v: unknown, name: string) =>
     v == null ? null : checkChannelValues(v, C, where, `options.${name}`, "C");
   return { weight: values(o.weight, "weight"), bias: values(o.bias, "bias") };

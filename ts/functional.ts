@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { type Activation, checkActivation } from "./activation.js";
 import type { BackendKind, F32Buffer } from "./backend.js";
 import { dimsLength, perChannel } from "./backend.js";
 import { applyForward, batchMoments, forwardCoefficients, type ParamGradients } from "./core.js";
@@ -72,6 +73,10 @@ export interface BatchNormFunctionOptions extends VariantOptions {
   layout?: Layout;
   /** For `Float32Array` input (default "auto"); a Tensor runs on its own back end. */
   backend?: "auto" | BackendKind;
+  /** An activation applied in the same pass (see {@link BatchNormOptions.activation}). */
+  activation?: Activation | null;
+  /** The slope of `"leakyRelu"` for negative inputs. Default 0.01. */
+  negativeSlope?: number;
   /** With Tensor input: the output tensor (same shape, not `x`). */
   out?: Tensor;
 }
@@ -108,6 +113,15 @@ export interface BatchNormBackwardOptions extends VariantOptions {
   mean?: ChannelArray;
   variance?: ChannelArray;
   weight?: ChannelArray | null;
+  /**
+   * β of the forward: needed only with `activation`, whose input `(x − mean)·weight·invstd + bias`
+   * the backward recomputes. Absent or `null` is 0.
+   */
+  bias?: ChannelArray | null;
+  /** The forward's activation: gradients are returned through it. Default none. */
+  activation?: Activation | null;
+  /** The forward's `negativeSlope` (`"leakyRelu"`). Default 0.01. */
+  negativeSlope?: number;
   /** Whether the forward used batch statistics (gradient flows through them). Default false. */
   training?: boolean;
   eps?: number;
@@ -160,9 +174,11 @@ export function batchNorm(
   const estimator = checkEstimator(o.runningVarEstimator ?? "unbiased", where);
   const eps = checkEps(o.eps ?? 1e-5, where);
   const affine = checkAffine(o, C, where);
+  const act = checkActivation(o.activation, o.negativeSlope, where);
   const running = checkRunning(o, C, training, where);
   if (training) checkBatch(input, where);
   const variants = checkVariants(o, input, training, running, where);
+  checkActGhosts(act, o.virtualBatchSize, where);
   const out = x instanceof Tensor ? checkOutput(o.out, x, input.backend, where) : undefined;
   if (!(x instanceof Tensor) && o.out !== undefined) {
     throw new TypeError(`${where}: options.out is for Tensor input; with a Float32Array, y is new`);
@@ -171,14 +187,14 @@ export function batchNorm(
     const invstd = new Float64Array(C);
     const run = (xb: F32Buffer, yb: F32Buffer) => {
       if (training) {
-        const call = { affine, eps, variants, running, momentum, estimator };
+        const call = { affine, eps, variants, running, momentum, estimator, act };
         variantForward(input.backend, xb, yb, input.dims, s, buffers, call);
         return;
       }
       const { mean, variance } = running as { mean: Float32Array; variance: Float32Array };
       s.center.view().set(mean);
       forwardCoefficients(s, affine, variance, eps, invstd);
-      applyForward(input.backend, xb, yb, input.dims, s.center, s);
+      applyForward(input.backend, xb, yb, input.dims, s.center, s, act);
     };
     if (x instanceof Tensor) {
       const y = out ?? Tensor.alloc(input.backend, x.shape, where);
@@ -254,8 +270,8 @@ export function batchNormBackward(
   const C = input.dims.channels;
   const training = checkBoolean(o.training ?? false, where, "options.training");
   const eps = checkEps(o.eps ?? 1e-5, where);
-  const weight =
-    o.weight == null ? null : checkChannelValues(o.weight, C, where, "options.weight", "C");
+  const { weight, bias } = checkAffine(o, C, where);
+  const act = checkActivation(o.activation, o.negativeSlope, where);
   const given = checkStatistics(o, C, training, where);
   if (training) checkBatch(input, where);
   const running =
@@ -266,6 +282,7 @@ export function batchNormBackward(
           variance: checkChannelValues(o.runningVar, C, where, "options.runningVar", "C"),
         };
   const variants = checkVariants(o, input, training, running, where);
+  checkActGhosts(act, o.virtualBatchSize, where);
   if (variants.active && given !== undefined) {
     throw new TypeError(
       `${where}: options.mean and options.variance must be absent with options.renorm or options.virtualBatchSize (the statistics are recomputed from x)`,
@@ -301,7 +318,7 @@ export function batchNormBackward(
     const xb = x instanceof Tensor ? x.buffer : copyIn(buffers, input);
     let parts: readonly Part[];
     if (variants.active) {
-      const call = { affine: { weight, bias: null }, eps, variants, running };
+      const call = { affine: { weight, bias }, eps, variants, running, act };
       parts = variantParts(input.backend, xb, null, input.dims, s, buffers, call).parts;
     } else {
       if (given === undefined) batchMoments(input.backend, xb, input.dims, s);
@@ -310,9 +327,16 @@ export function batchNormBackward(
         s.variance.view().set(given.variance);
       }
       const invstd = new Float64Array(C);
-      const variance = s.variance.view();
-      for (let c = 0; c < C; c++) invstd[c] = 1 / Math.sqrt((variance[c] as number) + eps);
-      const record = { dims: input.dims, center: s.mean, invstd, weight, batchStats: training };
+      // The forward's scale and shift too: a fused activation's input is recomputed from them.
+      forwardCoefficients(s, { weight, bias }, s.variance.view(), eps, invstd);
+      const record = {
+        dims: input.dims,
+        center: s.mean,
+        invstd,
+        weight,
+        batchStats: training,
+        act,
+      };
       parts = [{ offset: 0, length: dimsLength(input.dims), record }];
     }
     const passes = (dyb: F32Buffer, dxb: F32Buffer): ParamGradients =>
@@ -330,4 +354,13 @@ export function batchNormBackward(
     const grads = passes(dyb, dyb);
     return { dx: dyb.view().slice(), ...grads };
   });
+}
+
+/** A fused activation with ghost batches is not supported yet (see options.ts). */
+function checkActGhosts(act: unknown, k: unknown, where: string): void {
+  if (act !== null && k != null) {
+    throw new TypeError(
+      `${where}: options.virtualBatchSize and options.activation cannot be combined, got virtualBatchSize ${String(k)} with activation`,
+    );
+  }
 }

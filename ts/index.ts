@@ -5,6 +5,7 @@
  * @module
  */
 
+export type { Activation } from "./activation.js";
 export { BatchNorm1d, BatchNorm2d, BatchNorm3d } from "./aliases.js";
 export type { BackendKind } from "./backend.js";
 export { BatchNorm, type Gradients, memoryBytes } from "./batch-norm.js";

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import type { Act } from "./activation.js";
 import { type Backend, type Dims, dimsLength, type F32Buffer, perChannel } from "./backend.js";
 import { CopyBuffers } from "./copy-buffers.js";
 import { applyForward, forwardCoefficients, type GradSums, updateRunningStats } from "./core.js";
@@ -40,6 +41,8 @@ export interface Gradients<T> {
 /** The module's settings the passes read, fixed when it is made. */
 export interface PassesSettings {
   readonly state: ModuleState;
+  /** The activation fused after the normalization, or null. */
+  readonly act: Act | null;
   readonly numFeatures: number;
   readonly layout: Layout;
   readonly eps: number;
@@ -235,6 +238,7 @@ export class ModulePasses {
     dims: Dims,
     shape: readonly number[],
   ): void {
+    const { act } = this.#settings;
     const s = this.#scratch;
     const state = this.#settings.state;
     const batchStats = this.#mode.training || !this.#settings.trackRunningStats;
@@ -256,7 +260,7 @@ export class ModulePasses {
         this.#mode.training && this.#mode.renorm
           ? { limits: this.#mode.renorm, running: { mean: rm, variance: rv } }
           : null;
-      const plan = { affine: state, eps: this.#settings.eps, ghosts, renorm, sync };
+      const plan = { affine: state, eps: this.#settings.eps, ghosts, renorm, sync, act };
       const result = batchStatsForward(this.impl, x, y, dims, s, this.#parts, plan);
       parts = result.parts;
       if (this.#mode.training && this.#settings.trackRunningStats) {
@@ -270,8 +274,8 @@ export class ModulePasses {
       // changed since the last call (they are updated in place) costs as much as this.
       s.center.view().set(rm);
       forwardCoefficients(s, state, rv, this.#settings.eps, this.#invstd);
-      applyForward(this.impl, x, y, dims, s.center, s);
-      const record = { dims, center: s.center, invstd: this.#invstd, weight, batchStats };
+      applyForward(this.impl, x, y, dims, s.center, s, act);
+      const record = { dims, center: s.center, invstd: this.#invstd, weight, batchStats, act };
       parts = [{ offset: 0, length: dimsLength(dims), record }];
     }
     if (weight !== null) weight.set(state.weight as Float32Array);

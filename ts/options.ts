@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { type Activation, checkActivation } from "./activation.js";
 import type { BackendKind } from "./backend.js";
 import { checkChoice, show } from "./errors.js";
 import { LAYOUTS, type Layout } from "./shape.js";
@@ -36,6 +37,13 @@ export interface BatchNormOptions {
   runningVarEstimator?: RunningVarEstimator;
   /** Default `"NCHW"`. */
   layout?: Layout;
+  /**
+   * An activation applied to the normalized values in the same pass over memory (training and
+   * inference); `backward` returns the gradients through it and batch norm. Default none.
+   */
+  activation?: Activation | null;
+  /** The slope of `"leakyRelu"` for negative inputs. Default `0.01`; a finite number. */
+  negativeSlope?: number;
   /**
    * Which implementation runs the kernels. `"auto"` (default) takes the best that
    * {@link init} loaded: SIMD wasm, else scalar wasm, else JS.
@@ -143,6 +151,7 @@ export function moduleConfig(options: InternalOptions, where: string): ModuleCon
     renorm = null,
     virtualBatchSize = null,
   } = options;
+  const act = checkActivation(options.activation, options.negativeSlope, where);
   const checkedAffine = checkBoolean(affine, where, "options.affine");
   const parameters = options[PARAMETERS] ?? { weight: checkedAffine, bias: checkedAffine };
   return {
@@ -155,11 +164,13 @@ export function moduleConfig(options: InternalOptions, where: string): ModuleCon
     layout: checkLayout(layout, where),
     backend: checkBackend(backend, where),
     renorm: checkRenorm(renorm, where, "options.renorm"),
-    virtualBatchSize: checkGhostsUnsynced(
+    virtualBatchSize: checkGhostBatches(
       checkVirtualBatchSize(virtualBatchSize, where, "options.virtualBatchSize"),
-      options.sync,
+      options,
       where,
     ),
+    activation: act === null ? null : act.kind,
+    negativeSlope: act === null ? (options.negativeSlope ?? 0.01) : act.negativeSlope,
     hasWeight: parameters.weight,
     hasBias: parameters.bias,
     sync: checkSync(options.sync, where),
@@ -167,13 +178,26 @@ export function moduleConfig(options: InternalOptions, where: string): ModuleCon
 }
 
 /**
- * Ghost batches are this replica's own sub-batches: merging each with the other replicas'
- * has no meaning the two papers agree on, so the combination is refused.
+ * What ghost batches do not combine with: synchronized BN (ghost batches are one replica's own
+ * sub-batches; merging each with the other replicas' has no meaning the two papers agree on),
+ * and, for now, a fused activation (its backward recomputes the pre-activation from the
+ * forward's coefficients, which the module keeps for one batch, not for each ghost batch).
  */
-function checkGhostsUnsynced(k: number | null, sync: unknown, where: string): number | null {
-  if (k !== null && sync != null) {
+function checkGhostBatches(
+  k: number | null,
+  options: BatchNormOptions,
+  where: string,
+): number | null {
+  if (k === null) return k;
+  const other =
+    options.sync != null
+      ? "options.sync"
+      : options.activation != null
+        ? "options.activation"
+        : null;
+  if (other !== null) {
     throw new TypeError(
-      `${where}: options.virtualBatchSize and options.sync cannot be combined (ghost batches are one replica's own), got virtualBatchSize ${k} with sync`,
+      `${where}: options.virtualBatchSize and ${other} cannot be combined, got virtualBatchSize ${k} with ${other.slice(8)}`,
     );
   }
   return k;

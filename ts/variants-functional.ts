@@ -7,6 +7,7 @@
  * @module
  */
 
+import type { Act } from "./activation.js";
 import type { Backend, Dims, F32Buffer } from "./backend.js";
 import { type Affine, updateRunningStats } from "./core.js";
 import type { BufferSet } from "./lifetime.js";
@@ -73,9 +74,9 @@ export function variantParts(
   dims: Dims,
   s: ChannelScratch,
   buffers: BufferSet,
-  call: { affine: Affine; eps: number; variants: Variants; running: Running },
+  call: { affine: Affine; eps: number; variants: Variants; running: Running; act: Act | null },
 ) {
-  const { affine, eps, variants, running } = call;
+  const { affine, eps, variants, running, act } = call;
   const scratch = new PartScratch(buffers, dims.channels);
   scratch.ensure(variants.ghosts);
   const renorm =
@@ -87,6 +88,7 @@ export function variantParts(
     eps,
     ghosts: variants.ghosts,
     renorm,
+    act,
   });
 }
 
@@ -105,6 +107,7 @@ export function variantForward(
     running: { mean: Float32Array; variance: Float32Array } | undefined;
     momentum: number;
     estimator: RunningVarEstimator;
+    act: Act | null;
   },
 ): readonly Part[] {
   const result = variantParts(be, x, y, dims, s, buffers, call);

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import type { Act } from "./activation.js";
 import { type Backend, type Dims, type F32Buffer, perChannel } from "./backend.js";
 import {
   type Affine,
@@ -208,6 +209,11 @@ export interface BatchStatsPlan {
   } | null;
   /** Replicas whose statistics are merged with this batch's (one ghost batch only), or none. */
   readonly sync?: BatchNormSync | null;
+  /**
+   * The activation fused after the normalization (one ghost batch only: its backward reads
+   * the coefficients left in the scratch), or none.
+   */
+  readonly act?: Act | null;
 }
 
 /**
@@ -253,8 +259,10 @@ export function batchStatsForward(
       );
     }
     forwardCoefficients(s, plan.affine, variance, plan.eps, p.invstd, correction);
-    if (y !== null)
-      applyForward(be, xg, G === 1 ? y : be.subrange(y, g * length, length), sub, p.center, s);
+    if (y !== null) {
+      const yg = G === 1 ? y : be.subrange(y, g * length, length);
+      applyForward(be, xg, yg, sub, p.center, s, plan.act ?? null);
+    }
     const record = {
       dims: sub,
       center: p.center,
@@ -262,7 +270,7 @@ export function batchStatsForward(
       weight: null,
       batchStats: true,
     };
-    parts.push({ offset: g * length, length, record: { ...record, correction } });
+    parts.push({ offset: g * length, length, record: { ...record, correction, act: plan.act } });
     if (G === 1) break;
     for (let c = 0; c < dims.channels; c++) {
       meanSum[c] = (g === 0 ? 0 : (meanSum[c] as number)) + (mean[c] as number) / G;

@@ -12,6 +12,7 @@
  *
  * @module
  */
+import type { Act, Fused } from "../activation.js";
 import { type Dims, dimsLength, type F32Buffer } from "../backend.js";
 import { WasmBackend } from "../wasm/backend-wasm.js";
 import { WasmF32Buffer } from "../wasm/memory.js";
@@ -192,10 +193,12 @@ export class ThreadedBackend extends WasmBackend {
     scale: F32Buffer,
     shift: F32Buffer,
     ws: F32Buffer,
+    act?: Act | null,
   ): void {
-    const plan = this.#plan(d);
+    // A fused activation runs on the calling thread: the chunk runner has no activation yet.
+    const plan = act ? undefined : this.#plan(d);
     if (plan === undefined) {
-      super.scaleShift(x, y, d, center, scale, shift, ws);
+      super.scaleShift(x, y, d, center, scale, shift, ws, act);
       return;
     }
     this.#run(OP_SCALE_SHIFT, d, plan, [x, x, y], [center, scale, shift]);
@@ -209,10 +212,11 @@ export class ThreadedBackend extends WasmBackend {
     ws: F32Buffer,
     sumDy: F32Buffer,
     sumDyXc: F32Buffer,
+    fused?: Fused | null,
   ): void {
-    const plan = this.#plan(d);
+    const plan = fused ? undefined : this.#plan(d);
     if (plan === undefined) {
-      super.gradSums(x, dy, d, mean, ws, sumDy, sumDyXc);
+      super.gradSums(x, dy, d, mean, ws, sumDy, sumDyXc, fused);
       return;
     }
     this.#ptr(sumDy);
@@ -231,10 +235,11 @@ export class ThreadedBackend extends WasmBackend {
     kXc: F32Buffer,
     kConst: F32Buffer,
     ws: F32Buffer,
+    fused?: Fused | null,
   ): void {
-    const plan = this.#plan(d);
+    const plan = fused ? undefined : this.#plan(d);
     if (plan === undefined) {
-      super.gradInput(x, dy, dx, d, mean, kDy, kXc, kConst, ws);
+      super.gradInput(x, dy, dx, d, mean, kDy, kXc, kConst, ws, fused);
       return;
     }
     this.#run(OP_GRAD_INPUT, d, plan, [x, dy, dx], [mean, kDy, kXc, kConst]);

@@ -5,8 +5,12 @@
  * @module
  */
 
-/** Must equal `ABI_VERSION` in `crates/batchnorm/src/lib.rs`. */
-export const ABI_VERSION = 1;
+/**
+ * Must equal `ABI_VERSION` in `crates/batchnorm/src/lib.rs`. 2: fused activations (`act`,
+ * `slope` after the map and gradient exports' arguments; `scale`, `shift` after the gradient
+ * ones').
+ */
+export const ABI_VERSION = 2;
 
 type Ptr = number;
 
@@ -35,6 +39,9 @@ export interface BatchNormExports {
     scale: Ptr,
     shift: Ptr,
     ws: Ptr,
+    /** 0: none; else `ACTIVATION_CODES` (ts/activation.ts). */
+    act: number,
+    slope: number,
   ): void;
   bn_grad_sums(
     x: Ptr,
@@ -46,6 +53,11 @@ export interface BatchNormExports {
     ws: Ptr,
     sumDy: Ptr,
     sumDyXc: Ptr,
+    act: number,
+    slope: number,
+    /** The forward's scale and shift (read only when `act` is not 0). */
+    scale: Ptr,
+    shift: Ptr,
   ): void;
   bn_grad_input(
     x: Ptr,
@@ -59,6 +71,10 @@ export interface BatchNormExports {
     kXc: Ptr,
     kConst: Ptr,
     ws: Ptr,
+    act: number,
+    slope: number,
+    scale: Ptr,
+    shift: Ptr,
   ): void;
   bn_copy(src: Ptr, dst: Ptr, len: number): void;
 }

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { ACTIVATION_CODES, type Act, type Fused } from "../activation.js";
 import type { Backend, BackendKind, Dims, F32Buffer } from "../backend.js";
 import { type BatchNormExports, checkExports } from "./abi.js";
 import { Heap, MAX_BYTES, WasmF32Buffer } from "./memory.js";
@@ -104,6 +105,7 @@ export class WasmBackend implements Backend {
     scale: F32Buffer,
     shift: F32Buffer,
     ws: F32Buffer,
+    act?: Act | null,
   ): void {
     const [outer, channels, inner] = [d.outer, d.channels, d.inner];
     this.#abi.bn_scale_shift(
@@ -116,6 +118,8 @@ export class WasmBackend implements Backend {
       this.#p(scale),
       this.#p(shift),
       this.#p(ws),
+      act ? ACTIVATION_CODES[act.kind] : 0,
+      act ? act.negativeSlope : 0,
     );
   }
 
@@ -127,6 +131,7 @@ export class WasmBackend implements Backend {
     ws: F32Buffer,
     sumDy: F32Buffer,
     sumDyXc: F32Buffer,
+    fused?: Fused | null,
   ): void {
     const [outer, channels, inner] = [d.outer, d.channels, d.inner];
     this.#abi.bn_grad_sums(
@@ -139,6 +144,7 @@ export class WasmBackend implements Backend {
       this.#p(ws),
       this.#p(sumDy),
       this.#p(sumDyXc),
+      ...this.#fused(fused),
     );
   }
 
@@ -152,6 +158,7 @@ export class WasmBackend implements Backend {
     kXc: F32Buffer,
     kConst: F32Buffer,
     ws: F32Buffer,
+    fused?: Fused | null,
   ): void {
     this.#abi.bn_grad_input(
       this.#p(x),
@@ -165,7 +172,14 @@ export class WasmBackend implements Backend {
       this.#p(kXc),
       this.#p(kConst),
       this.#p(ws),
+      ...this.#fused(fused),
     );
+  }
+
+  /** The gradient exports' trailing `act, slope, scale, shift` (0s when not fused). */
+  #fused(f: Fused | null | undefined): [number, number, number, number] {
+    if (!f) return [0, 0, 0, 0];
+    return [ACTIVATION_CODES[f.act.kind], f.act.negativeSlope, this.#p(f.scale), this.#p(f.shift)];
   }
 
   copy(src: F32Buffer, dst: F32Buffer): void {

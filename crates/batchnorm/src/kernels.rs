@@ -67,6 +67,7 @@
 //! The scalar and SIMD builds add in different orders and agree to float32 rounding, not to
 //! the bit.
 
+use crate::activation::Activation;
 use crate::scalar::F32x1;
 use crate::vector::Vector;
 
@@ -106,8 +107,8 @@ pub(crate) struct Workspace<'a> {
     pub rows: &'a mut [f32],
 }
 
-/// Scratch rows needed at once: four expanded parameter rows for [`GradInput`].
-const SCRATCH_ROWS: usize = 4;
+/// Scratch rows needed at once: six expanded parameter rows for [`GradInputAct`].
+const SCRATCH_ROWS: usize = 6;
 /// Floats per channel in a scratch row: a row of the tensor (`channels · inner` floats, with
 /// `inner` up to [`SHORT_RUN`]) fits, and so do super-rows of up to four narrower rows.
 const ROW_FLOATS_PER_CHANNEL: usize = 16;
@@ -230,43 +231,63 @@ impl BlockMerge {
     }
 }
 
-/// A reduction of one or two inputs into two sums, given a per-position parameter `p`.
-pub(crate) trait Reduce {
-    fn step<W: Vector>(a: W, b: W, p: W, acc: &mut [W; 2]);
+/// A reduction of one or two inputs into two sums, given `P` per-position parameters `p`.
+/// Implementations are values (an activation's slope travels in one), copied into the loops.
+pub(crate) trait Reduce<const P: usize>: core::marker::Copy {
+    fn step<W: Vector>(self, a: W, b: W, p: [W; P], acc: &mut [W; 2]);
 }
 
 /// `Σa` (the second sum is unused).
+#[derive(Clone, Copy, Default)]
 struct Sum;
-impl Reduce for Sum {
+impl Reduce<1> for Sum {
     #[inline(always)]
-    fn step<W: Vector>(a: W, _: W, _: W, acc: &mut [W; 2]) {
+    fn step<W: Vector>(self, a: W, _: W, _: [W; 1], acc: &mut [W; 2]) {
         acc[0] = acc[0].add(a);
     }
 }
 
 /// `Σ(a − p)` and `Σ(a − p)²`.
+#[derive(Clone, Copy, Default)]
 struct ShiftedSums;
-impl Reduce for ShiftedSums {
+impl Reduce<1> for ShiftedSums {
     #[inline(always)]
-    fn step<W: Vector>(a: W, _: W, p: W, acc: &mut [W; 2]) {
-        let d = a.sub(p);
+    fn step<W: Vector>(self, a: W, _: W, p: [W; 1], acc: &mut [W; 2]) {
+        let d = a.sub(p[0]);
         acc[0] = acc[0].add(d);
         acc[1] = acc[1].add(d.mul(d));
     }
 }
 
 /// With `a = x`, `b = dy`, `p = mean`: `Σdy` and `Σdy·(x − mean)`.
+#[derive(Clone, Copy, Default)]
 struct GradSums;
-impl Reduce for GradSums {
+impl Reduce<1> for GradSums {
     #[inline(always)]
-    fn step<W: Vector>(x: W, dy: W, mean: W, acc: &mut [W; 2]) {
+    fn step<W: Vector>(self, x: W, dy: W, mean: [W; 1], acc: &mut [W; 2]) {
         acc[0] = acc[0].add(dy);
-        acc[1] = acc[1].add(dy.mul(x.sub(mean)));
+        acc[1] = acc[1].add(dy.mul(x.sub(mean[0])));
     }
 }
 
-/// An elementwise map of one or two inputs, given four per-position parameters.
-pub(crate) trait Map {
+/// With `a = x`, `b = dy`, `p = [mean, scale, shift]`: `Σg` and `Σg·(x − mean)` for
+/// `g = dy·act′(z)`, the pre-activation `z = (x − mean)·scale + shift` recomputed here (no mask
+/// stored by the forward, no extra pass).
+#[derive(Clone, Copy)]
+pub(crate) struct GradSumsAct<A>(pub A);
+impl<A: Activation> Reduce<3> for GradSumsAct<A> {
+    #[inline(always)]
+    fn step<W: Vector>(self, x: W, dy: W, p: [W; 3], acc: &mut [W; 2]) {
+        let xc = x.sub(p[0]);
+        let g = self.0.grad(xc.mul(p[1]).add(p[2]), dy);
+        acc[0] = acc[0].add(g);
+        acc[1] = acc[1].add(g.mul(xc));
+    }
+}
+
+/// An elementwise map of one or two inputs, given `P` per-position parameters. Implementations
+/// are values (an activation's slope travels in one), copied into the loops.
+pub(crate) trait Map<const P: usize>: core::marker::Copy {
     /// Whether channels-last rows go four vectors per step: faster for [`ScaleShift`] (0.88–0.97
     /// of the time), slower for [`GradInput`] (1.06–1.2: four vectors of its six inputs each
     /// outgrow the registers).
@@ -276,51 +297,102 @@ pub(crate) trait Map {
     /// and 25 MB channels-last tensors), 1 for [`GradInput`] (three streams would become six:
     /// 1.13–1.16× slower for C = 256).
     const STREAM_ROWS: usize;
-    fn apply<W: Vector>(a: W, b: W, p: [W; 4]) -> W;
+    fn apply<W: Vector>(self, a: W, b: W, p: [W; P]) -> W;
 }
 
 /// `y = (x − center)·scale + shift`, with `p = [center, scale, shift, _]`. Centering first
 /// keeps the result accurate when the mean is large against the spread.
+#[derive(Clone, Copy)]
 pub(crate) struct ScaleShift;
-impl Map for ScaleShift {
+impl Map<4> for ScaleShift {
     const UNROLL_ROWS: bool = true;
     const STREAM_ROWS: usize = 2;
     #[inline(always)]
-    fn apply<W: Vector>(x: W, _: W, p: [W; 4]) -> W {
+    fn apply<W: Vector>(self, x: W, _: W, p: [W; 4]) -> W {
         x.sub(p[0]).mul(p[1]).add(p[2])
     }
 }
 
+/// `y = act((x − center)·scale + shift)`: [`ScaleShift`] and the activation in one pass.
+#[derive(Clone, Copy)]
+pub(crate) struct ScaleShiftAct<A>(pub A);
+impl<A: Activation> Map<4> for ScaleShiftAct<A> {
+    const UNROLL_ROWS: bool = true;
+    const STREAM_ROWS: usize = 2;
+    #[inline(always)]
+    fn apply<W: Vector>(self, x: W, _: W, p: [W; 4]) -> W {
+        self.0.apply(x.sub(p[0]).mul(p[1]).add(p[2]))
+    }
+}
+
 /// `dx = k_dy·dy + k_xc·(x − mean) + k_const`, with `p = [mean, k_dy, k_xc, k_const]`.
+#[derive(Clone, Copy)]
 pub(crate) struct GradInput;
-impl Map for GradInput {
+impl Map<4> for GradInput {
     const UNROLL_ROWS: bool = false;
     const STREAM_ROWS: usize = 1;
     #[inline(always)]
-    fn apply<W: Vector>(x: W, dy: W, p: [W; 4]) -> W {
+    fn apply<W: Vector>(self, x: W, dy: W, p: [W; 4]) -> W {
         dy.mul(p[1]).add(x.sub(p[0]).mul(p[2])).add(p[3])
     }
 }
 
+/// `dx = k_dy·g + k_xc·(x − mean) + k_const` with `g = dy·act′(z)`,
+/// `z = (x − mean)·scale + shift` recomputed; `p = [mean, k_dy, k_xc, k_const, scale, shift]`.
+#[derive(Clone, Copy)]
+pub(crate) struct GradInputAct<A>(pub A);
+impl<A: Activation> Map<6> for GradInputAct<A> {
+    const UNROLL_ROWS: bool = false;
+    const STREAM_ROWS: usize = 1;
+    #[inline(always)]
+    fn apply<W: Vector>(self, x: W, dy: W, p: [W; 6]) -> W {
+        let xc = x.sub(p[0]);
+        let g = self.0.grad(xc.mul(p[4]).add(p[5]), dy);
+        g.mul(p[1]).add(xc.mul(p[2])).add(p[3])
+    }
+}
+
 /// `y = x`: the streaming copy that benchmarks measure memory bandwidth with.
+#[derive(Clone, Copy)]
 pub(crate) struct Copy;
-impl Map for Copy {
+impl Map<4> for Copy {
     const UNROLL_ROWS: bool = true;
     const STREAM_ROWS: usize = 1;
     #[inline(always)]
-    fn apply<W: Vector>(x: W, _: W, _: [W; 4]) -> W {
+    fn apply<W: Vector>(self, x: W, _: W, _: [W; 4]) -> W {
         x
     }
+}
+
+/// The vectors of parameters at position `j` of the parameter rows `p` (written with
+/// `from_fn`, not `array::map`, whose code in the hot loops ran up to 1.9× slower).
+///
+/// # Safety
+/// Every row of `p` holds at least `j + W::LANES` floats.
+#[inline(always)]
+unsafe fn load_params<W: Vector, const P: usize>(p: &[&[f32]; P], j: usize) -> [W; P] {
+    core::array::from_fn(|k| W::load(p[k].as_ptr().add(j)))
 }
 
 /// Reduces a contiguous run (`a` and `b` equally long) with a constant parameter, `V` lanes at a
 /// time with four accumulator pairs, then single vectors into the first pair, then the tail one
 /// lane at a time.
 #[inline(always)]
-fn reduce_run<V: Vector, R: Reduce>(a: &[f32], b: &[f32], p: f32) -> [f32; 2] {
+fn reduce_run<V: Vector, R: Reduce<1> + Default>(a: &[f32], b: &[f32], p: f32) -> [f32; 2] {
+    reduce_run_with::<V, R, 1>(R::default(), a, b, [p])
+}
+
+/// [`reduce_run`] with `P` parameters and a reduction value `r`.
+#[inline(always)]
+fn reduce_run_with<V: Vector, R: Reduce<P>, const P: usize>(
+    r: R,
+    a: &[f32],
+    b: &[f32],
+    p: [f32; P],
+) -> [f32; 2] {
     let step = 4 * V::LANES;
     let full = a.len() / step * step;
-    let pv = V::splat(p);
+    let pv: [V; P] = core::array::from_fn(|k| V::splat(p[k]));
     let mut acc = [[V::splat(0.0); 2]; 4];
     let mut i = 0;
     while i < full {
@@ -328,20 +400,21 @@ fn reduce_run<V: Vector, R: Reduce>(a: &[f32], b: &[f32], p: f32) -> [f32; 2] {
             let at = i + k * V::LANES;
             // SAFETY: at + LANES <= full <= a.len() == b.len().
             let (va, vb) = unsafe { (V::load(a.as_ptr().add(at)), V::load(b.as_ptr().add(at))) };
-            R::step(va, vb, pv, acc_k);
+            r.step(va, vb, pv, acc_k);
         }
         i += step;
     }
     while i + V::LANES <= a.len() {
         // SAFETY: i + LANES <= a.len() == b.len().
         let (va, vb) = unsafe { (V::load(a.as_ptr().add(i)), V::load(b.as_ptr().add(i))) };
-        R::step(va, vb, pv, &mut acc[0]);
+        r.step(va, vb, pv, &mut acc[0]);
         i += V::LANES;
     }
     let fold = |j: usize| acc[0][j].add(acc[1][j]).add(acc[2][j].add(acc[3][j])).sum_lanes();
     let mut tail = [F32x1::splat(0.0); 2];
+    let ps: [F32x1; P] = core::array::from_fn(|k| F32x1::splat(p[k]));
     for (&va, &vb) in a[i..].iter().zip(&b[i..]) {
-        R::step(F32x1::splat(va), F32x1::splat(vb), F32x1::splat(p), &mut tail);
+        r.step(F32x1::splat(va), F32x1::splat(vb), ps, &mut tail);
     }
     [fold(0) + tail[0].sum_lanes(), fold(1) + tail[1].sum_lanes()]
 }
@@ -495,12 +568,19 @@ const MAX_GROUPED_WIDTH: usize = 64;
 /// least `to` floats.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn reduce_columns<W: Vector, R: Reduce, const NROWS: usize, const FRESH: bool>(
+unsafe fn reduce_columns<
+    W: Vector,
+    R: Reduce<P>,
+    const P: usize,
+    const NROWS: usize,
+    const FRESH: bool,
+>(
+    r: R,
     a: *const f32,
     b: *const f32,
     width: usize,
     (from, to): (usize, usize),
-    p: &[f32],
+    p: [&[f32]; P],
     acc0: &mut [f32],
     acc1: &mut [f32],
 ) {
@@ -511,10 +591,10 @@ unsafe fn reduce_columns<W: Vector, R: Reduce, const NROWS: usize, const FRESH: 
         } else {
             [W::load(acc0.as_ptr().add(j)), W::load(acc1.as_ptr().add(j))]
         };
-        let pv = W::load(p.as_ptr().add(j));
+        let pv = load_params::<W, P>(&p, j);
         for row in 0..NROWS {
             let at = row * width + j;
-            R::step(W::load(a.add(at)), W::load(b.add(at)), pv, &mut acc);
+            r.step(W::load(a.add(at)), W::load(b.add(at)), pv, &mut acc);
         }
         acc[0].store(acc0.as_mut_ptr().add(j));
         acc[1].store(acc1.as_mut_ptr().add(j));
@@ -529,23 +609,24 @@ unsafe fn reduce_columns<W: Vector, R: Reduce, const NROWS: usize, const FRESH: 
 /// As for [`reduce_columns`], with `to` = `width`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn reduce_trip<W: Vector, R: Reduce, const NROWS: usize>(
+unsafe fn reduce_trip<W: Vector, R: Reduce<P>, const P: usize, const NROWS: usize>(
+    r: R,
     a: *const f32,
     b: *const f32,
     width: usize,
     vectors: usize,
-    p: &[f32],
+    p: [&[f32]; P],
     acc0: &mut [f32],
     acc1: &mut [f32],
     fresh: bool,
 ) {
     let (body, tail) = ((0, vectors), (vectors, width));
     if fresh {
-        reduce_columns::<W, R, NROWS, true>(a, b, width, body, p, acc0, acc1);
-        reduce_columns::<F32x1, R, NROWS, true>(a, b, width, tail, p, acc0, acc1);
+        reduce_columns::<W, R, P, NROWS, true>(r, a, b, width, body, p, acc0, acc1);
+        reduce_columns::<F32x1, R, P, NROWS, true>(r, a, b, width, tail, p, acc0, acc1);
     } else {
-        reduce_columns::<W, R, NROWS, false>(a, b, width, body, p, acc0, acc1);
-        reduce_columns::<F32x1, R, NROWS, false>(a, b, width, tail, p, acc0, acc1);
+        reduce_columns::<W, R, P, NROWS, false>(r, a, b, width, body, p, acc0, acc1);
+        reduce_columns::<F32x1, R, P, NROWS, false>(r, a, b, width, tail, p, acc0, acc1);
     }
 }
 
@@ -555,11 +636,27 @@ unsafe fn reduce_trip<W: Vector, R: Reduce, const NROWS: usize>(
 /// position is accumulated row after row in storage order; with `grouped`, [`ROW_GROUP`] rows
 /// per trip through the registers.
 #[allow(clippy::too_many_arguments)]
-fn reduce_rows<W: Vector, R: Reduce>(
+fn reduce_rows<W: Vector, R: Reduce<1> + Default>(
     a: &[f32],
     b: &[f32],
     rows: Rows,
     p: &[f32],
+    acc0: &mut [f32],
+    acc1: &mut [f32],
+    grouped: bool,
+) {
+    reduce_rows_with::<W, R, 1>(R::default(), a, b, rows, [p], acc0, acc1, grouped);
+}
+
+/// [`reduce_rows`] with `P` parameter rows and a reduction value `r`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn reduce_rows_with<W: Vector, R: Reduce<P>, const P: usize>(
+    r: R,
+    a: &[f32],
+    b: &[f32],
+    rows: Rows,
+    p: [&[f32]; P],
     acc0: &mut [f32],
     acc1: &mut [f32],
     grouped: bool,
@@ -577,7 +674,7 @@ fn reduce_rows<W: Vector, R: Reduce>(
         // SAFETY: ga and gb hold ROW_GROUP rows of width floats, and acc0, acc1 and p at least
         // width floats (as reduce_columns needs).
         unsafe {
-            reduce_trip::<W, R, ROW_GROUP>(pa, pb, width, vectors, p, acc0, acc1, fresh);
+            reduce_trip::<W, R, P, ROW_GROUP>(r, pa, pb, width, vectors, p, acc0, acc1, fresh);
         }
         fresh = false;
     }
@@ -585,7 +682,7 @@ fn reduce_rows<W: Vector, R: Reduce>(
         let (pa, pb) = (ra.as_ptr(), rb.as_ptr());
         // SAFETY: as above, with one row.
         unsafe {
-            reduce_trip::<W, R, 1>(pa, pb, width, vectors, p, acc0, acc1, fresh);
+            reduce_trip::<W, R, P, 1>(r, pa, pb, width, vectors, p, acc0, acc1, fresh);
         }
         fresh = false;
     }
@@ -782,6 +879,22 @@ pub(crate) fn reduce_grads<V: Vector>(
     sum_dy: &mut [f32],
     sum_dy_xc: &mut [f32],
 ) {
+    reduce_grads_with::<V, GradSums, 1>(GradSums, x, dy, dims, [mean], ws, sum_dy, sum_dy_xc);
+}
+
+/// [`reduce_grads`] with the reduction `r` and its per-channel parameters `params` (the first
+/// is the mean): [`GradSums`], or [`GradSumsAct`] with `[mean, scale, shift]`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn reduce_grads_with<V: Vector, R: Reduce<P>, const P: usize>(
+    r: R,
+    x: &[f32],
+    dy: &[f32],
+    dims: Dims,
+    params: [&[f32]; P],
+    ws: &mut Workspace,
+    sum_dy: &mut [f32],
+    sum_dy_xc: &mut [f32],
+) {
     let channels = dims.channels;
     // Reuse the float64 accumulators: `mean` holds Σdy and `m2` holds Σdy·(x − mean).
     let sums = &mut ws.moments[..channels];
@@ -794,19 +907,22 @@ pub(crate) fn reduce_grads<V: Vector>(
     if dims.inner <= SHORT_RUN {
         let capacity = Workspace::capacity_of(ws.rows);
         let rows = Rows::new::<V>(channels, dims.inner, capacity);
-        let [mean_rep, acc0, acc1] = split_rows::<3>(ws.rows, rows.width());
-        let mean_rep = rows.expand::<V>(mean, mean_rep);
+        // Rows [params… | acc0 | acc1]: with one parameter, the layout of the other passes.
+        let mut scratch = split_rows::<5>(ws.rows, rows.width()).into_iter();
+        let mut next = || scratch.next().unwrap_or_default();
+        let reps: [&[f32]; P] = core::array::from_fn(|k| rows.expand::<V>(params[k], next()));
+        let (acc0, acc1) = (next(), next());
         let group = x.len() <= CACHED_FLOATS || rows.width() <= MAX_GROUPED_WIDTH;
         let mut at = 0;
-        for_row_blocks!(x, rows, |block, r, vector| {
+        for_row_blocks!(x, rows, |block, rows_r, vector| {
             let first = at == 0;
             let dy_block = &dy[at..][..block.len()];
             at += block.len();
-            let (p, a0, a1) = (mean_rep, &mut *acc0, &mut *acc1);
+            let (a0, a1) = (&mut *acc0, &mut *acc1);
             if vector {
-                reduce_rows::<V, GradSums>(block, dy_block, r, p, a0, a1, group);
+                reduce_rows_with::<V, R, P>(r, block, dy_block, rows_r, reps, a0, a1, group);
             } else {
-                reduce_rows::<F32x1, GradSums>(block, dy_block, r, p, a0, a1, group);
+                reduce_rows_with::<F32x1, R, P>(r, block, dy_block, rows_r, reps, a0, a1, group);
             }
             for c in 0..channels {
                 add(c, [acc0[c], acc1[c]], first);
@@ -818,7 +934,9 @@ pub(crate) fn reduce_grads<V: Vector>(
             let runs = xp.chunks_exact(dims.inner).zip(dyp.chunks_exact(dims.inner));
             for (c, (xr, dyr)) in runs.enumerate() {
                 for (k, (xb, dyb)) in xr.chunks(BLOCK).zip(dyr.chunks(BLOCK)).enumerate() {
-                    add(c, reduce_run::<V, GradSums>(xb, dyb, mean[c]), o == 0 && k == 0);
+                    let p = core::array::from_fn(|k| params[k][c]);
+                    let sums = reduce_run_with::<V, R, P>(r, xb, dyb, p);
+                    add(c, sums, o == 0 && k == 0);
                 }
             }
         }
@@ -835,41 +953,40 @@ pub(crate) fn reduce_grads<V: Vector>(
 /// `a`, `b` and `out` must each be valid for `dims.len()` floats; `out` may be the same
 /// pointer as `a` or `b` (every position is read before it is written) but must not overlap
 /// them otherwise. `ws` must not overlap any of them.
-pub(crate) unsafe fn map<V: Vector, M: Map>(
+pub(crate) unsafe fn map<V: Vector, M: Map<P>, const P: usize>(
+    m: M,
     a: *const f32,
     b: *const f32,
     out: *mut f32,
     dims: Dims,
-    params: [&[f32]; 4],
+    params: [&[f32]; P],
     ws: &mut Workspace,
 ) {
     let channels = dims.channels;
     if dims.inner <= SHORT_RUN {
         let capacity = Workspace::capacity_of(ws.rows);
         let rows = Rows::new::<V>(channels, dims.inner, capacity);
-        let [s0, s1, s2, s3] = split_rows::<4>(ws.rows, rows.width());
-        let reps = [
-            rows.expand::<V>(params[0], s0),
-            rows.expand::<V>(params[1], s1),
-            rows.expand::<V>(params[2], s2),
-            rows.expand::<V>(params[3], s3),
-        ];
+        let mut scratch = split_rows::<SCRATCH_ROWS>(ws.rows, rows.width()).into_iter();
+        let mut next = || scratch.next().unwrap_or_default();
+        let reps: [&[f32]; P] = core::array::from_fn(|k| rows.expand::<V>(params[k], next()));
         let positions = rows.positions();
         let whole = dims.outer / rows.r * rows.r * positions;
         // SAFETY: the caller guarantees the lengths; the parameter rows are `width` long and
         // their first `positions` floats are the parameters of a single row, used by the rest.
-        map_rows::<V, M>(a, b, out, whole, rows.width(), reps);
+        map_rows::<V, M, P>(m, a, b, out, whole, rows.width(), reps);
         let rest = dims.len() - whole;
         let (a, b, out) = (a.add(whole), b.add(whole), out.add(whole));
-        map_rows::<F32x1, M>(a, b, out, rest, positions, reps);
+        map_rows::<F32x1, M, P>(m, a, b, out, rest, positions, reps);
     } else {
         let inner = dims.inner;
         for o in 0..dims.outer {
+            // Indexes the channel's value in each of the P parameter arrays.
+            #[allow(clippy::needless_range_loop)]
             for c in 0..channels {
                 let at = (o * channels + c) * inner;
-                let p = params.map(|values| values[c]);
+                let p = core::array::from_fn(|k| params[k][c]);
                 // SAFETY: the run [at, at + inner) lies inside the tensor.
-                map_run::<V, M>(a.add(at), b.add(at), out.add(at), inner, p);
+                map_run::<V, M, P>(m, a.add(at), b.add(at), out.add(at), inner, p);
             }
         }
     }
@@ -883,23 +1000,19 @@ pub(crate) unsafe fn map<V: Vector, M: Map>(
 /// As for [`map`], with `nrows` rows of `width` floats from `a`, `b` and `out`, `to <= width`,
 /// and every row of `p` at least `to` floats.
 #[inline(always)]
-unsafe fn map_columns<W: Vector, M: Map, const NROWS: usize>(
+unsafe fn map_columns<W: Vector, M: Map<P>, const P: usize, const NROWS: usize>(
+    m: M,
     (a, b, out): (*const f32, *const f32, *mut f32),
     width: usize,
     (from, to): (usize, usize),
-    p: [&[f32]; 4],
+    p: [&[f32]; P],
 ) {
     let mut j = from;
     while j < to {
-        let pv = [
-            W::load(p[0].as_ptr().add(j)),
-            W::load(p[1].as_ptr().add(j)),
-            W::load(p[2].as_ptr().add(j)),
-            W::load(p[3].as_ptr().add(j)),
-        ];
+        let pv = load_params::<W, P>(&p, j);
         let y: [W; NROWS] = core::array::from_fn(|k| {
             let at = k * width + j;
-            M::apply(W::load(a.add(at)), W::load(b.add(at)), pv)
+            m.apply(W::load(a.add(at)), W::load(b.add(at)), pv)
         });
         for (k, yk) in y.iter().enumerate() {
             yk.store(out.add(k * width + j));
@@ -916,13 +1029,14 @@ unsafe fn map_columns<W: Vector, M: Map, const NROWS: usize>(
 /// # Safety
 /// As for [`map`], with `len` floats, a multiple of `width`; every row of `p` holds at least
 /// `width` floats.
-unsafe fn map_rows<W: Vector, M: Map>(
+unsafe fn map_rows<W: Vector, M: Map<P>, const P: usize>(
+    m: M,
     a: *const f32,
     b: *const f32,
     out: *mut f32,
     len: usize,
     width: usize,
-    p: [&[f32]; 4],
+    p: [&[f32]; P],
 ) {
     let vectors = width / W::LANES * W::LANES;
     let group = ROW_GROUP * width;
@@ -930,31 +1044,24 @@ unsafe fn map_rows<W: Vector, M: Map>(
     let grouped = len <= CACHED_FLOATS;
     while grouped && row + group <= len {
         let at = (a.add(row), b.add(row), out.add(row));
-        map_columns::<W, M, ROW_GROUP>(at, width, (0, vectors), p);
-        map_columns::<F32x1, M, ROW_GROUP>(at, width, (vectors, width), p);
+        map_columns::<W, M, P, ROW_GROUP>(m, at, width, (0, vectors), p);
+        map_columns::<F32x1, M, P, ROW_GROUP>(m, at, width, (vectors, width), p);
         row += group;
     }
     while M::STREAM_ROWS == 2 && row + 2 * width <= len {
         let at = (a.add(row), b.add(row), out.add(row));
-        map_columns::<W, M, 2>(at, width, (0, vectors), p);
-        map_columns::<F32x1, M, 2>(at, width, (vectors, width), p);
+        map_columns::<W, M, P, 2>(m, at, width, (0, vectors), p);
+        map_columns::<F32x1, M, P, 2>(m, at, width, (vectors, width), p);
         row += 2 * width;
     }
-    let params = |j: usize| {
-        [
-            W::load(p[0].as_ptr().add(j)),
-            W::load(p[1].as_ptr().add(j)),
-            W::load(p[2].as_ptr().add(j)),
-            W::load(p[3].as_ptr().add(j)),
-        ]
-    };
+    let params = |j: usize| load_params::<W, P>(&p, j);
     while row < len {
         let mut j = 0;
         // Four vectors per step, all loaded before any is stored (in-place calls stay correct).
         while M::UNROLL_ROWS && j + 4 * W::LANES <= vectors {
             let y: [W; 4] = core::array::from_fn(|k| {
                 let (jk, at) = (j + k * W::LANES, row + j + k * W::LANES);
-                M::apply(W::load(a.add(at)), W::load(b.add(at)), params(jk))
+                m.apply(W::load(a.add(at)), W::load(b.add(at)), params(jk))
             });
             for (k, yk) in y.iter().enumerate() {
                 yk.store(out.add(row + j + k * W::LANES));
@@ -962,8 +1069,8 @@ unsafe fn map_rows<W: Vector, M: Map>(
             j += 4 * W::LANES;
         }
         let at = (a.add(row), b.add(row), out.add(row));
-        map_columns::<W, M, 1>(at, width, (j, vectors), p);
-        map_columns::<F32x1, M, 1>(at, width, (vectors, width), p);
+        map_columns::<W, M, P, 1>(m, at, width, (j, vectors), p);
+        map_columns::<F32x1, M, P, 1>(m, at, width, (vectors, width), p);
         row += width;
     }
 }
@@ -974,21 +1081,22 @@ unsafe fn map_rows<W: Vector, M: Map>(
 /// # Safety
 /// As for [`map`], with `len` floats.
 #[inline(always)]
-unsafe fn map_run<V: Vector, M: Map>(
+unsafe fn map_run<V: Vector, M: Map<P>, const P: usize>(
+    m: M,
     a: *const f32,
     b: *const f32,
     out: *mut f32,
     len: usize,
-    p: [f32; 4],
+    p: [f32; P],
 ) {
-    let pv = [V::splat(p[0]), V::splat(p[1]), V::splat(p[2]), V::splat(p[3])];
+    let pv: [V; P] = core::array::from_fn(|k| V::splat(p[k]));
     let mut i = 0;
     while i + 4 * V::LANES <= len {
         // Load all four vectors before storing any, so that in-place calls stay correct.
         let mut y = [V::splat(0.0); 4];
         for (k, yk) in y.iter_mut().enumerate() {
             let at = i + k * V::LANES;
-            *yk = M::apply(V::load(a.add(at)), V::load(b.add(at)), pv);
+            *yk = m.apply(V::load(a.add(at)), V::load(b.add(at)), pv);
         }
         for (k, yk) in y.iter().enumerate() {
             yk.store(out.add(i + k * V::LANES));
@@ -996,12 +1104,12 @@ unsafe fn map_run<V: Vector, M: Map>(
         i += 4 * V::LANES;
     }
     while i + V::LANES <= len {
-        M::apply(V::load(a.add(i)), V::load(b.add(i)), pv).store(out.add(i));
+        m.apply(V::load(a.add(i)), V::load(b.add(i)), pv).store(out.add(i));
         i += V::LANES;
     }
-    let ps = [F32x1::splat(p[0]), F32x1::splat(p[1]), F32x1::splat(p[2]), F32x1::splat(p[3])];
+    let ps: [F32x1; P] = core::array::from_fn(|k| F32x1::splat(p[k]));
     while i < len {
-        M::apply(F32x1::load(a.add(i)), F32x1::load(b.add(i)), ps).store(out.add(i));
+        m.apply(F32x1::load(a.add(i)), F32x1::load(b.add(i)), ps).store(out.add(i));
         i += 1;
     }
 }
@@ -1011,7 +1119,7 @@ unsafe fn map_run<V: Vector, M: Map>(
 /// # Safety
 /// `a` and `out` must be valid for `len` floats and must not overlap.
 pub(crate) unsafe fn copy<V: Vector>(a: *const f32, out: *mut f32, len: usize) {
-    map_run::<V, Copy>(a, a, out, len, [0.0; 4]);
+    map_run::<V, Copy, 4>(Copy, a, a, out, len, [0.0; 4]);
 }
 
 #[cfg(test)]
@@ -1050,6 +1158,29 @@ mod tests {
         }
         fn mul(self, o: Self) -> Self {
             Emu4(core::array::from_fn(|k| self.0[k] * o.0[k]))
+        }
+        fn div(self, o: Self) -> Self {
+            Emu4(core::array::from_fn(|k| self.0[k] / o.0[k]))
+        }
+        fn pmax(self, o: Self) -> Self {
+            Emu4(core::array::from_fn(|k| if self.0[k] < o.0[k] { o.0[k] } else { self.0[k] }))
+        }
+        fn pmin(self, o: Self) -> Self {
+            Emu4(core::array::from_fn(|k| if o.0[k] < self.0[k] { o.0[k] } else { self.0[k] }))
+        }
+        fn lt_select(self, o: Self, then: Self, otherwise: Self) -> Self {
+            Emu4(core::array::from_fn(
+                |k| {
+                    if self.0[k] < o.0[k] {
+                        then.0[k]
+                    } else {
+                        otherwise.0[k]
+                    }
+                },
+            ))
+        }
+        fn pow2_rounded(self) -> Self {
+            Emu4(self.0.map(|v| f32::from_bits((v.to_bits() << 23).wrapping_add(0x3f80_0000))))
         }
         fn sum_lanes(self) -> f32 {
             (self.0[0] + self.0[1]) + (self.0[2] + self.0[3])
@@ -1115,9 +1246,17 @@ mod tests {
         let mut in_place = x.clone();
         // SAFETY: every buffer holds n floats; the second call maps in place.
         unsafe {
-            map::<V, ScaleShift>(x.as_ptr(), x.as_ptr(), y.as_mut_ptr(), dims, params, &mut ws);
+            map::<V, _, 4>(
+                ScaleShift,
+                x.as_ptr(),
+                x.as_ptr(),
+                y.as_mut_ptr(),
+                dims,
+                params,
+                &mut ws,
+            );
             let ptr = in_place.as_mut_ptr();
-            map::<V, ScaleShift>(ptr, ptr, ptr, dims, params, &mut ws);
+            map::<V, _, 4>(ScaleShift, ptr, ptr, ptr, dims, params, &mut ws);
         }
         for i in 0..n {
             let c = channel(dims, i);
@@ -1127,13 +1266,115 @@ mod tests {
         }
         // SAFETY: as above.
         unsafe {
-            map::<V, GradInput>(x.as_ptr(), dy.as_ptr(), y.as_mut_ptr(), dims, params, &mut ws);
+            map::<V, _, 4>(
+                GradInput,
+                x.as_ptr(),
+                dy.as_ptr(),
+                y.as_mut_ptr(),
+                dims,
+                params,
+                &mut ws,
+            );
         }
         for i in 0..n {
             let c = channel(dims, i);
             let want = dy[i] * p[1][c] + (x[i] - p[0][c]) * p[2][c] + p[3][c];
             assert_eq!(y[i], want, "dx[{i}] {dims:?}");
         }
+        check_activations::<V>(dims, &x, &dy, &mut ws);
+    }
+
+    /// One lane of `act` (the scalar build's arithmetic, which every lane of every build does).
+    fn lane<A: Activation>(act: A, z: f32, dy: f32) -> (f32, f32) {
+        let z1 = F32x1::splat(z);
+        let (mut y, mut g) = (0f32, 0f32);
+        // SAFETY: y and g are one float each.
+        unsafe {
+            act.apply(z1).store(&mut y);
+            act.grad(z1, F32x1::splat(dy)).store(&mut g);
+        }
+        (y, g)
+    }
+
+    /// The fused-activation passes on every path: the maps bit for bit against one lane
+    /// elementwise (the same operations in the same order), the sums against float64.
+    fn check_activations<V: Vector>(dims: Dims, x: &[f32], dy: &[f32], ws: &mut Workspace) {
+        use crate::activation::{LeakyRelu, Relu6, Silu};
+        fn one<V: Vector, A: Activation>(
+            act: A,
+            dims: Dims,
+            x: &[f32],
+            dy: &[f32],
+            ws: &mut Workspace,
+        ) {
+            let (n, c_n) = (dims.len(), dims.channels);
+            let p: [Vec<f32>; 6] = core::array::from_fn(|k| data(c_n, 60 + k as u32, 0.5));
+            let [mean, k_dy, k_xc, k_const, scale, shift] = &p;
+            let mut y = vec![0f32; n];
+            let fwd = [&mean[..], &scale[..], &shift[..], &shift[..]];
+            let bwd = [&mean[..], &k_dy[..], &k_xc[..], &k_const[..], &scale[..], &shift[..]];
+            // SAFETY: every buffer holds n floats.
+            unsafe {
+                map::<V, _, 4>(
+                    ScaleShiftAct(act),
+                    x.as_ptr(),
+                    x.as_ptr(),
+                    y.as_mut_ptr(),
+                    dims,
+                    fwd,
+                    ws,
+                );
+            }
+            for i in 0..n {
+                let c = channel(dims, i);
+                let z = (x[i] - mean[c]) * scale[c] + shift[c];
+                assert_eq!(y[i], lane(act, z, 0.0).0, "act y[{i}] {dims:?}");
+            }
+            // SAFETY: as above.
+            unsafe {
+                map::<V, _, 6>(
+                    GradInputAct(act),
+                    x.as_ptr(),
+                    dy.as_ptr(),
+                    y.as_mut_ptr(),
+                    dims,
+                    bwd,
+                    ws,
+                );
+            }
+            let (mut g0, mut g1, mut gabs) = (vec![0f64; c_n], vec![0f64; c_n], vec![0f64; c_n]);
+            for i in 0..n {
+                let c = channel(dims, i);
+                let xc = x[i] - mean[c];
+                let g = lane(act, xc * scale[c] + shift[c], dy[i]).1;
+                let want = g * k_dy[c] + xc * k_xc[c] + k_const[c];
+                assert_eq!(y[i], want, "act dx[{i}] {dims:?}");
+                g0[c] += g as f64;
+                g1[c] += g as f64 * xc as f64;
+                gabs[c] += (g as f64).abs() * (1.0 + xc.abs() as f64);
+            }
+            let (mut s0, mut s1) = (vec![0f32; c_n], vec![0f32; c_n]);
+            let params = [&mean[..], &scale[..], &shift[..]];
+            reduce_grads_with::<V, _, 3>(
+                GradSumsAct(act),
+                x,
+                dy,
+                dims,
+                params,
+                ws,
+                &mut s0,
+                &mut s1,
+            );
+            for c in 0..c_n {
+                // Float32 sums of the same terms: a few roundings of the sum of their sizes.
+                let tol = 1e-6 * gabs[c] + 1e-12;
+                assert!((s0[c] as f64 - g0[c]).abs() <= tol, "act Σg {c} {dims:?}");
+                assert!((s1[c] as f64 - g1[c]).abs() <= tol, "act Σg·xc {c} {dims:?}");
+            }
+        }
+        one::<V, _>(Relu6, dims, x, dy, ws);
+        one::<V, _>(LeakyRelu(0.1), dims, x, dy, ws);
+        one::<V, _>(Silu, dims, x, dy, ws);
     }
 
     fn shapes() -> Vec<Dims> {

@@ -12,6 +12,7 @@
 
 #![no_std]
 
+mod activation;
 mod kernels;
 mod scalar;
 #[cfg(target_feature = "simd128")]
@@ -21,8 +22,10 @@ mod simd128;
 mod threads;
 mod vector;
 
+use activation::{LeakyRelu, Relu, Relu6, Sigmoid, Silu, Tanh};
 use core::slice::{from_raw_parts, from_raw_parts_mut};
-use kernels::{Dims, GradInput, Moments, ScaleShift, Workspace};
+use kernels::Workspace;
+use kernels::{Dims, GradInput, GradInputAct, GradSumsAct, Moments, ScaleShift, ScaleShiftAct};
 
 #[cfg(target_feature = "simd128")]
 type Lanes = simd128::F32x4;
@@ -30,7 +33,44 @@ type Lanes = simd128::F32x4;
 type Lanes = scalar::F32x1;
 
 /// Bumped whenever an export changes; the wrapper refuses a binary of another version.
-const ABI_VERSION: u32 = 1;
+/// 2: fused activations (`act`, `slope` on the map and gradient exports; `scale`, `shift` on
+/// the gradient ones).
+const ABI_VERSION: u32 = 2;
+
+/// Runs `$body` with `$a` bound to the activation numbered `$code` (1 relu, 2 relu6,
+/// 3 leakyRelu with slope `$slope`, 4 sigmoid, 5 tanh, 6 silu: `ACTIVATION_CODES` in
+/// ts/activation.ts). Any other code is a bug of the wrapper, which checks it, and traps.
+macro_rules! with_activation {
+    ($code:expr, $slope:expr, |$a:ident| $body:expr) => {
+        match $code {
+            1 => {
+                let $a = Relu;
+                $body
+            }
+            2 => {
+                let $a = Relu6;
+                $body
+            }
+            3 => {
+                let $a = LeakyRelu($slope);
+                $body
+            }
+            4 => {
+                let $a = Sigmoid;
+                $body
+            }
+            5 => {
+                let $a = Tanh;
+                $body
+            }
+            6 => {
+                let $a = Silu;
+                $body
+            }
+            _ => panic!("unknown activation"),
+        }
+    };
+}
 
 #[no_mangle]
 pub extern "C" fn bn_abi_version() -> u32 {
@@ -45,8 +85,8 @@ pub extern "C" fn bn_lanes() -> u32 {
 
 /// Bytes of workspace (8-byte aligned) that the kernels need for `channels` channels.
 ///
-/// Saturates: when the size does not fit in a `usize` (32 bits on wasm32: from about 15.3
-/// million channels, at 280 bytes a channel) it returns `usize::MAX`, which no allocation can
+/// Saturates: when the size does not fit in a `usize` (32 bits on wasm32: from about 10.5
+/// million channels, at 408 bytes a channel) it returns `usize::MAX`, which no allocation can
 /// satisfy, instead of a wrapped-around small size; the caller must refuse it. Through the wasm ABI the result is
 /// an `i32`, so JavaScript sees `usize::MAX` as `-1` (or as 4294967295 after `>>> 0`).
 #[no_mangle]
@@ -92,7 +132,9 @@ pub unsafe extern "C" fn bn_moments(
     );
 }
 
-/// `y = (x − center[c])·scale[c] + shift[c]` for every element of channel `c`.
+/// `y = (x − center[c])·scale[c] + shift[c]` for every element of channel `c`, then the
+/// activation numbered `act` (0: none; see `with_activation!`, `slope` for leakyRelu) in the
+/// same pass.
 ///
 /// # Safety
 /// Sizes are positive; `x` and `y` are valid for the tensor and are either the same pointer
@@ -110,6 +152,8 @@ pub unsafe extern "C" fn bn_scale_shift(
     scale: *const f32,
     shift: *const f32,
     workspace_ptr: *mut u8,
+    act: u32,
+    slope: f32,
 ) {
     let params = [
         from_raw_parts(center, channels),
@@ -119,13 +163,22 @@ pub unsafe extern "C" fn bn_scale_shift(
     ];
     let dims = Dims { outer, channels, inner };
     let mut ws = workspace(workspace_ptr, channels);
-    kernels::map::<Lanes, ScaleShift>(x, x, y, dims, params, &mut ws);
+    if act == 0 {
+        kernels::map::<Lanes, _, 4>(ScaleShift, x, x, y, dims, params, &mut ws);
+    } else {
+        with_activation!(act, slope, |a| {
+            map_out_of_line::<_, 4>(ScaleShiftAct(a), x, x, y, dims, params, &mut ws)
+        });
+    }
 }
 
-/// Per-channel `Σdy` and `Σdy·(x − mean[c])`, written to `sum_dy` and `sum_dy_xc`.
+/// Per-channel `Σg` and `Σg·(x − mean[c])`, written to `sum_dy` and `sum_dy_xc`: `g = dy` when
+/// `act` is 0, else `g = dy·act′(z)` with `z = (x − mean[c])·scale[c] + shift[c]` (the
+/// forward's pre-activation, recomputed here).
 ///
 /// # Safety
-/// As for [`bn_moments`], with `dy` as long as `x` and `mean` holding `channels` floats.
+/// As for [`bn_moments`], with `dy` as long as `x` and `mean` holding `channels` floats; when
+/// `act` is not 0, `scale` and `shift` too (otherwise they are not read).
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn bn_grad_sums(
@@ -138,24 +191,32 @@ pub unsafe extern "C" fn bn_grad_sums(
     workspace_ptr: *mut u8,
     sum_dy: *mut f32,
     sum_dy_xc: *mut f32,
+    act: u32,
+    slope: f32,
+    scale: *const f32,
+    shift: *const f32,
 ) {
     let dims = Dims { outer, channels, inner };
-    kernels::reduce_grads::<Lanes>(
-        from_raw_parts(x, dims.len()),
-        from_raw_parts(dy, dims.len()),
-        dims,
-        from_raw_parts(mean, channels),
-        &mut workspace(workspace_ptr, channels),
-        from_raw_parts_mut(sum_dy, channels),
-        from_raw_parts_mut(sum_dy_xc, channels),
-    );
+    let (x, dy) = (from_raw_parts(x, dims.len()), from_raw_parts(dy, dims.len()));
+    let mean = from_raw_parts(mean, channels);
+    let ws = &mut workspace(workspace_ptr, channels);
+    let sum_dy = from_raw_parts_mut(sum_dy, channels);
+    let sum_dy_xc = from_raw_parts_mut(sum_dy_xc, channels);
+    if act == 0 {
+        kernels::reduce_grads::<Lanes>(x, dy, dims, mean, ws, sum_dy, sum_dy_xc);
+    } else {
+        let params = [mean, from_raw_parts(scale, channels), from_raw_parts(shift, channels)];
+        with_activation!(act, slope, |a| {
+            grad_sums_out_of_line(GradSumsAct(a), x, dy, dims, params, ws, sum_dy, sum_dy_xc)
+        });
+    }
 }
 
-/// `dx = k_dy[c]·dy + k_xc[c]·(x − mean[c]) + k_const[c]`.
+/// `dx = k_dy[c]·g + k_xc[c]·(x − mean[c]) + k_const[c]`, with `g` as in [`bn_grad_sums`].
 ///
 /// # Safety
 /// As for [`bn_scale_shift`]; `dx` may be the same pointer as `dy` (or `x`) but must not
-/// overlap either otherwise.
+/// overlap either otherwise; `scale` and `shift` hold `channels` floats when `act` is not 0.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn bn_grad_input(
@@ -170,6 +231,10 @@ pub unsafe extern "C" fn bn_grad_input(
     k_xc: *const f32,
     k_const: *const f32,
     workspace_ptr: *mut u8,
+    act: u32,
+    slope: f32,
+    scale: *const f32,
+    shift: *const f32,
 ) {
     let params = [
         from_raw_parts(mean, channels),
@@ -179,7 +244,51 @@ pub unsafe extern "C" fn bn_grad_input(
     ];
     let dims = Dims { outer, channels, inner };
     let mut ws = workspace(workspace_ptr, channels);
-    kernels::map::<Lanes, GradInput>(x, dy, dx, dims, params, &mut ws);
+    if act == 0 {
+        kernels::map::<Lanes, _, 4>(GradInput, x, dy, dx, dims, params, &mut ws);
+    } else {
+        let [m, k_dy, k_xc, k_const] = params;
+        let (scale, shift) = (from_raw_parts(scale, channels), from_raw_parts(shift, channels));
+        let params = [m, k_dy, k_xc, k_const, scale, shift];
+        with_activation!(act, slope, |a| {
+            map_out_of_line::<_, 6>(GradInputAct(a), x, dy, dx, dims, params, &mut ws)
+        });
+    }
+}
+
+/// `kernels::map` in a function of its own for each activation, so that the exports' plain
+/// paths stay the functions they were: with the six activations' kernels inlined next to them,
+/// the plain scale-shift and gradient passes ran 1.1–2.4× slower.
+///
+/// # Safety
+/// As for `kernels::map`.
+#[inline(never)]
+unsafe fn map_out_of_line<M: kernels::Map<P>, const P: usize>(
+    m: M,
+    a: *const f32,
+    b: *const f32,
+    out: *mut f32,
+    dims: Dims,
+    params: [&[f32]; P],
+    ws: &mut Workspace,
+) {
+    kernels::map::<Lanes, M, P>(m, a, b, out, dims, params, ws);
+}
+
+/// `kernels::reduce_grads_with` out of line, for the reason of [`map_out_of_line`].
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn grad_sums_out_of_line<R: kernels::Reduce<3>>(
+    r: R,
+    x: &[f32],
+    dy: &[f32],
+    dims: Dims,
+    params: [&[f32]; 3],
+    ws: &mut Workspace,
+    sum_dy: &mut [f32],
+    sum_dy_xc: &mut [f32],
+) {
+    kernels::reduce_grads_with::<Lanes, R, 3>(r, x, dy, dims, params, ws, sum_dy, sum_dy_xc);
 }
 
 /// Copies `len` floats through vector registers: the benchmark's bandwidth yardstick.
@@ -196,13 +305,13 @@ mod tests {
     #[test]
     fn workspace_bytes_saturate() {
         use super::bn_workspace_bytes as bytes;
-        // Float64 moments (24 bytes) and 4 scratch rows of 16 floats per channel (64 at least)
+        // Float64 moments (24 bytes) and 6 scratch rows of 16 floats per channel (64 at least)
         // and 16 more.
-        let per_channel = 24 + 4 * 16 * 4;
-        assert_eq!(bytes(1), 24 + 4 * (64 + 16) * 4);
-        assert_eq!(bytes(1000), 1000 * per_channel + 256);
-        let largest = (usize::MAX - 256) / per_channel;
-        assert_eq!(bytes(largest), largest * per_channel + 256);
+        let per_channel = 24 + 6 * 16 * 4;
+        assert_eq!(bytes(1), 24 + 6 * (64 + 16) * 4);
+        assert_eq!(bytes(1000), 1000 * per_channel + 384);
+        let largest = (usize::MAX - 384) / per_channel;
+        assert_eq!(bytes(largest), largest * per_channel + 384);
         assert_eq!(bytes(largest + 1), usize::MAX);
         assert_eq!(bytes(usize::MAX / 16 + 1), usize::MAX);
         assert_eq!(bytes(usize::MAX), usize::MAX);

@@ -40,6 +40,43 @@ impl Vector for F32x1 {
     }
 
     #[inline(always)]
+    fn div(self, other: Self) -> Self {
+        F32x1(self.0 / other.0)
+    }
+
+    #[inline(always)]
+    fn pmax(self, other: Self) -> Self {
+        if self.0 < other.0 {
+            other
+        } else {
+            self
+        }
+    }
+
+    #[inline(always)]
+    fn pmin(self, other: Self) -> Self {
+        if other.0 < self.0 {
+            other
+        } else {
+            self
+        }
+    }
+
+    #[inline(always)]
+    fn lt_select(self, other: Self, then: Self, otherwise: Self) -> Self {
+        if self.0 < other.0 {
+            then
+        } else {
+            otherwise
+        }
+    }
+
+    #[inline(always)]
+    fn pow2_rounded(self) -> Self {
+        F32x1(f32::from_bits((self.0.to_bits() << 23).wrapping_add(0x3f80_0000)))
+    }
+
+    #[inline(always)]
     fn sum_lanes(self) -> f32 {
         self.0
     }

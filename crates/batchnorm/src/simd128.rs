@@ -3,7 +3,9 @@
 
 use crate::vector::Vector;
 use core::arch::wasm32::{
-    f32x4_add, f32x4_extract_lane, f32x4_mul, f32x4_splat, f32x4_sub, v128, v128_load, v128_store,
+    f32x4_add, f32x4_div, f32x4_extract_lane, f32x4_lt, f32x4_mul, f32x4_pmax, f32x4_pmin,
+    f32x4_splat, f32x4_sub, i32x4_add, i32x4_shl, i32x4_splat, v128, v128_bitselect, v128_load,
+    v128_store,
 };
 
 #[derive(Clone, Copy)]
@@ -42,6 +44,31 @@ impl Vector for F32x4 {
     #[inline(always)]
     fn mul(self, other: Self) -> Self {
         F32x4(f32x4_mul(self.0, other.0))
+    }
+
+    #[inline(always)]
+    fn div(self, other: Self) -> Self {
+        F32x4(f32x4_div(self.0, other.0))
+    }
+
+    #[inline(always)]
+    fn pmax(self, other: Self) -> Self {
+        F32x4(f32x4_pmax(self.0, other.0))
+    }
+
+    #[inline(always)]
+    fn pmin(self, other: Self) -> Self {
+        F32x4(f32x4_pmin(self.0, other.0))
+    }
+
+    #[inline(always)]
+    fn lt_select(self, other: Self, then: Self, otherwise: Self) -> Self {
+        F32x4(v128_bitselect(then.0, otherwise.0, f32x4_lt(self.0, other.0)))
+    }
+
+    #[inline(always)]
+    fn pow2_rounded(self) -> Self {
+        F32x4(i32x4_add(i32x4_shl(self.0, 23), i32x4_splat(0x3f80_0000)))
     }
 
     #[inline(always)]

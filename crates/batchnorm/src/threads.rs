@@ -156,16 +156,22 @@ unsafe fn run_chunk(job: &Job, i: usize, slot: usize) {
         OP_MOMENTS => {
             kernels::moments::<Lanes>(from_raw_parts(x, len), dims, &mut ws, out_a, out_b)
         }
-        OP_SCALE_SHIFT => {
-            kernels::map::<Lanes, ScaleShift>(x, x, out, dims, [p(0), p(1), p(2), p(2)], &mut ws)
-        }
+        OP_SCALE_SHIFT => kernels::map::<Lanes, _, 4>(
+            ScaleShift,
+            x,
+            x,
+            out,
+            dims,
+            [p(0), p(1), p(2), p(2)],
+            &mut ws,
+        ),
         OP_GRAD_SUMS => {
             let (xs, bs) = (from_raw_parts(x, len), from_raw_parts(b, len));
             kernels::reduce_grads::<Lanes>(xs, bs, dims, p(0), &mut ws, out_a, out_b)
         }
         OP_GRAD_INPUT => {
             let params = [p(0), p(1), p(2), p(3)];
-            kernels::map::<Lanes, GradInput>(x, b, out, dims, params, &mut ws)
+            kernels::map::<Lanes, _, 4>(GradInput, x, b, out, dims, params, &mut ws)
         }
         OP_COPY => kernels::copy::<Lanes>(x, out, len),
         _ => panic!(),

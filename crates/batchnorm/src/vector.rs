@@ -22,6 +22,22 @@ pub(crate) trait Vector: Copy {
     fn add(self, other: Self) -> Self;
     fn sub(self, other: Self) -> Self;
     fn mul(self, other: Self) -> Self;
+    fn div(self, other: Self) -> Self;
+
+    /// Per lane, `other` where `self < other`, else `self` (wasm's `f32x4.pmax`, one x86
+    /// `maxps`): `z.pmax(0)` is ReLU, NaN stays NaN.
+    fn pmax(self, other: Self) -> Self;
+
+    /// Per lane, `other` where `other < self`, else `self` (wasm's `f32x4.pmin`).
+    fn pmin(self, other: Self) -> Self;
+
+    /// Per lane, `then` where `self < other` and `otherwise` elsewhere (NaN compares false).
+    fn lt_select(self, other: Self, then: Self, otherwise: Self) -> Self;
+
+    /// `2^n` per lane, where the lane holds `n + 1.5·2^23` exactly for an integer `n` in
+    /// [−126, 127] (what adding `1.5·2^23` to a float rounds it to): the low bits of such a
+    /// float are `n`, and shifting them into the exponent field makes `2^n`.
+    fn pow2_rounded(self) -> Self;
 
     /// The sum of the lanes, always added in the same order so results are deterministic.
     fn sum_lanes(self) -> f32;

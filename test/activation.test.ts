@@ -1,0 +1,454 @@
+/**
+ * Fused activations (`activation` option) on every back end, both layouts, the copy and the
+ * zero-copy paths, the module and the functional ops: the forward against the float64 reference
+ * of batch norm followed by the activation, the backward against the float64 chain rule
+ * (`g = dy·act′(z)` fed to the reference's batch-norm backward), and that chain rule against
+ * central finite differences of the float64 forward.
+ *
+ * ## Tolerances
+ * - TOL = 1e-5 of the conformance suite's error scales (test/compare.ts), with z's scale for
+ *   y: every activation's slope is at most 1.1 (silu′), so z's float32 error (the conformance
+ *   suite's 1e-5 of that scale, worst observed ~1e-7) moves y by at most 1.1 times as much.
+ *   The wasm builds' exp-based activations add their own error, measured in
+ *   crates/batchnorm/src/activation.rs against float64 over dense sweeps: sigmoid 2.4 ulp,
+ *   silu 2.3 ulp, tanh 1.8e-7 absolute, the derivatives 1.4e-7·(1 + |z|) absolute; every y
+ *   scale is at least 1 + |z|'s (we add 1 for the smooth activations, whose values are O(1)),
+ *   so that is at most 2.5e-7 of the scale: 40× under TOL. The gradients' scales are the conformance suite's for an
+ *   upstream gradient of |dy|·1.1 (|g| ≤ 1.1·|dy|), plus, for the smooth activations,
+ *   |dy|·0.8·(z's error scale): g's error from z's error is |dy|·|act″|·δz with |act″| ≤ 0.77
+ *   (tanh), and δz ≤ TOL·(z's scale); with large means (x = 10000 + N(0, 1)) that term is what
+ *   the float32 mean's rounding costs (observed 1.55e-5 of the plain scale on every back end,
+ *   the reference agreeing with none of them, and the back ends with each other). The worst
+ *   ratios observed are printed by the last test.
+ * - Kinks: relu, relu6 and leakyRelu have no derivative at 0 (and relu6 at 6), where a
+ *   rounding of z decides which side's slope is used. The tests zero dy where the reference z
+ *   lies within 1e-3 of a kink (so those elements carry no gradient on either side), and the
+ *   finite-difference data is nudged until no z lies within 0.02 of a kink.
+ * - FD_TOL = 1e-7 of the scales, as test/gradcheck.test.ts (h = 1e-4 in σ units, truncation
+ *   ≈ h²/6·L‴, float64 rounding ≈ 1e-12).
+ * - Negative controls: the chain rule without act′ (g = dy), and act′ taken at x̂ instead of
+ *   z = weight·x̂ + bias, fail the same checks by orders of magnitude.
+ */
+import { beforeAll, describe, expect, it } from "vitest";
+import { type Act, type Activation, activate, derivative } from "../ts/activation.js";
+import { BatchNorm, batchNorm, batchNormBackward } from "../ts/index.node.js";
+import { assertClose, forwardScales, gradientScales } from "./compare.js";
+import { Rng } from "./random.js";
+import {
+  backwardBatch,
+  backwardConst,
+  batchStats,
+  channelOf,
+  normalize,
+  type RefLayout,
+} from "./reference.js";
+import { BACKENDS, initFromDist } from "./setup-backends.js";
+
+const TOL = 1e-5;
+const FD_TOL = 1e-7;
+const H = 1e-4;
+const EPS = 1e-5;
+const SLOPE = 0.2;
+
+const ACTS: Activation[] = ["relu", "relu6", "leakyRelu", "sigmoid", "tanh", "silu"];
+const KINKED = new Set<Activation>(["relu", "relu6", "leakyRelu"]);
+const kinks = (a: Activation): number[] => (a === "relu6" ? [0, 6] : KINKED.has(a) ? [0] : []);
+const actOf = (kind: Activation): Act => ({ kind, negativeSlope: SLOPE });
+
+/** Shapes over every kernel path: runs (inner > 16, one > BLOCK), rows, super-rows, tails. */
+const SHAPES: { layout: RefLayout; shape: number[] }[] = [
+  { layout: "NCHW", shape: [4, 3, 40] },
+  { layout: "NCHW", shape: [3, 5, 3, 3] },
+  { layout: "NCHW", shape: [2, 2, 5000] },
+  { layout: "NCHW", shape: [7, 6] },
+  { layout: "NHWC", shape: [37, 5] },
+  { layout: "NHWC", shape: [6, 4, 4, 7] },
+  { layout: "NHWC", shape: [3000, 3] },
+];
+
+const worst: Record<string, number> = {};
+const note = (key: string, ratio: number) => {
+  worst[key] = Math.max(worst[key] ?? 0, ratio);
+};
+
+interface Case {
+  x: Float32Array;
+  dy: Float32Array;
+  chan: Int32Array;
+  C: number;
+  weight: Float32Array;
+  bias: Float32Array;
+}
+
+function makeCase(shape: number[], layout: RefLayout, seed: number, offset = 0): Case {
+  const rng = new Rng(seed);
+  const chan = channelOf(shape, layout);
+  const C = layout === "NCHW" ? (shape[1] as number) : (shape[shape.length - 1] as number);
+  const n = chan.length;
+  // Spread so that z = w·x̂ + b covers both sides of 0 and of relu6's 6, and the saturating
+  // tails of the smooth activations.
+  const x = Float32Array.from({ length: n }, () => offset + rng.normal() * 1.5 + 0.3);
+  const dy = Float32Array.from({ length: n }, () => rng.normal());
+  const weight = Float32Array.from(
+    { length: C },
+    (_, c) => [2.5, -1.7, 4, 0.6, 3.1][c % 5] as number,
+  );
+  const bias = Float32Array.from({ length: C }, (_, c) => [0.4, 1.2, 3, -0.5, 0][c % 5] as number);
+  return { x, dy, chan, C, weight, bias };
+}
+
+interface Reference {
+  z: Float64Array;
+  y: Float64Array;
+  g: Float64Array;
+  dx: Float64Array;
+  dWeight: Float64Array;
+  dBias: Float64Array;
+  mean: ArrayLike<number>;
+  variance: ArrayLike<number>;
+}
+
+/** BN then act in float64; backward by the chain rule through act then BN. */
+function reference(
+  k: Case,
+  act: Act,
+  train: boolean,
+  running: { mean: Float32Array; variance: Float32Array },
+  at: "z" | "xhat" | "none" = "z",
+): Reference {
+  const { x, dy, chan, C, weight, bias } = k;
+  const stats = batchStats(x, chan, C);
+  const mean = train ? stats.mean : running.mean;
+  const variance = train ? stats.variance : running.variance;
+  const z = normalize(x, chan, mean, variance, EPS, weight, bias);
+  const y = z.map((v) => activate(act, v));
+  const xhat = normalize(x, chan, mean, variance, EPS, null, null);
+  const g = Float64Array.from(dy, (d, i) => {
+    if (at === "none") return d;
+    return d * derivative(act, at === "z" ? (z[i] as number) : (xhat[i] as number));
+  });
+  const grads = train
+    ? backwardBatch(x, g, chan, stats, EPS, weight)
+    : backwardConst(x, g, chan, mean, variance, EPS, weight);
+  return { z, y, g, ...grads, mean, variance };
+}
+
+/**
+ * Zeroes dy where the reference z is within max(1e-3, TOL·(z's error scale)) of a kink, where a
+ * float32 z may lie on the other side (see Tolerances).
+ */
+function clearKinks(k: Case, act: Act, train: boolean, running: Running): void {
+  const ref = reference(k, act, train, running);
+  const norm = { chan: k.chan, mean: ref.mean, variance: ref.variance, eps: EPS };
+  const zs = forwardScales(k.x, { ...norm, weight: k.weight, bias: k.bias });
+  for (const kink of kinks(act.kind)) {
+    for (let i = 0; i < ref.z.length; i++) {
+      const near = Math.max(1e-3, TOL * (zs[i] as number));
+      if (Math.abs((ref.z[i] as number) - kink) < near) k.dy[i] = 0;
+    }
+  }
+}
+
+type Running = { mean: Float32Array; variance: Float32Array };
+
+function runningFor(C: number): Running {
+  return {
+    mean: Float32Array.from({ length: C }, (_, c) => 0.2 - 0.1 * c),
+    variance: Float32Array.from({ length: C }, (_, c) => 1.5 + 0.3 * c),
+  };
+}
+
+function scalesFor(k: Case, ref: Reference, act: Act, train: boolean) {
+  const norm = {
+    chan: k.chan,
+    mean: ref.mean,
+    variance: ref.variance,
+    eps: EPS,
+    weight: k.weight,
+    bias: k.bias,
+  };
+  const smooth = KINKED.has(act.kind) ? 0 : 1;
+  const z = forwardScales(k.x, norm);
+  const y = z.map((s) => 1.1 * s + smooth);
+  // g = dy·act′(z): |g| ≤ 1.1·|dy|, and z's error moves act′(z) by up to 0.77 times as much.
+  const dyScale = Float64Array.from(
+    k.dy,
+    (d, i) => Math.abs(d) * (1.1 + 0.8 * smooth * (z[i] as number)),
+  );
+  return { y, ...gradientScales(k.x, dyScale, norm, train) };
+}
+
+function check(
+  key: string,
+  k: Case,
+  ref: Reference,
+  act: Act,
+  train: boolean,
+  got: {
+    y: ArrayLike<number>;
+    dx: ArrayLike<number>;
+    dWeight: ArrayLike<number>;
+    dBias: ArrayLike<number>;
+  },
+): void {
+  const s = scalesFor(k, ref, act, train);
+  note(`${key} y`, assertClose(`${key} y`, got.y, ref.y, s.y, TOL));
+  note(`${key} dx`, assertClose(`${key} dx`, got.dx, ref.dx, s.dx, TOL));
+  note(`${key} dW`, assertClose(`${key} dWeight`, got.dWeight, ref.dWeight, s.dWeight, TOL));
+  note(`${key} dB`, assertClose(`${key} dBias`, got.dBias, ref.dBias, s.dBias, TOL));
+}
+
+beforeAll(async () => {
+  await initFromDist();
+});
+
+describe.each(BACKENDS)("fused activations on the %s back end", (backend) => {
+  for (const { layout, shape } of SHAPES) {
+    for (const kind of ACTS) {
+      const act = actOf(kind);
+      it(`${kind} ${layout} [${shape.join(", ")}]: module, copy and zero-copy, train and eval`, () => {
+        for (const train of [true, false]) {
+          const k = makeCase(shape, layout, 11 + shape.length * 7 + ACTS.indexOf(kind));
+          const running = runningFor(k.C);
+          clearKinks(k, act, train, running);
+          const ref = reference(k, act, train, running);
+          const options = { layout, backend, activation: kind, negativeSlope: SLOPE };
+          const make = () => {
+            const bn = new BatchNorm(k.C, options);
+            bn.loadStateDict({
+              weight: k.weight,
+              bias: k.bias,
+              running_mean: running.mean,
+              running_var: running.variance,
+              num_batches_tracked: 0,
+            });
+            return bn.train(train);
+          };
+          const bn = make();
+          const y = bn.forward(k.x, shape);
+          const g = bn.backward(k.dy);
+          check(`${backend} copy`, k, ref, act, train, {
+            y,
+            dx: g.dx,
+            dWeight: g.dWeight as Float32Array,
+            dBias: g.dBias as Float32Array,
+          });
+          bn.dispose();
+          const zc = make();
+          const xt = zc.tensor(shape);
+          xt.data.set(k.x);
+          const yt = zc.forward(xt);
+          const dyt = zc.tensor(shape);
+          dyt.data.set(k.dy);
+          const gt = zc.backward(dyt, { out: dyt });
+          check(`${backend} zero-copy`, k, ref, act, train, {
+            y: yt.data.slice(),
+            dx: gt.dx.data.slice(),
+            dWeight: gt.dWeight as Float32Array,
+            dBias: gt.dBias as Float32Array,
+          });
+          for (const t of [xt, yt, dyt]) t.dispose();
+          zc.dispose();
+        }
+      });
+    }
+  }
+
+  it("the functional batchNorm and batchNormBackward, both layouts, train and eval", () => {
+    for (const { layout, shape } of SHAPES.slice(0, 5)) {
+      for (const kind of ACTS) {
+        const act = actOf(kind);
+        for (const training of [true, false]) {
+          const k = makeCase(shape, layout, 99 + ACTS.indexOf(kind));
+          const running = runningFor(k.C);
+          clearKinks(k, act, training, running);
+          const ref = reference(k, act, training, running);
+          const common = { layout, backend, activation: kind, negativeSlope: SLOPE };
+          const y = batchNorm(k.x, shape, {
+            ...common,
+            training,
+            weight: k.weight,
+            bias: k.bias,
+            runningMean: training ? null : running.mean.slice(),
+            runningVar: training ? null : running.variance.slice(),
+          });
+          const stats = training ? {} : { mean: running.mean, variance: running.variance };
+          const g = batchNormBackward(k.dy, k.x, shape, {
+            ...common,
+            ...stats,
+            training,
+            weight: k.weight,
+            bias: k.bias,
+          });
+          check(`${backend} functional`, k, ref, act, training, { y, ...g });
+        }
+      }
+    }
+  });
+
+  it("large means (x = 10000 + N(0, 1)): relu, silu and tanh stay within the tolerance", () => {
+    for (const kind of ["relu", "silu", "tanh"] as const) {
+      const act = actOf(kind);
+      for (const [layout, shape] of [
+        ["NCHW", [8, 3, 50]],
+        ["NHWC", [400, 3]],
+      ] as const) {
+        const k = makeCase([...shape], layout, 5, 10000);
+        const running = runningFor(k.C);
+        clearKinks(k, act, true, running);
+        const ref = reference(k, act, true, running);
+        const bn = new BatchNorm(k.C, { layout, backend, activation: kind });
+        bn.weight?.set(k.weight);
+        bn.bias?.set(k.bias);
+        const y = bn.forward(k.x, [...shape]);
+        const g = bn.backward(k.dy);
+        check(`${backend} large mean`, k, ref, act, true, {
+          y,
+          dx: g.dx,
+          dWeight: g.dWeight as Float32Array,
+          dBias: g.dBias as Float32Array,
+        });
+        bn.dispose();
+      }
+    }
+  });
+
+  it("negative controls: the derivative omitted, or taken at x̂ instead of z, is caught", () => {
+    const { layout, shape } = SHAPES[0] as { layout: RefLayout; shape: number[] };
+    for (const kind of ACTS) {
+      const act = actOf(kind);
+      const k = makeCase(shape, layout, 3);
+      const running = runningFor(k.C);
+      clearKinks(k, act, true, running);
+      const bn = new BatchNorm(k.C, { layout, backend, activation: kind, negativeSlope: SLOPE });
+      bn.weight?.set(k.weight);
+      bn.bias?.set(k.bias);
+      const y = bn.forward(k.x, shape);
+      const g = bn.backward(k.dy);
+      const got = {
+        y,
+        dx: g.dx,
+        dWeight: g.dWeight as Float32Array,
+        dBias: g.dBias as Float32Array,
+      };
+      for (const wrong of ["none", "xhat"] as const) {
+        const bad = reference(k, act, true, running, wrong);
+        const s = scalesFor(k, bad, act, true);
+        expect(() => assertClose("dx", got.dx, bad.dx, s.dx, TOL), `${kind} ${wrong}`).toThrow();
+      }
+      bn.dispose();
+    }
+  });
+
+  it("errors: an unknown activation or a bad negativeSlope is a RangeError naming the option", () => {
+    const x = new Float32Array(6);
+    const bad = [
+      [{ activation: "gelu" }, /options\.activation/],
+      [{ activation: "ReLU" }, /options\.activation/],
+      [{ activation: "relu", negativeSlope: Number.NaN }, /options\.negativeSlope/],
+      [{ activation: "leakyRelu", negativeSlope: "0.1" }, /options\.negativeSlope/],
+      [{ activation: "leakyRelu", negativeSlope: Infinity }, /options\.negativeSlope/],
+    ] as const;
+    for (const [o, message] of bad) {
+      const options = { backend, ...o } as never;
+      expect(() => new BatchNorm(3, options)).toThrow(RangeError);
+      expect(() => new BatchNorm(3, options)).toThrow(message);
+      const f = { ...(o as object), backend, training: true } as never;
+      expect(() => batchNorm(x, [2, 3], f)).toThrow(message);
+      expect(() => batchNormBackward(x, x, [2, 3], f)).toThrow(RangeError);
+    }
+  });
+});
+
+describe("the float64 chain rule against finite differences", () => {
+  /** L = Σ act(BN(x))·r in float64, with batch statistics. */
+  function loss(
+    x: Float64Array,
+    k: Case,
+    w: Float64Array,
+    b: Float64Array,
+    act: Act,
+    r: Float64Array,
+  ) {
+    const stats = batchStats(x, k.chan, k.C);
+    const z = normalize(x, k.chan, stats.mean, stats.variance, EPS, w, b);
+    let sum = 0;
+    for (let i = 0; i < z.length; i++) sum += activate(act, z[i] as number) * (r[i] as number);
+    return sum;
+  }
+
+  for (const kind of ACTS) {
+    const act = actOf(kind);
+    it(`${kind}: dx, dWeight, dBias (and the controls fail)`, () => {
+      for (const { layout, shape } of [
+        { layout: "NCHW" as const, shape: [3, 2, 5] },
+        { layout: "NHWC" as const, shape: [7, 3] },
+      ]) {
+        const k = makeCase(shape, layout, 21);
+        const running = runningFor(k.C);
+        // Nudge x until no z is within 0.02 of a kink (central differences must not cross one).
+        for (let round = 0; round < 100; round++) {
+          const { z } = reference(k, act, true, running);
+          const near = kinks(kind).flatMap((kink) =>
+            [...z.keys()].filter((i) => Math.abs((z[i] as number) - kink) < 0.02),
+          );
+          if (near.length === 0) break;
+          for (const i of near) k.x[i] = (k.x[i] as number) + 0.05;
+        }
+        const x = Float64Array.from(k.x);
+        const w = Float64Array.from(k.weight);
+        const b = Float64Array.from(k.bias);
+        const r = Float64Array.from(k.dy);
+        const ref = reference(k, act, true, running);
+        const sigma = Float64Array.from(ref.variance, (v) => Math.sqrt(v));
+        const fd = (v: Float64Array, i: number, step: number) => {
+          const keep = v[i] as number;
+          v[i] = keep + step;
+          const up = loss(x, k, w, b, act, r);
+          v[i] = keep - step;
+          const down = loss(x, k, w, b, act, r);
+          v[i] = keep;
+          return (up - down) / (2 * step);
+        };
+        const dx = Float64Array.from(x, (_, i) =>
+          fd(x, i, H * (sigma[k.chan[i] as number] as number)),
+        );
+        const dW = Float64Array.from(w, (_, c) => fd(w, c, H));
+        const dB = Float64Array.from(b, (_, c) => fd(b, c, H));
+        const s = scalesFor(k, ref, act, true);
+        note(`FD ${kind} dx`, assertClose(`FD ${kind} dx`, ref.dx, dx, s.dx, FD_TOL));
+        note(`FD ${kind} dW`, assertClose(`FD ${kind} dW`, ref.dWeight, dW, s.dWeight, FD_TOL));
+        note(`FD ${kind} dB`, assertClose(`FD ${kind} dB`, ref.dBias, dB, s.dBias, FD_TOL));
+        for (const wrong of ["none", "xhat"] as const) {
+          const bad = reference(k, act, true, running, wrong);
+          expect(() => assertClose("dx", bad.dx, dx, s.dx, FD_TOL), `${kind} ${wrong}`).toThrow();
+        }
+      }
+    });
+  }
+});
+
+describe("report", () => {
+  it("prints the worst error ratios (diff / scale) seen", () => {
+    const rows = Object.entries(worst).map(([k, v]) => `${k}: ${v.toExponential(2)}`);
+    console.log(`fused activations, worst diff/scale:\n  ${rows.join("\n  ")}`);
+    expect(rows.length).toBeGreaterThan(0);
+  });
+});
+
+describe("fused activations and ghost batches", () => {
+  it("are refused together, on the module and the functional op, naming both options", () => {
+    expect(
+      () => new BatchNorm(3, { backend: "js", activation: "relu", virtualBatchSize: 2 }),
+    ).toThrow(/options\.virtualBatchSize and options\.activation cannot be combined/);
+    const x = new Float32Array(12);
+    expect(() =>
+      batchNorm(x, [4, 3], {
+        backend: "js",
+        training: true,
+        activation: "relu",
+        virtualBatchSize: 2,
+      }),
+    ).toThrow(/batchNorm: options\.virtualBatchSize and options\.activation cannot be combined/);
+  });
+});
