@@ -41,8 +41,7 @@ impl Activation for Relu {
     }
     #[inline(always)]
     fn grad<W: Vector>(self, z: W, dy: W) -> W {
-        let zero = W::splat(0.0);
-        zero.lt_select(z, dy, zero)
+        W::splat(0.0).lt_keep(z, dy)
     }
 }
 
@@ -56,8 +55,7 @@ impl Activation for Relu6 {
     }
     #[inline(always)]
     fn grad<W: Vector>(self, z: W, dy: W) -> W {
-        let (zero, six) = (W::splat(0.0), W::splat(6.0));
-        zero.lt_select(z, z.lt_select(six, dy, zero), zero)
+        W::splat(0.0).lt_keep(z, z.lt_keep(W::splat(6.0), dy))
     }
 }
 

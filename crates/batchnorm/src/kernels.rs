@@ -1179,6 +1179,9 @@ mod tests {
                 },
             ))
         }
+        fn lt_keep(self, o: Self, value: Self) -> Self {
+            Emu4(core::array::from_fn(|k| if self.0[k] < o.0[k] { value.0[k] } else { 0.0 }))
+        }
         fn pow2_rounded(self) -> Self {
             Emu4(self.0.map(|v| f32::from_bits((v.to_bits() << 23).wrapping_add(0x3f80_0000))))
         }

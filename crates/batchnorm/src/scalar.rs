@@ -72,6 +72,15 @@ impl Vector for F32x1 {
     }
 
     #[inline(always)]
+    fn lt_keep(self, other: Self, value: Self) -> Self {
+        if self.0 < other.0 {
+            value
+        } else {
+            F32x1(0.0)
+        }
+    }
+
+    #[inline(always)]
     fn pow2_rounded(self) -> Self {
         F32x1(f32::from_bits((self.0.to_bits() << 23).wrapping_add(0x3f80_0000)))
     }

@@ -4,8 +4,8 @@
 use crate::vector::Vector;
 use core::arch::wasm32::{
     f32x4_add, f32x4_div, f32x4_extract_lane, f32x4_lt, f32x4_mul, f32x4_pmax, f32x4_pmin,
-    f32x4_splat, f32x4_sub, i32x4_add, i32x4_shl, i32x4_splat, v128, v128_bitselect, v128_load,
-    v128_store,
+    f32x4_splat, f32x4_sub, i32x4_add, i32x4_shl, i32x4_splat, v128, v128_and, v128_bitselect,
+    v128_load, v128_store,
 };
 
 #[derive(Clone, Copy)]
@@ -64,6 +64,11 @@ impl Vector for F32x4 {
     #[inline(always)]
     fn lt_select(self, other: Self, then: Self, otherwise: Self) -> Self {
         F32x4(v128_bitselect(then.0, otherwise.0, f32x4_lt(self.0, other.0)))
+    }
+
+    #[inline(always)]
+    fn lt_keep(self, other: Self, value: Self) -> Self {
+        F32x4(v128_and(value.0, f32x4_lt(self.0, other.0)))
     }
 
     #[inline(always)]

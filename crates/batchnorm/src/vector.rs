@@ -34,6 +34,9 @@ pub(crate) trait Vector: Copy {
     /// Per lane, `then` where `self < other` and `otherwise` elsewhere (NaN compares false).
     fn lt_select(self, other: Self, then: Self, otherwise: Self) -> Self;
 
+    /// Per lane, `value` where `self < other` and +0 elsewhere (one compare and one `and`).
+    fn lt_keep(self, other: Self, value: Self) -> Self;
+
     /// `2^n` per lane, where the lane holds `n + 1.5·2^23` exactly for an integer `n` in
     /// [−126, 127] (what adding `1.5·2^23` to a float rounds it to): the low bits of such a
     /// float are `n`, and shifting them into the exponent field makes `2^n`.
