@@ -43,6 +43,7 @@ import {
   type RefLayout,
 } from "./reference.js";
 import { BACKENDS, initFromDist } from "./setup-backends.js";
+import { expectSameBits } from "./state.js";
 
 const TOL = 1e-5;
 const FD_TOL = 1e-7;
@@ -436,19 +437,49 @@ describe("report", () => {
   });
 });
 
-describe("fused activations and ghost batches", () => {
-  it("are refused together, on the module and the functional op, naming both options", () => {
-    expect(
-      () => new BatchNorm(3, { backend: "js", activation: "relu", virtualBatchSize: 2 }),
-    ).toThrow(/options\.virtualBatchSize and options\.activation cannot be combined/);
-    const x = new Float32Array(12);
-    expect(() =>
-      batchNorm(x, [4, 3], {
-        backend: "js",
-        training: true,
-        activation: "relu",
-        virtualBatchSize: 2,
-      }),
-    ).toThrow(/batchNorm: options\.virtualBatchSize and options\.activation cannot be combined/);
+describe.each(BACKENDS)("fused activations with ghost batches (%s back end)", (backend) => {
+  // Each ghost batch is normalized on its own: the module must give, slice by slice, what a
+  // module without ghost batches gives on that slice alone: y and dx bit for bit (the same
+  // passes on the same data), dWeight and dBias as the sums over the slices (float64 sums of
+  // float32 terms, rounded once: within a few float32 ulps). The backward of an early ghost
+  // batch reads its own forward coefficients; with the last one's, its dx would differ.
+  it.each([
+    { layout: "NCHW" as const, shape: [6, 3, 5], k: 2, activation: "silu" as const },
+    { layout: "NHWC" as const, shape: [6, 4, 3], k: 3, activation: "leakyRelu" as const },
+  ])("$layout $shape, virtualBatchSize $k, $activation", ({ layout, shape, k, activation }) => {
+    const C = layout === "NCHW" ? (shape[1] as number) : (shape[shape.length - 1] as number);
+    const n = shape.reduce((p, d) => p * d, 1);
+    const rng = new Rng(5);
+    const x = Float32Array.from({ length: n }, () => 2 + 3 * rng.normal());
+    const dy = Float32Array.from({ length: n }, () => rng.normal());
+    const options = { backend, layout, activation, negativeSlope: 0.2 };
+    const ghosts = new BatchNorm(C, { ...options, virtualBatchSize: k });
+    const y = ghosts.forward(x, shape);
+    const g = ghosts.backward(dy);
+    const part = n / ((shape[0] as number) / k);
+    const dWeight = new Float64Array(C);
+    const dBias = new Float64Array(C);
+    for (let at = 0; at < n; at += part) {
+      const alone = new BatchNorm(C, options);
+      const sub = [k, ...shape.slice(1)];
+      const ya = alone.forward(x.slice(at, at + part), sub);
+      const ga = alone.backward(dy.slice(at, at + part));
+      expectSameBits(`y[${at}…]`, y.subarray(at, at + part), ya);
+      expectSameBits(`dx[${at}…]`, g.dx.subarray(at, at + part), ga.dx);
+      for (let c = 0; c < C; c++) {
+        dWeight[c] = (dWeight[c] as number) + ((ga.dWeight as Float32Array)[c] as number);
+        dBias[c] = (dBias[c] as number) + ((ga.dBias as Float32Array)[c] as number);
+      }
+    }
+    const near = (got: Float32Array | null, want: Float64Array, what: string) => {
+      for (let c = 0; c < C; c++) {
+        const w = want[c] as number;
+        expect(Math.abs(((got as Float32Array)[c] as number) - w), what).toBeLessThanOrEqual(
+          4 * 2 ** -24 * Math.max(1, Math.abs(w)),
+        );
+      }
+    };
+    near(g.dWeight, dWeight, "dWeight");
+    near(g.dBias, dBias, "dBias");
   });
 });

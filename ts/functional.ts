@@ -178,7 +178,6 @@ export function batchNorm(
   const running = checkRunning(o, C, training, where);
   if (training) checkBatch(input, where);
   const variants = checkVariants(o, input, training, running, where);
-  checkActGhosts(act, o.virtualBatchSize, where);
   const out = x instanceof Tensor ? checkOutput(o.out, x, input.backend, where) : undefined;
   if (!(x instanceof Tensor) && o.out !== undefined) {
     throw new TypeError(`${where}: options.out is for Tensor input; with a Float32Array, y is new`);
@@ -282,7 +281,6 @@ export function batchNormBackward(
           variance: checkChannelValues(o.runningVar, C, where, "options.runningVar", "C"),
         };
   const variants = checkVariants(o, input, training, running, where);
-  checkActGhosts(act, o.virtualBatchSize, where);
   if (variants.active && given !== undefined) {
     throw new TypeError(
       `${where}: options.mean and options.variance must be absent with options.renorm or options.virtualBatchSize (the statistics are recomputed from x)`,
@@ -354,13 +352,4 @@ export function batchNormBackward(
     const grads = passes(dyb, dyb);
     return { dx: dyb.view().slice(), ...grads };
   });
-}
-
-/** A fused activation with ghost batches is not supported yet (see options.ts). */
-function checkActGhosts(act: unknown, k: unknown, where: string): void {
-  if (act !== null && k != null) {
-    throw new TypeError(
-      `${where}: options.virtualBatchSize and options.activation cannot be combined, got virtualBatchSize ${String(k)} with activation`,
-    );
-  }
 }

@@ -179,25 +179,16 @@ export function moduleConfig(options: InternalOptions, where: string): ModuleCon
 
 /**
  * What ghost batches do not combine with: synchronized BN (ghost batches are one replica's own
- * sub-batches; merging each with the other replicas' has no meaning the two papers agree on),
- * and, for now, a fused activation (its backward recomputes the pre-activation from the
- * forward's coefficients, which the module keeps for one batch, not for each ghost batch).
+ * sub-batches; merging each with the other replicas' has no meaning the two papers agree on).
  */
 function checkGhostBatches(
   k: number | null,
   options: BatchNormOptions,
   where: string,
 ): number | null {
-  if (k === null) return k;
-  const other =
-    options.sync != null
-      ? "options.sync"
-      : options.activation != null
-        ? "options.activation"
-        : null;
-  if (other !== null) {
+  if (k !== null && options.sync != null) {
     throw new TypeError(
-      `${where}: options.virtualBatchSize and ${other} cannot be combined, got virtualBatchSize ${k} with ${other.slice(8)}`,
+      `${where}: options.virtualBatchSize and options.sync cannot be combined (ghost batches are one replica's own), got virtualBatchSize ${k} with sync`,
     );
   }
   return k;

@@ -132,6 +132,12 @@ export interface Part {
   readonly offset: number;
   readonly length: number;
   readonly record: ForwardRecord;
+  /**
+   * This ghost batch's forward coefficients, kept when an activation is fused and there are
+   * several ghost batches: its backward recomputes the activation's input from them, and the
+   * scratch holds only the last ghost batch's.
+   */
+  readonly coefficients?: { readonly scale: Float32Array; readonly shift: Float32Array };
 }
 
 /** What a forward with batch statistics leaves: its parts, and the statistics for the update. */
@@ -209,10 +215,7 @@ export interface BatchStatsPlan {
   } | null;
   /** Replicas whose statistics are merged with this batch's (one ghost batch only), or none. */
   readonly sync?: BatchNormSync | null;
-  /**
-   * The activation fused after the normalization (one ghost batch only: its backward reads
-   * the coefficients left in the scratch), or none.
-   */
+  /** The activation fused after the normalization, or none. */
   readonly act?: Act | null;
 }
 
@@ -270,7 +273,15 @@ export function batchStatsForward(
       weight: null,
       batchStats: true,
     };
-    parts.push({ offset: g * length, length, record: { ...record, correction, act: plan.act } });
+    const part = { offset: g * length, length, record: { ...record, correction, act: plan.act } };
+    parts.push(
+      plan.act && G > 1
+        ? {
+            ...part,
+            coefficients: { scale: s.scale.view().slice(), shift: s.shift.view().slice() },
+          }
+        : part,
+    );
     if (G === 1) break;
     for (let c = 0; c < dims.channels; c++) {
       meanSum[c] = (g === 0 ? 0 : (meanSum[c] as number)) + (mean[c] as number) / G;
@@ -304,8 +315,12 @@ export function partsBackward(
   // Each ghost batch's float32 sums added in float64 and rounded once at the end.
   const dWeight = new Float64Array(s.sumDy.length);
   const dBias = new Float64Array(s.sumDy.length);
-  for (const { offset, length, record } of parts) {
+  for (const { offset, length, record, coefficients } of parts) {
     const sub = (b: F32Buffer) => be.subrange(b, offset, length);
+    if (coefficients !== undefined) {
+      s.scale.view().set(coefficients.scale);
+      s.shift.view().set(coefficients.shift);
+    }
     const g = backwardPasses(be, { ...record, weight }, sub(x), sub(dy), sub(dx), s);
     for (let c = 0; c < dWeight.length; c++) {
       dWeight[c] = (dWeight[c] as number) + (g.dWeight[c] as number);
