@@ -11,9 +11,9 @@
  * S = |scale|·(Σ|x·W| + |b| + |mean|) + |β|. Relu is 1-Lipschitz and adds nothing.
  */
 import { afterAll, describe, expect, it } from "vitest";
-import { foldedAffineOf, foldIntoConv, foldIntoLinear } from "../ts/index.node.js";
+import { foldIntoConv, foldIntoLinear } from "../ts/index.node.js";
 import { assertClose } from "./compare.js";
-import { type BnParams, bnParams } from "./peers/data.js";
+import { type BnParams, bnParams, foldable } from "./peers/data.js";
 import { type ConvShape, conv64, convOutShape, linear64 } from "./peers/layers64.js";
 import { batchNormalization, conv, gemm, onnxModel, relu } from "./peers/onnx-ops.js";
 import { runOnnx } from "./peers/onnx-run.js";
@@ -24,19 +24,6 @@ import { channelOf } from "./reference.js";
 const measured: Record<string, number> = {};
 afterAll(() => {
   if (process.env.PEERS_REPORT) console.log("fold vs onnxruntime-web", measured);
-});
-
-/** The fold's view of a BatchNorm with parameters `p` (what the module's foldedAffine() will be). */
-const foldable = (p: BnParams, eps: number) => ({
-  numFeatures: p.weight.length,
-  foldedAffine: () =>
-    foldedAffineOf({
-      weight: p.weight,
-      bias: p.bias,
-      runningMean: p.mean,
-      runningVar: p.variance,
-      eps,
-    }),
 });
 
 /** S per output (see the header), from |x|·|W| summed by the layer in float64. */

@@ -9,14 +9,9 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { afterAll, describe, expect, it } from "vitest";
-import {
-  type FoldableBatchNorm,
-  foldedAffineOf,
-  foldIntoConv,
-  foldIntoLinear,
-} from "../ts/index.node.js";
+import { type FoldableBatchNorm, foldIntoConv, foldIntoLinear } from "../ts/index.node.js";
 import { assertClose } from "./compare.js";
-import { type BnParams, bnParams } from "./peers/data.js";
+import { type BnParams, bnParams, foldable } from "./peers/data.js";
 import { missRatio, U } from "./peers/scales.js";
 import { tfjsBatchNorm, tfjsReady } from "./peers/tfjs-layers.js";
 import { Rng } from "./random.js";
@@ -28,18 +23,6 @@ afterAll(() => {
 });
 
 const EPS = 1e-3; // Keras's and TF.js's default
-
-const foldable = (p: BnParams): FoldableBatchNorm => ({
-  numFeatures: p.weight.length,
-  foldedAffine: () =>
-    foldedAffineOf({
-      weight: p.weight,
-      bias: p.bias,
-      runningMean: p.mean,
-      runningVar: p.variance,
-      eps: EPS,
-    }),
-});
 
 /** The layer `op(x, kernel) + bias` in TF.js, as float32 data and shape. */
 type Op = (x: tf.Tensor, kernel: tf.Tensor) => tf.Tensor;
@@ -147,7 +130,7 @@ describe("folds vs TF.js", () => {
         c.layout === "inOut"
           ? foldIntoLinear(f, k, b, { layout: "inOut" })
           : foldIntoConv(f, k, b, { layout: c.layout, shape: c.kShape });
-      const f = fold(foldable(p));
+      const f = fold(foldable(p, EPS));
       const got = run(c.op, x, c.xShape, f.weight, c.kShape, f.bias).data;
       const tol = (2 * c.K + 24) * U;
       const scale = errorScale(c.op, x, c.xShape, k, c.kShape, b, p);
@@ -157,7 +140,7 @@ describe("folds vs TF.js", () => {
         // Negative control: had TF numbered the depthwise outputs m·in + i instead of i·M + m,
         // the fold would scale channel i·M + m by BN channel m·in + i; that misses.
         const [IN, M] = [c.kShape[2] as number, c.kShape[3] as number];
-        const { scale: s, shift: t } = foldable(p).foldedAffine();
+        const { scale: s, shift: t } = foldable(p, EPS).foldedAffine();
         const other = (o: number) => (o % M) * IN + Math.floor(o / M);
         const swapped = {
           numFeatures: O,

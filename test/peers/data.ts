@@ -4,6 +4,7 @@
  * a wrong order or a wrong convention shows.
  */
 
+import { type FoldableBatchNorm, foldedAffineOf } from "../../ts/index.node.js";
 import type { Rng } from "../random.js";
 import { channelOf, type RefLayout } from "../reference.js";
 
@@ -26,6 +27,21 @@ export function bnParams(rng: Rng, C: number): BnParams {
     bias: f(-1, 1),
     mean: f(-1, 1),
     variance: f(0.002, 0.05),
+  };
+}
+
+/** A BatchNorm in inference with parameters `p`, as the folds see it (`bn.foldedAffine()`). */
+export function foldable(p: BnParams, eps: number): FoldableBatchNorm {
+  return {
+    numFeatures: p.weight.length,
+    foldedAffine: () =>
+      foldedAffineOf({
+        weight: p.weight,
+        bias: p.bias,
+        runningMean: p.mean,
+        runningVar: p.variance,
+        eps,
+      }),
   };
 }
 
