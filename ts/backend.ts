@@ -113,6 +113,12 @@ export interface Backend {
   ): void;
   /** Copies `src` to `dst` (same length): the streaming-bandwidth yardstick of the benchmarks. */
   copy(src: F32Buffer, dst: F32Buffer): void;
+  /**
+   * True when `snapshot` holds the bits of `src` (same length); otherwise copies them there and
+   * returns false. Only back ends for which this costs much less than recomputing a module's
+   * inference coefficients have it (see coefficient-cache.ts).
+   */
+  refresh?(src: F32Buffer, snapshot: F32Buffer): boolean;
 }
 
 /** Number of values per channel of a `Dims` (what batch statistics are taken over). */

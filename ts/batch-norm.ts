@@ -8,6 +8,7 @@
  */
 import { type Activation, checkActivation } from "./activation.js";
 import type { BackendKind } from "./backend.js";
+import { coefficientCacheArrays } from "./coefficient-cache.js";
 import * as convert from "./convert.js";
 import { checkChoice, show } from "./errors.js";
 import { type FoldableBatchNorm, foldedAffineOf } from "./fold.js";
@@ -123,7 +124,7 @@ export class BatchNorm implements FoldableBatchNorm {
     renormNeedsRunningStats(config.renorm, config.trackRunningStats, where, "options.renorm");
     const impl = resolveBackend(config.backend);
     // Refused before anything is allocated, in the back end's memory or on the JS side.
-    checkScratchFits(impl, numFeatures, where, "numFeatures");
+    checkScratchFits(impl, numFeatures, where, "numFeatures", coefficientCacheArrays(impl));
     this.backend = impl.kind;
     this.numFeatures = numFeatures;
     this.eps = config.eps;

@@ -9,6 +9,7 @@
  */
 import type { Act } from "./activation.js";
 import { type Backend, type Dims, dimsLength, type F32Buffer, perChannel } from "./backend.js";
+import { CoefficientCache, coefficientCacheArrays } from "./coefficient-cache.js";
 import { CopyBuffers } from "./copy-buffers.js";
 import { applyForward, forwardCoefficients, type GradSums, updateRunningStats } from "./core.js";
 import { isTyped, show, typeName } from "./errors.js";
@@ -92,6 +93,8 @@ export class ModulePasses {
   /** 1/sqrt(var + eps) of the last forward, and the weight it used: backward reads them. */
   readonly #invstd: Float64Array;
   readonly #forwardWeight: Float32Array | null;
+  /** Whether the scratch still holds the inference coefficients of the state as it is. */
+  readonly #coefficients: CoefficientCache;
   #saved: Saved | undefined;
 
   /**
@@ -103,7 +106,9 @@ export class ModulePasses {
     this.impl = impl;
     this.buffers = new BufferSet(impl);
     try {
-      this.#scratch = allocScratch(this.buffers, C, where, "numFeatures");
+      const reserve = coefficientCacheArrays(impl);
+      this.#scratch = allocScratch(this.buffers, C, where, "numFeatures", reserve);
+      this.#coefficients = new CoefficientCache(this.buffers, settings.state, C);
       this.#parts = new PartScratch(this.buffers, C);
       this.#parts.ensure(1);
     } catch (error) {
@@ -249,6 +254,7 @@ export class ModulePasses {
     const sync = this.#mode.training ? this.#settings.sync : null;
     let parts: readonly Part[];
     if (batchStats) {
+      this.#coefficients.invalidate();
       const ghosts = ghostCount(this.#settings.virtualBatchSize, shape, dims, "BatchNorm.forward");
       // The only allocation (when the ghost count changed): before anything is changed.
       if (this.#parts.ensure(ghosts)) this.#saved = undefined;
@@ -270,10 +276,11 @@ export class ModulePasses {
         updateRunningStats(rm, rv, mean, variance, count, m, this.#settings.runningVarEstimator);
       }
     } else {
-      // Recomputed on every call: checking whether the parameters or running statistics
-      // changed since the last call (they are updated in place) costs as much as this.
       s.center.view().set(rm);
-      forwardCoefficients(s, state, rv, this.#settings.eps, this.#invstd);
+      // scale and invstd still hold when weight and runningVar kept their bits; shift is the bias.
+      if (!this.#coefficients.holds()) {
+        forwardCoefficients(s, state, rv, this.#settings.eps, this.#invstd);
+      } else if (state.bias !== null) s.shift.view().set(state.bias);
       applyForward(this.impl, x, y, dims, s.center, s, act);
       const record = { dims, center: s.center, invstd: this.#invstd, weight, batchStats, act };
       parts = [{ offset: 0, length: dimsLength(dims), record }];
@@ -284,6 +291,7 @@ export class ModulePasses {
 
   /** Runs a backward whose arguments are all checked; consumes the saved forward. */
   #differentiate(saved: Saved, x: F32Buffer, dy: F32Buffer, dx: F32Buffer) {
+    this.#coefficients.invalidate();
     const { sync } = saved;
     const reduce = sync && ((l: GradSums) => syncGradSums(sync, l, "BatchNorm.backward"));
     const weight = this.#forwardWeight;

@@ -32,22 +32,23 @@ export interface ChannelScratch extends Record<Role, F32Buffer> {
  * Floats that {@link allocScratch} takes for `channels` channels (`Infinity` when the
  * back end's workspace cannot be that large).
  */
-export function scratchFloats(backend: Backend, channels: number): number {
-  return ROLES.length * channels + backend.workspaceFloats(channels);
+export function scratchFloats(backend: Backend, channels: number, reserve = 0): number {
+  return (ROLES.length + reserve) * channels + backend.workspaceFloats(channels);
 }
 
 /**
- * Throws a RangeError when the per-channel buffers of `channels` channels cannot fit in
- * `backend`'s memory next to what is live (`where`: who asks; `name`: what the channel count
- * is called there). Nothing is allocated.
+ * Throws a RangeError when the per-channel buffers of `channels` channels, and `reserve`
+ * more arrays of `channels` floats, cannot fit in `backend`'s memory next to what is live
+ * (`where`: who asks; `name`: what the channel count is called there). Nothing is allocated.
  */
 export function checkScratchFits(
   backend: Backend,
   channels: number,
   where: string,
   name: string,
+  reserve = 0,
 ): void {
-  const floats = scratchFloats(backend, channels);
+  const floats = scratchFloats(backend, channels, reserve);
   if (!backend.fits(floats)) {
     const bytes = Number.isFinite(floats) ? `${floats * 4} bytes` : "more than 4 GiB";
     throw new RangeError(
@@ -59,16 +60,18 @@ export function checkScratchFits(
 
 /**
  * Allocates the per-channel buffers for `channels` channels in `buffers`' back end, refused
- * before anything is allocated when they cannot all fit (see {@link checkScratchFits}).
+ * before anything is allocated when they cannot all fit, together with `reserve` arrays of
+ * `channels` floats that the caller allocates next (see {@link checkScratchFits}).
  */
 export function allocScratch(
   buffers: BufferSet,
   channels: number,
   where: string,
   name: string,
+  reserve = 0,
 ): ChannelScratch {
   const { backend } = buffers;
-  checkScratchFits(backend, channels, where, name);
+  checkScratchFits(backend, channels, where, name, reserve);
   const scratch: Partial<Record<Role | "ws", F32Buffer>> = {};
   for (const role of ROLES) scratch[role] = buffers.alloc(channels);
   scratch.ws = buffers.alloc(backend.workspaceFloats(channels));

@@ -8,9 +8,9 @@
 /**
  * Must equal `ABI_VERSION` in `crates/batchnorm/src/lib.rs`. 2: fused activations (`act`,
  * `slope` after the map and gradient exports' arguments; `scale`, `shift` after the gradient
- * ones').
+ * ones'). 3: `bn_refresh`.
  */
-export const ABI_VERSION = 2;
+export const ABI_VERSION = 3;
 
 type Ptr = number;
 
@@ -77,6 +77,8 @@ export interface BatchNormExports {
     shift: Ptr,
   ): void;
   bn_copy(src: Ptr, dst: Ptr, len: number): void;
+  /** 1 when `snapshot` holds `src`'s bits (`len` words); else copies them there and gives 0. */
+  bn_refresh(src: Ptr, snapshot: Ptr, len: number): number;
 }
 
 const FUNCTIONS = [
@@ -88,6 +90,7 @@ const FUNCTIONS = [
   "bn_grad_sums",
   "bn_grad_input",
   "bn_copy",
+  "bn_refresh",
 ] as const;
 
 /** Checks that an instance is a batchnorm build of this ABI version and types its exports. */

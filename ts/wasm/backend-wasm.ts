@@ -185,4 +185,8 @@ export class WasmBackend implements Backend {
   copy(src: F32Buffer, dst: F32Buffer): void {
     this.#abi.bn_copy(this.#p(src), this.#p(dst), src.length);
   }
+
+  refresh(src: F32Buffer, snapshot: F32Buffer): boolean {
+    return this.#abi.bn_refresh(this.#p(src), this.#p(snapshot), src.length) === 1;
+  }
 }

@@ -34,8 +34,8 @@ type Lanes = scalar::F32x1;
 
 /// Bumped whenever an export changes; the wrapper refuses a binary of another version.
 /// 2: fused activations (`act`, `slope` on the map and gradient exports; `scale`, `shift` on
-/// the gradient ones).
-const ABI_VERSION: u32 = 2;
+/// the gradient ones). 3: `bn_refresh`.
+const ABI_VERSION: u32 = 3;
 
 /// Runs `$body` with `$a` bound to the activation numbered `$code` (1 relu, 2 relu6,
 /// 3 leakyRelu with slope `$slope`, 4 sigmoid, 5 tanh, 6 silu: `ACTIVATION_CODES` in
@@ -300,8 +300,41 @@ pub unsafe extern "C" fn bn_copy(src: *const f32, dst: *mut f32, len: usize) {
     kernels::copy::<Lanes>(src, dst, len);
 }
 
+/// Returns 1 when `snapshot` holds the bits of `src` (`len` words each); otherwise copies them
+/// there and returns 0. A module's inference reuses its coefficients while its weight and
+/// running variance keep their bits: comparing here, in vectors, costs a fraction of
+/// recomputing `1/sqrt(var + eps)` per channel in float64 (see ts/coefficient-cache.ts).
+///
+/// # Safety
+/// `src` and `snapshot` are valid for `len` words and do not overlap.
+#[no_mangle]
+pub unsafe extern "C" fn bn_refresh(src: *const u32, snapshot: *mut u32, len: usize) -> u32 {
+    let (now, then) = (from_raw_parts(src, len), from_raw_parts(snapshot, len));
+    // No early exit: a loop without branches is one the compiler vectorizes.
+    let diff = now.iter().zip(then).fold(0, |d, (a, b)| d | (a ^ b));
+    if diff == 0 {
+        return 1;
+    }
+    // A copy of words moves bits, NaN payloads included.
+    kernels::copy::<Lanes>(src.cast(), snapshot.cast(), len);
+    0
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn refresh_compares_bits_and_copies() {
+        use super::bn_refresh;
+        let nan_a = f32::from_bits(0x7fc0_0001).to_bits();
+        let src = [1u32, 0x8000_0000, nan_a, 7, 9];
+        let mut snapshot = [1u32, 0, nan_a, 7, 9];
+        // -0 against +0 differs in bits, and is copied.
+        assert_eq!(unsafe { bn_refresh(src.as_ptr(), snapshot.as_mut_ptr(), 5) }, 0);
+        assert_eq!(snapshot, src);
+        assert_eq!(unsafe { bn_refresh(src.as_ptr(), snapshot.as_mut_ptr(), 5) }, 1);
+        assert_eq!(unsafe { bn_refresh(src.as_ptr(), snapshot.as_mut_ptr(), 0) }, 1);
+    }
+
     #[test]
     fn workspace_bytes_saturate() {
         use super::bn_workspace_bytes as bytes;
