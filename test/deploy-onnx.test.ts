@@ -4,10 +4,9 @@
  * - a `BatchNormalization` node (opset 15) in inference and in training mode (Y and the
  *   `running_mean`/`running_var` outputs) against the module's forward and running statistics;
  * - `Gemm → BatchNormalization` against `foldIntoLinear(bn, …)`, and `Conv → BatchNormalization
- *   → Relu` against `foldIntoConv(bn, …)` followed by ReLU, and against the module's own
- *   inference forward on the Conv's output followed by ReLU. The ReLU is applied here in JS: the
- *   fused `activation` option of the kernels does not exist yet (when it does, the module path
- *   below should use it instead).
+ *   → Relu` against `foldIntoConv(bn, …)` followed by ReLU (ORT's Relu node after the folded
+ *   Conv), and against the module's own inference forward with the fused `activation: "relu"`
+ *   on the Conv's output.
  *
  * Tolerances. Each side is within a bound of the float64 formula (test/peers/scales.ts: 16u for
  * a normalization, (n + 8)u for a statistic over n values, u = 2⁻²⁴; the module's own error is
@@ -44,7 +43,6 @@ const n = 24;
 const chan = channelOf(SHAPE, "NCHW");
 const X = (data: Float32Array, dims: readonly number[]) => ({ X: { data, dims } });
 const abs = (a: ArrayLike<number>) => Float64Array.from(a, Math.abs);
-const reluJs = (a: Float32Array) => a.map((v) => Math.max(v, 0));
 
 /** Runs `model` on `x` and returns the named output's data. */
 async function output(model: Uint8Array, x: Float32Array, dims: readonly number[], name = "Y") {
@@ -181,7 +179,7 @@ describe.each(BACKENDS)("fromOnnx modules vs onnxruntime-web, %s back end", (bac
     wrong.dispose();
   });
 
-  it("Conv → BatchNormalization → Relu = ReLU(folded Conv) = ReLU(module(Conv))", async () => {
+  it("Conv → BatchNormalization → Relu = Relu(folded Conv) = module(Conv) with fused relu", async () => {
     const rng = new Rng(54);
     const s: ConvShape = { N: 2, I: 3, H: 6, W: 5, O: 4, kH: 3, kW: 2, groups: 1 };
     const eps = 1e-3;
@@ -191,8 +189,14 @@ describe.each(BACKENDS)("fromOnnx modules vs onnxruntime-web, %s back end", (bac
     const b = rng.normals(s.O);
     const x = rng.normals(s.N * s.I * s.H * s.W);
     const xDims = [s.N, s.I, s.H, s.W];
-    const convModel = (weight: Float32Array, bias: Float32Array) =>
-      onnxModel([conv("X", "Y", { data: weight, dims: wDims }, bias)], xDims, ["Y"]);
+    const convModel = (weight: Float32Array, bias: Float32Array, then: "Relu" | null = null) =>
+      onnxModel(
+        then === null
+          ? [conv("X", "Y", { data: weight, dims: wDims }, bias)]
+          : [conv("X", "Z", { data: weight, dims: wDims }, bias), relu("Z", "Y")],
+        xDims,
+        ["Y"],
+      );
     const unfused = onnxModel(
       [
         conv("X", "Z", { data: w, dims: wDims }, b),
@@ -206,7 +210,7 @@ describe.each(BACKENDS)("fromOnnx modules vs onnxruntime-web, %s back end", (bac
     const bn = BatchNorm.fromOnnx(onnxInputs(p), { epsilon: eps, backend }).eval();
     const foldedRelu = async (m: BatchNorm) => {
       const f = foldIntoConv(m, w, b, { layout: "OIHW", shape: wDims });
-      return reluJs(await output(convModel(f.weight, f.bias), x, xDims));
+      return await output(convModel(f.weight, f.bias, "Relu"), x, xDims);
     };
     const K = s.I * s.kH * s.kW;
     const tol = (2 * K + 24) * U;
@@ -216,22 +220,30 @@ describe.each(BACKENDS)("fromOnnx modules vs onnxruntime-web, %s back end", (bac
     const got = await foldedRelu(bn);
     measured[`${backend} Conv folded + ReLU`] = assertClose("folded", got, want, scale, tol);
 
-    // The module itself on ORT's Conv output: the path the fused activation will shorten.
+    // The module itself, with its fused ReLU, on ORT's Conv output.
+    const fused = moduleWith(p, { backend, eps, activation: "relu" }).eval();
     const z = await output(convModel(w, b), x, xDims);
-    const viaModule = reluJs(bn.forward(z, outShape));
-    measured[`${backend} module(Conv) + ReLU`] = assertClose("module", viaModule, want, scale, tol);
+    const viaModule = fused.forward(z, outShape);
+    measured[`${backend} module(Conv), fused relu`] = assertClose(
+      "module",
+      viaModule,
+      want,
+      scale,
+      tol,
+    );
 
     // Negative control: PyTorch's default eps instead of the graph's 1e-3, both ways.
-    const wrong = moduleWith(p, { backend }).eval();
+    const wrong = moduleWith(p, { backend, activation: "relu" }).eval();
     misses(
       `${backend} Conv folded, eps 1e-5`,
       missRatio(await foldedRelu(wrong), want, scale),
       tol,
       100,
     );
-    const wrongModule = reluJs(wrong.forward(z, outShape));
+    const wrongModule = wrong.forward(z, outShape);
     misses(`${backend} module(Conv), eps 1e-5`, missRatio(wrongModule, want, scale), tol, 100);
     bn.dispose();
+    fused.dispose();
     wrong.dispose();
   });
 });
