@@ -1,33 +1,25 @@
 /**
- * Fused activations: batch norm + ReLU in one pass against plain batch norm and against batch
- * norm followed by a separate ReLU pass over the tensor, on the SIMD build's zero-copy path.
- * Never asserted; the targets (fused ≤ 1.15× plain, and ≥ 1.5× less than BN + a separate pass)
- * are printed next to the ratios.
+ * Fused activations: batch norm + an activation (ReLU by default) in one pass against plain
+ * batch norm and against batch norm followed by a separate activation pass over the tensor, on
+ * the SIMD build's zero-copy path. Never asserted; the targets (fused ≤ 1.15× plain, and
+ * ≥ 1.5× less than BN + a separate pass) are printed next to the ratios. Run by `npm run bench`
+ * after its cases, and alone by `npm run bench:fused` (`bench/fused.ts`).
  *
  * - "plain": `BatchNorm` without activation (training forward; forward + backward).
- * - "fused": `BatchNorm` with `activation: "relu"` (the same passes, ReLU inside them; backward
- *   recomputes z from x and the saved coefficients).
- * - "separate": plain `BatchNorm`, then a ReLU pass in place over y (a wasm SIMD pass: the
- *   back end's `scaleShift` with identity coefficients and ReLU, which reads and writes y
- *   once); for backward, a ReLU-backward pass (reads y and dy, writes dy·[y > 0]: the back
- *   end's `gradInput` with k_dy = 1 and ReLU) before the plain backward.
- *
- * Usage: node --expose-gc --import tsx bench/fused.ts [--quick] [--act relu]
+ * - "fused": `BatchNorm` with the activation (the same passes, the activation inside them;
+ *   backward recomputes z from x and the saved coefficients).
+ * - "separate": plain `BatchNorm`, then an activation pass in place over y (a wasm SIMD pass:
+ *   the back end's `scaleShift` with identity coefficients and the activation, which reads and
+ *   writes y once); for backward, an activation-backward pass (reads y and dy, writes
+ *   dy·act′: the back end's `gradInput` with k_dy = 1 and the activation) before the plain
+ *   backward.
  *
  * @module
  */
-import { readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import type { Act } from "../ts/activation.js";
-import { BatchNorm, type Dims, init, type Layout, resolveBackend } from "./lib.js";
-import { median } from "./stats.js";
+import { BatchNorm, type Dims, type Layout, resolveBackend } from "./lib.js";
+import { quantile } from "./stats.js";
 import { collect, now } from "./timing.js";
-
-const argv = process.argv.slice(2);
-const QUICK = argv.includes("--quick");
-const ACT = (argv[argv.indexOf("--act") + 1] ?? "relu") as Act["kind"];
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 
 const SHAPES: { layout: Layout; shape: number[] }[] = [
   { layout: "NCHW", shape: [60, 1000] },
@@ -39,17 +31,36 @@ const SHAPES: { layout: Layout; shape: number[] }[] = [
   { layout: "NHWC", shape: [32, 56, 56, 64] },
 ];
 
+/** Median and p10–p90 of one contestant's ms per call. */
+export interface Timed {
+  medianMs: number;
+  p10Ms: number;
+  p90Ms: number;
+}
+
+/** One row: a shape and op, the three contestants, and the ratios of their medians. */
+export interface FusedRow {
+  shapeLabel: string;
+  op: "train fwd" | "fwd+bwd";
+  activation: Act["kind"];
+  plain: Timed;
+  fused: Timed;
+  separate: Timed;
+  fusedOverPlain: number;
+  separateOverFused: number;
+}
+
 /**
- * Median ms per call of each of `fs`, timed in interleaved rounds (each round runs every
- * function's batch once, so that a change of machine load hits all of them alike), each batch
- * lasting about `sampleMs`, after a warm-up.
+ * Ms per call of each of `fs`, timed in interleaved rounds (each round runs every function's
+ * batch once, so that a change of machine load hits all of them alike), each batch lasting
+ * about `sampleMs`, after a warm-up.
  */
-function timeAll(fs: readonly (() => void)[]): number[] {
-  const sampleMs = QUICK ? 3 : 10;
-  const rounds = QUICK ? 9 : 31;
+function timeAll(fs: readonly (() => void)[], quick: boolean): Timed[] {
+  const sampleMs = quick ? 3 : 10;
+  const rounds = quick ? 9 : 31;
   const runs = fs.map((f) => {
     const t0 = now();
-    while (now() - t0 < (QUICK ? 30 : 150)) f();
+    while (now() - t0 < (quick ? 30 : 150)) f();
     let n = 1;
     for (;;) {
       const s = now();
@@ -67,33 +78,35 @@ function timeAll(fs: readonly (() => void)[]): number[] {
       samples[j]?.push((now() - s) / n);
     });
   }
-  return samples.map(median);
+  return samples.map((v) => ({
+    medianMs: quantile(v, 0.5),
+    p10Ms: quantile(v, 0.1),
+    p90Ms: quantile(v, 0.9),
+  }));
 }
 
-async function main() {
-  const root = (p: string) => readFileSync(join(ROOT, p));
-  await init({
-    simd: root("dist/batchnorm-simd.wasm"),
-    scalar: root("dist/batchnorm-scalar.wasm"),
-  });
+const ms = (t: Timed) => `${t.medianMs.toFixed(4)} (${t.p10Ms.toFixed(4)}–${t.p90Ms.toFixed(4)})`;
+
+/**
+ * Times the fused activation `kind` against plain batch norm and a separate pass on every
+ * shape, printing each row with `print` as it is measured. Needs `init()` done.
+ */
+export function benchFused(
+  kind: Act["kind"],
+  quick: boolean,
+  print: (line: string) => void,
+): FusedRow[] {
   const be = resolveBackend("simd");
-  const act: Act = { kind: ACT, negativeSlope: 0.01 };
-  console.log(`fused BN+${ACT} vs plain BN vs BN + separate ${ACT} pass · SIMD build, zero-copy`);
-  console.log(
-    "shape".padEnd(24) +
-      "op".padEnd(10) +
-      "plain ms".padStart(10) +
-      "fused ms".padStart(10) +
-      "separate".padStart(10) +
-      "fused/plain".padStart(13) +
-      "separate/fused".padStart(16),
-  );
+  const act: Act = { kind, negativeSlope: 0.01 };
+  print(`fused BN+${kind} vs plain BN vs BN + separate ${kind} pass · SIMD build, zero-copy`);
+  print("ms per call: median (p10–p90)");
+  const rows: FusedRow[] = [];
   for (const { layout, shape } of SHAPES) {
     collect(true);
     const C = (layout === "NCHW" ? shape[1] : shape[shape.length - 1]) as number;
     const n = shape.reduce((a, b) => a * b, 1);
     const plain = new BatchNorm(C, { layout, backend: "simd" });
-    const fused = new BatchNorm(C, { layout, backend: "simd", activation: ACT });
+    const fused = new BatchNorm(C, { layout, backend: "simd", activation: kind });
     const [X, Y, DY, DX] = [0, 1, 2, 3].map(() => plain.tensor(shape)) as [
       ReturnType<BatchNorm["tensor"]>,
       ReturnType<BatchNorm["tensor"]>,
@@ -119,43 +132,55 @@ async function main() {
     const separateBack = () =>
       be.gradInput(Y.buffer, DY.buffer, DX.buffer, dims, zero, one, zero, zero, ws, fused3);
 
-    const [trainPlain, trainFused, trainSep] = timeAll([
-      () => plain.forward(X, { out: Y }),
-      () => fused.forward(X, { out: Y }),
-      () => {
-        plain.forward(X, { out: Y });
-        separatePass();
-      },
-    ]) as [number, number, number];
-    const [fbPlain, fbFused, fbSep] = timeAll([
-      () => {
-        plain.forward(X, { out: Y });
-        plain.backward(DY, { out: DX });
-      },
-      () => {
-        fused.forward(X, { out: Y });
-        fused.backward(DY, { out: DX });
-      },
-      () => {
-        plain.forward(X, { out: Y });
-        separatePass();
-        separateBack();
-        plain.backward(DX, { out: DX });
-      },
-    ]) as [number, number, number];
+    const [trainPlain, trainFused, trainSep] = timeAll(
+      [
+        () => plain.forward(X, { out: Y }),
+        () => fused.forward(X, { out: Y }),
+        () => {
+          plain.forward(X, { out: Y });
+          separatePass();
+        },
+      ],
+      quick,
+    ) as [Timed, Timed, Timed];
+    const [fbPlain, fbFused, fbSep] = timeAll(
+      [
+        () => {
+          plain.forward(X, { out: Y });
+          plain.backward(DY, { out: DX });
+        },
+        () => {
+          fused.forward(X, { out: Y });
+          fused.backward(DY, { out: DX });
+        },
+        () => {
+          plain.forward(X, { out: Y });
+          separatePass();
+          separateBack();
+          plain.backward(DX, { out: DX });
+        },
+      ],
+      quick,
+    ) as [Timed, Timed, Timed];
     const label = `${layout} ${shape.join("x")}`;
-    for (const [op, p, f, s] of [
+    for (const [op, plainT, fusedT, separate] of [
       ["train fwd", trainPlain, trainFused, trainSep],
       ["fwd+bwd", fbPlain, fbFused, fbSep],
     ] as const) {
-      console.log(
-        label.padEnd(24) +
-          op.padEnd(10) +
-          p.toFixed(4).padStart(10) +
-          f.toFixed(4).padStart(10) +
-          s.toFixed(4).padStart(10) +
-          `${(f / p).toFixed(2)}×`.padStart(13) +
-          `${(s / f).toFixed(2)}×`.padStart(16),
+      const row: FusedRow = {
+        shapeLabel: label,
+        op,
+        activation: kind,
+        plain: plainT,
+        fused: fusedT,
+        separate,
+        fusedOverPlain: fusedT.medianMs / plainT.medianMs,
+        separateOverFused: separate.medianMs / fusedT.medianMs,
+      };
+      rows.push(row);
+      print(
+        `${label} ${op}: plain ${ms(plainT)}, fused ${ms(fusedT)}, separate ${ms(separate)}; ` +
+          `fused/plain ${row.fusedOverPlain.toFixed(2)}×, separate/fused ${row.separateOverFused.toFixed(2)}×`,
       );
     }
     for (const t of [X, Y, DY, DX]) t.dispose();
@@ -163,10 +188,6 @@ async function main() {
     plain.dispose();
     fused.dispose();
   }
-  console.log("targets (not asserted): fused/plain ≤ 1.15×, separate/fused ≥ 1.5×");
+  print("targets (not asserted): fused/plain ≤ 1.15×, separate/fused ≥ 1.5×");
+  return rows;
 }
-
-main().catch((error: unknown) => {
-  console.error(error);
-  process.exit(1);
-});

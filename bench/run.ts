@@ -11,8 +11,9 @@
  *
  * Usage: node --expose-gc --import tsx bench/run.ts [--quick] [--no-tfjs] [--filter text]
  *        [--json path] [--svg path]
- * `--filter` keeps the cases whose label contains the text (e.g. "NHWC 32x56", "fwd+bwd") and
- * then writes no files unless `--json`/`--svg` are given; `--quick` writes
+ * `--filter` keeps the cases whose label contains the text (e.g. "NHWC 32x56", "fwd+bwd"), skips
+ * the fused-activation rows (run after the cases: `fused-rows.ts`) unless the text is "fused",
+ * and then writes no files unless `--json`/`--svg` are given; `--quick` writes
  * `bench/results/quick.json` and no chart, and runs TF.js's CPU back end on the small shapes only.
  *
  * Files: `plan.ts` (ops, shapes, budgets), `contestant.ts` (what runs, the check),
@@ -20,8 +21,8 @@
  * TF.js), `timing.ts` (check, warm-up, rounds), `results.ts` (summaries, targets), `print.ts`
  * (console), `chart.ts` and `report.ts` (the README's chart and table), `lib.ts` (everything
  * taken from `ts/`). Beside it: `js-kernels.ts` (the JS back end's kernels against the plain
- * loop's), `kernels.ts` (kernel passes against the copy) and `fused.ts` (fused activations
- * against plain batch norm and against a separate activation pass: `npm run bench:fused`).
+ * loop's), `kernels.ts` (kernel passes against the copy) and `fused.ts` (only the fused rows:
+ * `npm run bench:fused`).
  *
  * @module
  */
@@ -31,6 +32,7 @@ import os from "node:os";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { renderChart } from "./chart.js";
+import { benchFused } from "./fused-rows.js";
 import { init } from "./lib.js";
 import { budget, OPS, SHAPES, shapeLabel } from "./plan.js";
 import { printCase, printTargets, progress, progressLine } from "./print.js";
@@ -72,6 +74,7 @@ async function main() {
   const selected = cases.filter(
     ({ spec, op }) => FILTER === undefined || `${shapeLabel(spec)} ${op.label}`.includes(FILTER),
   );
+  const withFused = FILTER === undefined || FILTER === "fused";
   const meta = {
     date: new Date().toISOString(),
     node: process.version,
@@ -119,14 +122,21 @@ async function main() {
     rig.dispose();
   }
   progress("");
-  const totalS = (now() - started) / 1000;
   deriveTfjsBackward(results);
   const verdicts = targets(results);
   printTargets(verdicts);
+  let fused: BenchResults["fused"];
+  if (withFused) {
+    console.log("");
+    collect(true);
+    fused = benchFused("relu", QUICK, console.log);
+  }
+  const totalS = (now() - started) / 1000;
   const out: BenchResults = {
     meta: { ...meta, totalSeconds: Math.round(totalS) },
     cases: results,
     targets: verdicts,
+    fused,
   };
   console.log(`\ntotal ${totalS.toFixed(0)} s`);
   if (JSON_OUT !== undefined) {

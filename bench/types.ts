@@ -1,4 +1,5 @@
 /** The shape of `bench/results/latest.json`. */
+import type { FusedRow } from "./fused-rows.js";
 
 export type OpId = "train" | "infer" | "bwd" | "fwdbwd";
 /** `plain`: the plain JS loop (`bench/plain.ts`); `js`: the package's pure-JS back end. */
@@ -49,5 +50,7 @@ export interface CaseResult {
 export interface BenchResults {
   meta: Record<string, unknown>;
   cases: CaseResult[];
+  /** Fused BN+ReLU against plain BN and a separate pass (`fused-rows.ts`); absent with --filter. */
+  fused?: FusedRow[];
   targets?: { target: string; value: number; ok: boolean; where: string }[];
 }
