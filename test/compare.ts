@@ -1,5 +1,12 @@
 import { expect } from "vitest";
-import { channelOf, type RefBatchNorm, type RefGradients } from "./reference.js";
+import {
+  batchStats,
+  channelOf,
+  normalize,
+  type RefBatchNorm,
+  type RefGradients,
+  type Stats,
+} from "./reference.js";
 
 /**
  * Comparisons with the float64 reference: element-wise closeness relative to an error scale
@@ -99,15 +106,9 @@ export interface ErrorScales {
 export function errorScales(
   x: ArrayLike<number>,
   dy: ArrayLike<number>,
-  chan: Int32Array,
-  mean: ArrayLike<number>,
-  variance: ArrayLike<number>,
-  eps: number,
-  weight: ArrayLike<number> | null,
-  bias: ArrayLike<number> | null,
+  norm: Normalization,
   batchStats: boolean,
 ): ErrorScales {
-  const norm = { chan, mean, variance, eps, weight, bias };
   return { y: forwardScales(x, norm), ...gradientScales(x, dy, norm, batchStats) };
 }
 
@@ -119,6 +120,24 @@ export interface Normalization {
   eps: number;
   weight: ArrayLike<number> | null;
   bias: ArrayLike<number> | null;
+}
+
+/**
+ * The float64 reference of a training forward without affine parameters (eps 1e-5): the
+ * batch's statistics, y, and y's error scales.
+ */
+export function trainingReference(
+  x: ArrayLike<number>,
+  chan: Int32Array,
+  C: number,
+): { stats: Stats; y: Float64Array; scale: Float64Array } {
+  const stats = batchStats(x, chan, C);
+  const norm = { chan, ...stats, eps: 1e-5, weight: null, bias: null };
+  return {
+    stats,
+    y: normalize(x, chan, stats.mean, stats.variance, 1e-5, null, null),
+    scale: forwardScales(x, norm),
+  };
 }
 
 /** `errorScales`' y alone (a forward has no dy), per element. */

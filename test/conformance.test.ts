@@ -276,7 +276,12 @@ function runReference(k: Case, combo: Combo, d: Data): { steps: Step[]; scales: 
       numBatchesTracked: ref.numBatchesTracked,
     });
 
-    const e = errorScales(x, dy, chan, mean, variance, ref.eps, ref.weight, ref.bias, batch);
+    const e = errorScales(
+      x,
+      dy,
+      { chan, mean, variance, eps: ref.eps, weight: ref.weight, bias: ref.bias },
+      batch,
+    );
     const rm = ref.runningMean;
     const rv = ref.runningVar;
     const running = rm === null || rv === null ? null : runningScales(rm, rv);

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { beforeAll, describe, expect, it } from "vitest";
 import { replicaRows } from "../examples/fashion-mnist/data-parallel.js";
+import { type Dense, denseBackward, denseForward } from "../examples/fashion-mnist/dense.js";
 import {
   DEBIAN_DATA_DIR,
   encodeIdx,
@@ -17,15 +18,9 @@ import {
   loadFashionMnist,
   parseIdx,
 } from "../examples/fashion-mnist/idx.js";
-import {
-  type Dense,
-  denseBackward,
-  denseForward,
-  gaussianInit,
-  Network,
-  Rng,
-} from "../examples/fashion-mnist/mlp.js";
+import { Network } from "../examples/fashion-mnist/mlp.js";
 import { runExperimentParallel } from "../examples/fashion-mnist/parallel.js";
+import { gaussianInit, Rng } from "../examples/fashion-mnist/random.js";
 import { charts, summary, writeReport } from "../examples/fashion-mnist/report.js";
 import {
   type ExperimentResult,

@@ -77,12 +77,14 @@ describe.each(BACKENDS)("functional ops on the %s back end", (backend) => {
       const scales = errorScales(
         v.x,
         v.dy,
-        v.chan,
-        ref.mean,
-        ref.variance,
-        EPS,
-        v.weight,
-        v.bias,
+        {
+          chan: v.chan,
+          mean: ref.mean,
+          variance: ref.variance,
+          eps: EPS,
+          weight: v.weight,
+          bias: v.bias,
+        },
         true,
       );
       const want = normalize(v.x, v.chan, ref.mean, ref.variance, EPS, v.weight, v.bias);
@@ -118,7 +120,12 @@ describe.each(BACKENDS)("functional ops on the %s back end", (backend) => {
       runningVar: rv,
     };
     const y = batchNorm(v.x, shape, options);
-    const scales = errorScales(v.x, v.dy, v.chan, rm, rv, EPS, v.weight, v.bias, false);
+    const scales = errorScales(
+      v.x,
+      v.dy,
+      { chan: v.chan, mean: rm, variance: rv, eps: EPS, weight: v.weight, bias: v.bias },
+      false,
+    );
     assertClose("y", y, normalize(v.x, v.chan, rm, rv, EPS, v.weight, v.bias), scales.y, TOL);
     expectSameBits("runningMean untouched", rm, v.runningMean);
     expectSameBits("runningVar untouched", rv, v.runningVar);

@@ -135,7 +135,12 @@ function scalesOf(p: Problem) {
   const s = batchStats(p.x, p.chan, p.C);
   const mean = p.batch ? s.mean : p.runningMean;
   const variance = p.batch ? s.variance : p.runningVar;
-  return errorScales(p.x, p.r, p.chan, mean, variance, EPS, p.weight, p.bias, p.batch);
+  return errorScales(
+    p.x,
+    p.r,
+    { chan: p.chan, mean, variance, eps: EPS, weight: p.weight, bias: p.bias },
+    p.batch,
+  );
 }
 
 /** Central differences of L in float64 with respect to x, weight and bias. */

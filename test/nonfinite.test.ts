@@ -26,9 +26,9 @@
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import { BatchNorm } from "../ts/index.node.js";
-import { assertClose, errorScales } from "./compare.js";
+import { assertClose, trainingReference } from "./compare.js";
 import { Rng } from "./random.js";
-import { batchStats, channelOf, normalize, type RefLayout } from "./reference.js";
+import { channelOf, nth, type RefLayout } from "./reference.js";
 import { BACKENDS, initFromDist } from "./setup-backends.js";
 
 /** For the clean channels: the conformance suite's tolerance. */
@@ -54,13 +54,6 @@ const CASES: Case[] = [
 
 const WHERE = ["first", "middle", "last"] as const;
 const BAD = [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY];
-
-/** The index of the `k`-th element (storage order) of channel `c`. */
-function nth(chan: Int32Array, c: number, k: number): number {
-  let seen = 0;
-  for (let i = 0; i < chan.length; i++) if (chan[i] === c && seen++ === k) return i;
-  throw new Error("no such element");
-}
 
 interface Result {
   y: Float32Array;
@@ -139,9 +132,7 @@ for (const c of CASES) {
             expect(cleanNonFinite, "y of the clean channels that is not finite").toBe(0);
 
             // The clean channels: close to the JS back end's and to the float64 reference.
-            const s = batchStats(x, chan, C);
-            const yRef = normalize(x, chan, s.mean, s.variance, 1e-5, null, null);
-            const scale = errorScales(x, yRef, chan, s.mean, s.variance, 1e-5, null, null, true).y;
+            const { stats: s, y: yRef, scale } = trainingReference(x, chan, C);
             const keep = (a: ArrayLike<number>) =>
               Array.from(a).filter((_, i) => chan[i] !== POISONED);
             assertClose("clean y against the reference", keep(got.y), keep(yRef), keep(scale), TOL);

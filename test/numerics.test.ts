@@ -33,9 +33,9 @@
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import { BatchNorm } from "../ts/index.node.js";
-import { assertClose, errorScales } from "./compare.js";
+import { assertClose, forwardScales, trainingReference } from "./compare.js";
 import { Rng } from "./random.js";
-import { batchStats, channelOf, normalize, type RefLayout } from "./reference.js";
+import { batchStats, channelOf, normalize, nth, type RefLayout } from "./reference.js";
 import { BACKENDS, initFromDist } from "./setup-backends.js";
 
 const ULP_10000 = 2 ** -10;
@@ -220,13 +220,6 @@ function smallData(shape: number[], layout: RefLayout, seed: number) {
   return { chan, x };
 }
 
-/** The index of the `k`-th element of channel `c`. */
-function nth(chan: Int32Array, c: number, k: number): number {
-  let seen = 0;
-  for (let i = 0; i < chan.length; i++) if (chan[i] === c && seen++ === k) return i;
-  throw new Error("no such element");
-}
-
 describe.each(BACKENDS)("non-finite input propagates like PyTorch: %s back end", (backend) => {
   for (const { layout, shape } of SMALL) {
     for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
@@ -239,9 +232,7 @@ describe.each(BACKENDS)("non-finite input propagates like PyTorch: %s back end",
         try {
           const y = bn.forward(x, shape);
           // Expected for the clean channels: the reference on the same data.
-          const s = batchStats(x, chan, C);
-          const yRef = normalize(x, chan, s.mean, s.variance, 1e-5, null, null);
-          const scale = errorScales(x, yRef, chan, s.mean, s.variance, 1e-5, null, null, true).y;
+          const { y: yRef, scale } = trainingReference(x, chan, C);
           for (let i = 0; i < y.length; i++) {
             if (chan[i] === poisoned) {
               expect(y[i], `y[${i}] (channel ${poisoned})`).toBeNaN();
@@ -296,17 +287,14 @@ describe.each(BACKENDS)("non-finite input propagates like PyTorch: %s back end",
           const yRef = normalize(x, chan, runningMean, runningVar, 1e-5, weight, bias);
           // Error scales from the finite data (the bad element would make its channel's infinite).
           const finite = x.map((v, i) => (i === at ? 0 : v));
-          const scale = errorScales(
-            finite,
-            yRef,
+          const scale = forwardScales(finite, {
             chan,
-            runningMean,
-            runningVar,
-            1e-5,
+            mean: runningMean,
+            variance: runningVar,
+            eps: 1e-5,
             weight,
             bias,
-            false,
-          ).y;
+          });
           const others = (a: ArrayLike<number>) => Array.from(a).filter((_, i) => i !== at);
           for (const v of others(y)) expect(Number.isFinite(v)).toBe(true);
           assertClose("the other elements of y", others(y), others(yRef), others(scale), TOL);

@@ -31,14 +31,25 @@ export function channelOf(shape: readonly number[], layout: RefLayout): Int32Arr
   const index = new Array<number>(shape.length).fill(0);
   for (let i = 0; i < length; i++) {
     out[i] = index[axis] as number;
-    // Increment the multi-index like an odometer, last axis fastest (row-major).
-    for (let a = shape.length - 1; a >= 0; a--) {
-      index[a] = (index[a] as number) + 1;
-      if ((index[a] as number) < (shape[a] as number)) break;
-      index[a] = 0;
-    }
+    advance(index, shape);
   }
   return out;
+}
+
+/** The index of the `k`-th element (from 0, in storage order) of channel `c`. */
+export function nth(chan: Int32Array, c: number, k: number): number {
+  let seen = 0;
+  for (let i = 0; i < chan.length; i++) if (chan[i] === c && seen++ === k) return i;
+  throw new Error("no such element");
+}
+
+/** Steps a row-major multi-index to the next element like an odometer, last axis fastest. */
+export function advance(index: number[], shape: readonly number[]): void {
+  for (let a = shape.length - 1; a >= 0; a--) {
+    index[a] = (index[a] as number) + 1;
+    if ((index[a] as number) < (shape[a] as number)) return;
+    index[a] = 0;
+  }
 }
 
 /** Per-channel statistics of a batch, in float64. */

@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
+import { denseForward } from "../examples/fashion-mnist/dense.js";
 import {
   DEBIAN_DATA_DIR,
   encodeIdx,
@@ -15,7 +16,8 @@ import {
   type ImageSet,
   loadFashionMnist,
 } from "../examples/fashion-mnist/idx.js";
-import { denseForward, gaussianInit, Network, Rng } from "../examples/fashion-mnist/mlp.js";
+import { Network } from "../examples/fashion-mnist/mlp.js";
+import { gaussianInit, Rng } from "../examples/fashion-mnist/random.js";
 import {
   BatchSampler,
   NETWORKS,

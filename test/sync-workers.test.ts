@@ -153,7 +153,14 @@ function expected(c: SyncCase): Expected {
     out.y.push(Float32Array.from(ref.forward(x, shape)));
     const mean = ref.lastMean as Float64Array;
     const variance = ref.lastVar as Float64Array;
-    out.scales.push(errorScales(x, dy, chan, mean, variance, EPS, p.weight, p.bias, step < STEPS));
+    out.scales.push(
+      errorScales(
+        x,
+        dy,
+        { chan, mean, variance, eps: EPS, weight: p.weight, bias: p.bias },
+        step < STEPS,
+      ),
+    );
     if (step === STEPS) break;
     const g = ref.backward(dy);
     out.dx.push(Float32Array.from(g.dx));

@@ -112,12 +112,14 @@ export function scalesOf(f: RefVariantForward, p: Problem) {
     const s = errorScales(
       part.x,
       dy,
-      part.chan,
-      part.stats.mean,
-      part.stats.variance,
-      EPS,
-      w,
-      b,
+      {
+        chan: part.chan,
+        mean: part.stats.mean,
+        variance: part.stats.variance,
+        eps: EPS,
+        weight: w,
+        bias: b,
+      },
       true,
     );
     y.set(s.y, at);

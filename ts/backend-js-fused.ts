@@ -8,7 +8,7 @@
  */
 import { type Act, activate, derivative, type Fused } from "./activation.js";
 import type { Dims, F32Buffer } from "./backend.js";
-import { scratchFor, v } from "./js-scratch.js";
+import { scratchFor, sumsOut, v } from "./js-scratch.js";
 
 // The fused-activation passes: one loop over memory each, as the plain ones, in storage order
 // with the channel's coefficients per run; `z` in float64. relu, relu6 and leakyRelu are
@@ -111,12 +111,7 @@ export function gradSumsAct(
       acc[C + c] = (acc[C + c] as number) + s1;
     }
   }
-  const sumDy = v(sumDyb);
-  const sumDyXc = v(sumDyXcb);
-  for (let c = 0; c < C; c++) {
-    sumDy[c] = acc[c] as number;
-    sumDyXc[c] = acc[C + c] as number;
-  }
+  sumsOut(acc, C, sumDyb, sumDyXcb);
 }
 
 export function gradInputAct(

@@ -12,7 +12,7 @@
 
 import type { Backend, F32Buffer } from "./backend.js";
 import { gradInputAct, gradSumsAct, scaleShiftAct } from "./backend-js-fused.js";
-import { scratchFor, v } from "./js-scratch.js";
+import { scratchFor, sumsOut, v } from "./js-scratch.js";
 
 class JsBuffer implements F32Buffer {
   #data: Float32Array | undefined;
@@ -279,12 +279,7 @@ export const jsBackend: Backend = {
         }
       }
     }
-    const sumDy = v(sumDyb);
-    const sumDyXc = v(sumDyXcb);
-    for (let c = 0; c < C; c++) {
-      sumDy[c] = acc[c] as number;
-      sumDyXc[c] = acc[C + c] as number;
-    }
+    sumsOut(acc, C, sumDyb, sumDyXcb);
   },
 
   gradInput(xb, dyb, dxb, dims, meanb, kDyb, kXcb, kConstb, _ws, fused) {

@@ -10,17 +10,12 @@ import { type Activation, checkActivation } from "./activation.js";
 import type { BackendKind } from "./backend.js";
 import { coefficientCacheArrays } from "./coefficient-cache.js";
 import * as convert from "./convert.js";
-import { checkChoice, show } from "./errors.js";
+import { show } from "./errors.js";
 import { type FoldableBatchNorm, foldedAffineOf } from "./fold.js";
 import { resolveBackend } from "./init.js";
 import { freeWhenCollected, keepAlive } from "./lifetime.js";
 import { type Gradients, ModulePasses, type Ranks } from "./module-passes.js";
-import {
-  BACKEND_CHOICES,
-  type BatchNormOptions,
-  moduleConfig,
-  type RunningVarEstimator,
-} from "./options.js";
+import { type BatchNormOptions, moduleConfig, type RunningVarEstimator } from "./options.js";
 import { type CalibrationBatch, recalibrate } from "./recalibrate.js";
 import { checkScratchFits } from "./scratch.js";
 import type { Layout } from "./shape.js";
@@ -115,13 +110,7 @@ export class BatchNorm implements FoldableBatchNorm {
    */
   constructor(numFeatures: number, options: BatchNormOptions = {}) {
     const where = "new BatchNorm";
-    if (!Number.isSafeInteger(numFeatures) || numFeatures <= 0) {
-      throw new RangeError(
-        `${where}: numFeatures must be a positive integer, got ${show(numFeatures)}`,
-      );
-    }
-    const config = moduleConfig(options, where);
-    renormNeedsRunningStats(config.renorm, config.trackRunningStats, where, "options.renorm");
+    const config = moduleConfig(numFeatures, options, where);
     const impl = resolveBackend(config.backend);
     // Refused before anything is allocated, in the back end's memory or on the JS side.
     checkScratchFits(impl, numFeatures, where, "numFeatures", coefficientCacheArrays(impl));
@@ -213,22 +202,12 @@ export class BatchNorm implements FoldableBatchNorm {
     if (!this.trackRunningStats) {
       throw new Error(`${where}: the module has no running statistics (trackRunningStats: false)`);
     }
-    const state = this.#state;
-    return recalibrate(
-      {
-        backend: this.#passes.impl,
-        channels: this.numFeatures,
-        layout: this.layout,
-        commit: (mean, variance, count) => {
-          this.#live("recalibrate");
-          (state.runningMean as Float32Array).set(mean);
-          (state.runningVar as Float32Array).set(variance);
-          state.numBatchesTracked = count;
-        },
-      },
-      batches,
-      where,
-    );
+    const commit = (mean: Float64Array, variance: Float64Array, count: number) => {
+      this.#live("recalibrate");
+      this.#state.setRunningStats(mean, variance, count);
+    };
+    const target = { backend: this.#passes.impl, channels: this.numFeatures, layout: this.layout };
+    return recalibrate({ ...target, commit }, batches, where);
   }
 
   /** Sets training mode (`mode = true`) or inference mode. Returns the module. */
@@ -367,7 +346,7 @@ export class BatchNorm implements FoldableBatchNorm {
    * (see `kerasRecipe` in convert.ts). It starts in training mode.
    */
   static fromKeras(weights: convert.KerasWeights, options?: convert.FromKerasOptions): BatchNorm {
-    return BatchNorm.#build(convert.kerasRecipe(weights, options));
+    return convert.build(BatchNorm, convert.kerasRecipe(weights, options));
   }
 
   /** A module from an ONNX `BatchNormalization`'s inputs and attributes; see `fromKeras`. */
@@ -375,13 +354,7 @@ export class BatchNorm implements FoldableBatchNorm {
     initializers: convert.OnnxInitializers,
     options?: convert.FromOnnxOptions,
   ): BatchNorm {
-    return BatchNorm.#build(convert.onnxRecipe(initializers, options));
-  }
-
-  static #build(recipe: convert.ModuleRecipe): BatchNorm {
-    const bn = new BatchNorm(recipe.numFeatures, recipe.options);
-    bn.loadStateDict(recipe.state);
-    return bn;
+    return convert.build(BatchNorm, convert.onnxRecipe(initializers, options));
   }
 
   /** Weights and arguments of the equivalent Keras `BatchNormalization` (`toKeras` in convert.ts). */
@@ -418,17 +391,4 @@ export class BatchNorm implements FoldableBatchNorm {
   #live(method: string): void {
     if (this.#disposed) throw new Error(`BatchNorm.${method}: the module was disposed`);
   }
-}
-
-/**
- * Bytes of linear memory that a wasm back end's instance has now (`memory.buffer.byteLength`;
- * wasm memory grows and never shrinks); 0 for the JS back end, which has none. All modules and
- * tensors of one back end share its instance. For monitoring and leak tests.
- *
- * @throws Error when the back end is not loaded (call `await init()` first).
- */
-export function memoryBytes(backend: "auto" | BackendKind = "auto"): number {
-  return resolveBackend(
-    checkChoice(backend, BACKEND_CHOICES, "memoryBytes", "backend"),
-  ).memoryBytes();
 }

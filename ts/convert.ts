@@ -97,6 +97,16 @@ export interface ModuleRecipe {
   state: StateDictInput;
 }
 
+/** `new Module(numFeatures, options)`, then `loadStateDict(state)`: the recipe built. */
+export function build<T extends { loadStateDict(state: StateDictInput): void }>(
+  Module: new (numFeatures: number, options: InternalOptions) => T,
+  recipe: ModuleRecipe,
+): T {
+  const bn = new Module(recipe.numFeatures, recipe.options);
+  bn.loadStateDict(recipe.state);
+  return bn;
+}
+
 /** What the `to…` functions read of a module. */
 export interface ConvertibleBatchNorm {
   readonly eps: number;

@@ -133,6 +133,13 @@ export interface GradSums {
   readonly n: number;
 }
 
+/** The tensors of a backward: its input, the upstream gradient, and `dx` (may be `dy` or `x`). */
+export interface BackwardBuffers {
+  readonly x: F32Buffer;
+  readonly dy: F32Buffer;
+  readonly dx: F32Buffer;
+}
+
 /**
  * The backward passes: `dBias = Σdy`, `dWeight = Σdy·x̂`, and `dx` into `dx` (which may be `dy`
  * or `x`), either through the batch statistics,
@@ -147,9 +154,7 @@ export interface GradSums {
 export function backwardPasses(
   be: Backend,
   f: ForwardRecord,
-  x: F32Buffer,
-  dy: F32Buffer,
-  dx: F32Buffer,
+  { x, dy, dx }: BackwardBuffers,
   s: ChannelScratch,
   reduce?: ((local: GradSums) => GradSums) | null,
 ): ParamGradients {

@@ -7,11 +7,11 @@
 import type { Backend, Dims, F32Buffer } from "./backend.js";
 import { dimsLength, perChannel } from "./backend.js";
 import type { Affine } from "./core.js";
-import { checkChannelValues, isTyped, typeName } from "./errors.js";
+import { checkChannelValues, checkOptions, isTyped, typeName } from "./errors.js";
 import type { BatchNormBackwardOptions, BatchNormFunctionOptions } from "./functional.js";
 import { resolveBackend } from "./init.js";
 import { BufferSet } from "./lifetime.js";
-import { checkBackend } from "./options.js";
+import { checkBackend, checkLayout } from "./options.js";
 import { allocScratch, type ChannelScratch } from "./scratch.js";
 import { dimsOf, type Layout, sameShape } from "./shape.js";
 import { checkOut, checkTensor, Tensor } from "./tensor.js";
@@ -26,7 +26,7 @@ export interface Input {
 }
 
 /** Checks `x` and its shape, and finds the back end it runs on. */
-export function checkInput(
+function checkInput(
   x: unknown,
   shape: readonly number[] | undefined,
   layout: Layout,
@@ -62,6 +62,18 @@ export function checkInput(
   }
   const backend = resolveBackend(kind);
   return { backend, dims, shape, values: backend.pin(x) };
+}
+
+/** What every functional op checks first: its options (an object), their layout, and `x`. */
+export function checkCall<O extends { layout?: Layout; backend?: unknown }>(
+  x: unknown,
+  shape: readonly number[] | undefined,
+  options: O | undefined,
+  where: string,
+): { o: O; input: Input } {
+  const o = checkOptions(options, where) as O;
+  const layout = checkLayout(o.layout ?? "NCHW", where);
+  return { o, input: checkInput(x, shape, layout, o.backend, where, "x") };
 }
 
 /** PyTorch's rule: batch statistics of one value per channel are meaningless. */

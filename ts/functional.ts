@@ -10,11 +10,11 @@ import { type Activation, checkActivation } from "./activation.js";
 import type { BackendKind, F32Buffer } from "./backend.js";
 import { dimsLength, perChannel } from "./backend.js";
 import { applyForward, batchMoments, forwardCoefficients, type ParamGradients } from "./core.js";
-import { checkChannelValues, checkOptions, isTyped, typeName } from "./errors.js";
+import { checkChannelValues, isTyped, typeName } from "./errors.js";
 import {
   checkAffine,
   checkBatch,
-  checkInput,
+  checkCall,
   checkOutput,
   checkRunning,
   checkStatistics,
@@ -26,7 +26,6 @@ import {
   checkBoolean,
   checkEps,
   checkEstimator,
-  checkLayout,
   checkMomentum,
   type RunningVarEstimator,
 } from "./options.js";
@@ -165,9 +164,7 @@ export function batchNorm(
   options?: BatchNormFunctionOptions,
 ): Float32Array | Tensor {
   const where = "batchNorm";
-  const o = checkOptions(options, where) as BatchNormFunctionOptions;
-  const layout = checkLayout(o.layout ?? "NCHW", where);
-  const input = checkInput(x, shape, layout, o.backend, where, "x");
+  const { o, input } = checkCall(x, shape, options, where);
   const C = input.dims.channels;
   const training = checkBoolean(o.training ?? false, where, "options.training");
   const momentum = checkMomentum(o.momentum ?? 0.1, where, false) as number;
@@ -221,9 +218,7 @@ export function moments(
   options?: MomentsOptions,
 ): Moments {
   const where = "moments";
-  const o = checkOptions(options, where) as MomentsOptions;
-  const layout = checkLayout(o.layout ?? "NCHW", where);
-  const input = checkInput(x, shape, layout, o.backend, where, "x");
+  const { input } = checkCall(x, shape, options, where);
   return withScratch(input.backend, input.dims.channels, where, (s, buffers) => {
     const xb = x instanceof Tensor ? x.buffer : copyIn(buffers, input);
     batchMoments(input.backend, xb, input.dims, s);
@@ -263,9 +258,7 @@ export function batchNormBackward(
   options?: BatchNormBackwardOptions,
 ): FunctionGradients<Float32Array | Tensor> {
   const where = "batchNormBackward";
-  const o = checkOptions(options, where) as BatchNormBackwardOptions;
-  const layout = checkLayout(o.layout ?? "NCHW", where);
-  const input = checkInput(x, shape, layout, o.backend, where, "x");
+  const { o, input } = checkCall(x, shape, options, where);
   const C = input.dims.channels;
   const training = checkBoolean(o.training ?? false, where, "options.training");
   const eps = checkEps(o.eps ?? 1e-5, where);
@@ -338,7 +331,7 @@ export function batchNormBackward(
       parts = [{ offset: 0, length: dimsLength(input.dims), record }];
     }
     const passes = (dyb: F32Buffer, dxb: F32Buffer): ParamGradients =>
-      partsBackward(input.backend, parts, weight, xb, dyb, dxb, s);
+      partsBackward(input.backend, parts, weight, { x: xb, dy: dyb, dx: dxb }, s);
     if (dy instanceof Tensor) {
       const dx = out ?? Tensor.alloc(input.backend, dy.shape, where);
       try {

@@ -8,7 +8,7 @@
 export type { Activation } from "./activation.js";
 export { BatchNorm1d, BatchNorm2d, BatchNorm3d } from "./aliases.js";
 export type { BackendKind } from "./backend.js";
-export { BatchNorm, type Gradients, memoryBytes } from "./batch-norm.js";
+export { BatchNorm, type Gradients } from "./batch-norm.js";
 export type {
   ChannelValues,
   FromKerasOptions,
@@ -40,7 +40,7 @@ export {
   type MomentsOptions,
   moments,
 } from "./functional.js";
-export type { InitOptions, InitResult, WasmSource } from "./init.js";
+export { type InitOptions, type InitResult, memoryBytes, type WasmSource } from "./init.js";
 export type { BatchNormOptions, RunningVarEstimator } from "./options.js";
 export type { CalibrationBatch } from "./recalibrate.js";
 export type { Layout } from "./shape.js";

@@ -6,7 +6,8 @@
  */
 import type { Backend, BackendKind } from "./backend.js";
 import { jsBackend } from "./backend-js.js";
-import { checkOptions } from "./errors.js";
+import { checkChoice, checkOptions } from "./errors.js";
+import { BACKEND_CHOICES } from "./options.js";
 import { resolveThreads, startThreadsFor } from "./threads/init-threads.js";
 import type { ThreadPlatform } from "./threads/pool.js";
 import { WasmBackend } from "./wasm/backend-wasm.js";
@@ -207,4 +208,17 @@ export function resolveBackend(requested: "auto" | BackendKind): Backend {
     );
   }
   return backend;
+}
+
+/**
+ * Bytes of linear memory that a wasm back end's instance has now (`memory.buffer.byteLength`;
+ * wasm memory grows and never shrinks); 0 for the JS back end, which has none. All modules and
+ * tensors of one back end share its instance. For monitoring and leak tests.
+ *
+ * @throws Error when the back end is not loaded (call `await init()` first).
+ */
+export function memoryBytes(backend: "auto" | BackendKind = "auto"): number {
+  return resolveBackend(
+    checkChoice(backend, BACKEND_CHOICES, "memoryBytes", "backend"),
+  ).memoryBytes();
 }

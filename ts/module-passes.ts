@@ -295,7 +295,14 @@ export class ModulePasses {
     const { sync } = saved;
     const reduce = sync && ((l: GradSums) => syncGradSums(sync, l, "BatchNorm.backward"));
     const weight = this.#forwardWeight;
-    const grads = partsBackward(this.impl, saved.parts, weight, x, dy, dx, this.#scratch, reduce);
+    const grads = partsBackward(
+      this.impl,
+      saved.parts,
+      weight,
+      { x, dy, dx },
+      this.#scratch,
+      reduce,
+    );
     this.#saved = undefined;
     const { state } = this.#settings;
     return {

@@ -9,7 +9,12 @@ import type { BackendKind } from "./backend.js";
 import { checkChoice, show } from "./errors.js";
 import { LAYOUTS, type Layout } from "./shape.js";
 import { type BatchNormSync, checkSync } from "./sync.js";
-import { checkRenorm, checkVirtualBatchSize, type RenormLimits } from "./variants.js";
+import {
+  checkRenorm,
+  checkVirtualBatchSize,
+  type RenormLimits,
+  renormNeedsRunningStats,
+} from "./variants.js";
 
 /** Options of {@link BatchNorm}; every default is PyTorch's. */
 export interface BatchNormOptions {
@@ -135,8 +140,17 @@ export const checkLayout = (layout: unknown, where: string): Layout =>
 export const checkBackend = (backend: unknown, where: string): "auto" | BackendKind =>
   checkChoice(backend, BACKEND_CHOICES, where, "options.backend");
 
-/** The module's options, defaults filled in; throws naming the bad option. */
-export function moduleConfig(options: InternalOptions, where: string): ModuleConfig {
+/** The module's options, defaults filled in; throws naming the bad argument or option. */
+export function moduleConfig(
+  numFeatures: number,
+  options: InternalOptions,
+  where: string,
+): ModuleConfig {
+  if (!Number.isSafeInteger(numFeatures) || numFeatures <= 0) {
+    throw new RangeError(
+      `${where}: numFeatures must be a positive integer, got ${show(numFeatures)}`,
+    );
+  }
   if (typeof options !== "object" || options === null || Array.isArray(options)) {
     throw new TypeError(`${where}: options must be an object, got ${show(options)}`);
   }
@@ -154,7 +168,7 @@ export function moduleConfig(options: InternalOptions, where: string): ModuleCon
   const act = checkActivation(options.activation, options.negativeSlope, where);
   const checkedAffine = checkBoolean(affine, where, "options.affine");
   const parameters = options[PARAMETERS] ?? { weight: checkedAffine, bias: checkedAffine };
-  return {
+  const config: ModuleConfig = {
     eps: checkEps(eps, where),
     momentum: checkMomentum(momentum, where, true),
     // PyTorch's flag: both parameters. A module with only one is not `affine` in its sense.
@@ -175,6 +189,8 @@ export function moduleConfig(options: InternalOptions, where: string): ModuleCon
     hasBias: parameters.bias,
     sync: checkSync(options.sync, where),
   };
+  renormNeedsRunningStats(config.renorm, config.trackRunningStats, where, "options.renorm");
+  return config;
 }
 
 /**

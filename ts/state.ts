@@ -55,6 +55,13 @@ export class ModuleState {
     this.numBatchesTracked = 0;
   }
 
+  /** Sets the running statistics (which the module tracks) and the batch count. */
+  setRunningStats(mean: ArrayLike<number>, variance: ArrayLike<number>, batches: number): void {
+    (this.runningMean as Float32Array).set(mean);
+    (this.runningVar as Float32Array).set(variance);
+    this.numBatchesTracked = batches;
+  }
+
   /** PyTorch's `reset_parameters()`: the running statistics, and weight 1, bias 0. */
   resetParameters(): void {
     this.resetRunningStats();

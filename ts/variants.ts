@@ -11,6 +11,7 @@ import { type Backend, type Dims, type F32Buffer, perChannel } from "./backend.j
 import {
   type Affine,
   applyForward,
+  type BackwardBuffers,
   backwardPasses,
   batchMoments,
   type Correction,
@@ -303,14 +304,12 @@ export function partsBackward(
   be: Backend,
   parts: readonly Part[],
   weight: ArrayLike<number> | null,
-  x: F32Buffer,
-  dy: F32Buffer,
-  dx: F32Buffer,
+  io: BackwardBuffers,
   s: ChannelScratch,
   reduce?: ((local: GradSums) => GradSums) | null,
 ): ParamGradients {
   if (parts.length === 1) {
-    return backwardPasses(be, { ...(parts[0] as Part).record, weight }, x, dy, dx, s, reduce);
+    return backwardPasses(be, { ...(parts[0] as Part).record, weight }, io, s, reduce);
   }
   // Each ghost batch's float32 sums added in float64 and rounded once at the end.
   const dWeight = new Float64Array(s.sumDy.length);
@@ -321,7 +320,12 @@ export function partsBackward(
       s.scale.view().set(coefficients.scale);
       s.shift.view().set(coefficients.shift);
     }
-    const g = backwardPasses(be, { ...record, weight }, sub(x), sub(dy), sub(dx), s);
+    const g = backwardPasses(
+      be,
+      { ...record, weight },
+      { x: sub(io.x), dy: sub(io.dy), dx: sub(io.dx) },
+      s,
+    );
     for (let c = 0; c < dWeight.length; c++) {
       dWeight[c] = (dWeight[c] as number) + (g.dWeight[c] as number);
       dBias[c] = (dBias[c] as number) + (g.dBias[c] as number);

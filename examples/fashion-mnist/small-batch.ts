@@ -18,8 +18,10 @@
  * @module
  */
 import type { BatchNormOptions, RenormLimits } from "../../ts/index.node.js";
+import { denseForward } from "./dense.js";
 import type { ImageSet } from "./idx.js";
-import { denseForward, gaussianInit, Network, Rng, sigmoid } from "./mlp.js";
+import { Network, sigmoid } from "./mlp.js";
+import { gaussianInit, Rng } from "./random.js";
 import { evaluate, gatherBatch, type Settings } from "./train.js";
 
 /** How a network's mini-batches are drawn. */

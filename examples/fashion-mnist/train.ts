@@ -10,7 +10,8 @@
 import type { BatchNormSync } from "../../ts/index.node.js";
 import { dataParallel, replicaRows } from "./data-parallel.js";
 import type { ImageSet } from "./idx.js";
-import { type DataParallel, gaussianInit, Network, Rng, softmaxCrossEntropy } from "./mlp.js";
+import { type DataParallel, Network, softmaxCrossEntropy } from "./mlp.js";
+import { gaussianInit, Rng } from "./random.js";
 
 /** Settings of {@link runExperiment}; every one but the data has a default. */
 export interface ExperimentOptions {

@@ -51,7 +51,12 @@ export function reference(input: ReferenceInput): Reference {
   if (biasedRunningVar) {
     for (let c = 0; c < C; c++) rv[c] = 1 - momentum + momentum * (variance[c] as number);
   }
-  const train = errorScales(x, dy, chan, mean, variance, eps, ref.weight, ref.bias, true);
+  const train = errorScales(
+    x,
+    dy,
+    { chan, mean, variance, eps, weight: ref.weight, bias: ref.bias },
+    true,
+  );
   const running = runningScales(rm, rv);
   const values: Values = {
     y: [...y],
@@ -66,7 +71,12 @@ export function reference(input: ReferenceInput): Reference {
   ref.eval();
   values.yEval = [...ref.forward(x2, shape)];
   values.dxEval = [...ref.backward(dy).dx];
-  const infer = errorScales(x2, dy, chan, rm, rv, eps, ref.weight, ref.bias, false);
+  const infer = errorScales(
+    x2,
+    dy,
+    { chan, mean: rm, variance: rv, eps, weight: ref.weight, bias: ref.bias },
+    false,
+  );
   const rule: Values = {
     y: [...train.y],
     dx: [...train.dx],

@@ -126,7 +126,12 @@ describe("synchronized batch norm in Web Workers (headless Chromium)", () => {
     const mean = ref.lastMean as Float64Array;
     const variance = ref.lastVar as Float64Array;
     const g = ref.backward(dy);
-    const scales = errorScales(x, dy, chan, mean, variance, 1e-5, null, null, true);
+    const scales = errorScales(
+      x,
+      dy,
+      { chan, mean, variance, eps: 1e-5, weight: null, bias: null },
+      true,
+    );
     const part = (a: ArrayLike<number>, r: number) =>
       rowsOf(CASE, Float32Array.from(a), rowsBefore(CASE, r), CASE.rows[r] as number);
     const rm = ref.runningMean as Float64Array;

@@ -3,6 +3,7 @@
  * definitions (explicit loops, no im2col), plus the weight-layout permutations between PyTorch's
  * `[O, I, kH, kW]` and the other layouts the folds accept.
  */
+import { advance } from "../reference.js";
 
 /** y[n, o] = Σᵢ x[n, i]·W[o, i] + b[o], with W `[out, in]`. */
 export function linear64(
@@ -95,11 +96,7 @@ export function permute(
     for (let k = 0; k < perm.length; k++)
       src += (idx[k] as number) * (strides[perm[k] as number] as number);
     out[j] = a[src] as number;
-    for (let k = outShape.length - 1; k >= 0; k--) {
-      idx[k] = (idx[k] as number) + 1;
-      if ((idx[k] as number) < (outShape[k] as number)) break;
-      idx[k] = 0;
-    }
+    advance(idx, outShape);
   }
   return out;
 }

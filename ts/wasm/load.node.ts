@@ -9,14 +9,10 @@ import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { Platform } from "../init.js";
 import { nodeThreads } from "../threads/platform.node.js";
+import { defaultUrl } from "./default-url.js";
 
 export const nodePlatform: Platform = {
-  defaultUrl: (kind) =>
-    kind === "simd"
-      ? new URL("./batchnorm-simd.wasm", import.meta.url)
-      : kind === "scalar"
-        ? new URL("./batchnorm-scalar.wasm", import.meta.url)
-        : new URL("./batchnorm-simd-shared.wasm", import.meta.url),
+  defaultUrl,
   // A scheme of two letters or more is a URL; anything else (C:\ too) is a file path.
   toUrl: (source) =>
     /^[a-z][a-z0-9+.-]+:/i.test(source) ? new URL(source) : pathToFileURL(resolve(source)),
