@@ -2,7 +2,7 @@
 //!
 //! The crate is built twice: with `-C target-feature=+simd128` (four-lane `v128` kernels) and
 //! without (the scalar build, for runtimes with no SIMD). Both builds run the one algorithm in
-//! `kernels.rs`; they differ only in the vector type behind it.
+//! `kernels` (`kernels.rs` and `kernels/`); they differ only in the vector type behind it.
 //!
 //! The exports take pointers into this instance's linear memory and plain sizes. A tensor is
 //! `[outer, channels, inner]` (see `kernels::Dims`): channels-first input is

@@ -1,5 +1,5 @@
-//! The scalar build: one float per "register". With this, `kernels.rs` reads as the plain
-//! reference loops that the SIMD build must match.
+//! The scalar build: one float per "register". With this, the kernels (`kernels/`) read as the
+//! plain reference loops that the SIMD build must match.
 
 use crate::vector::Vector;
 

@@ -1,4 +1,4 @@
-//! The few vector operations the kernels need. The algorithm in `kernels.rs` is written once
+//! The few vector operations the kernels need. The algorithm in `kernels` is written once
 //! against this trait; `scalar.rs` and `simd128.rs` are thin implementations of it.
 
 /// A register of `LANES` single-precision floats.

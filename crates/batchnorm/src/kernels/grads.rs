@@ -1,0 +1,90 @@
+//! The backward's per-channel sums, `Σdy` and `Σdy·(x − mean)` (or those of `g = dy·act′(z)`),
+//! over runs or rows, added up per block in float64.
+
+use super::ops::{GradSums, Reduce};
+use super::reduce::{reduce_rows_with, reduce_run_with};
+use super::rows::{
+    for_row_blocks, row_block_rows, Rows, CACHED_FLOATS, MAX_GROUPED_WIDTH, SHORT_RUN,
+};
+use super::{split_rows, Dims, Workspace, BLOCK};
+use crate::scalar::F32x1;
+use crate::vector::Vector;
+
+/// Per-channel `Σdy` and `Σdy·(x − mean)`, accumulated in float64 across blocks.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn reduce_grads<V: Vector>(
+    x: &[f32],
+    dy: &[f32],
+    dims: Dims,
+    mean: &[f32],
+    ws: &mut Workspace,
+    sum_dy: &mut [f32],
+    sum_dy_xc: &mut [f32],
+) {
+    reduce_grads_with::<V, GradSums, 1>(GradSums, x, dy, dims, [mean], ws, sum_dy, sum_dy_xc);
+}
+
+/// [`reduce_grads`] with the reduction `r` and its per-channel parameters `params` (the first
+/// is the mean): [`GradSums`], or [`GradSumsAct`](super::GradSumsAct) with `[mean, scale, shift]`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn reduce_grads_with<V: Vector, R: Reduce<P>, const P: usize>(
+    r: R,
+    x: &[f32],
+    dy: &[f32],
+    dims: Dims,
+    params: [&[f32]; P],
+    ws: &mut Workspace,
+    sum_dy: &mut [f32],
+    sum_dy_xc: &mut [f32],
+) {
+    let channels = dims.channels;
+    // Reuse the float64 accumulators: `mean` holds Σdy and `m2` holds Σdy·(x − mean).
+    let sums = &mut ws.moments[..channels];
+    // A channel's first block overwrites its sums (clearing them would call a slow memset).
+    let mut add = |c: usize, s: [f32; 2], first: bool| {
+        let (a, b) = (s[0] as f64, s[1] as f64);
+        let m = &mut sums[c];
+        (m.mean, m.m2) = if first { (a, b) } else { (m.mean + a, m.m2 + b) };
+    };
+    if dims.inner <= SHORT_RUN {
+        let capacity = Workspace::capacity_of(ws.rows);
+        let rows = Rows::new::<V>(channels, dims.inner, capacity);
+        // Rows [params… | acc0 | acc1]: with one parameter, the layout of the other passes.
+        let mut scratch = split_rows::<5>(ws.rows, rows.width()).into_iter();
+        let mut next = || scratch.next().unwrap_or_default();
+        let reps: [&[f32]; P] = core::array::from_fn(|k| rows.expand::<V>(params[k], next()));
+        let (acc0, acc1) = (next(), next());
+        let group = x.len() <= CACHED_FLOATS || rows.width() <= MAX_GROUPED_WIDTH;
+        let mut at = 0;
+        for_row_blocks!(x, rows, |block, rows_r, vector| {
+            let first = at == 0;
+            let dy_block = &dy[at..][..block.len()];
+            at += block.len();
+            let (a0, a1) = (&mut *acc0, &mut *acc1);
+            if vector {
+                reduce_rows_with::<V, R, P>(r, block, dy_block, rows_r, reps, a0, a1, group);
+            } else {
+                reduce_rows_with::<F32x1, R, P>(r, block, dy_block, rows_r, reps, a0, a1, group);
+            }
+            for c in 0..channels {
+                add(c, [acc0[c], acc1[c]], first);
+            }
+        });
+    } else {
+        let plane = channels * dims.inner;
+        for (o, (xp, dyp)) in x.chunks_exact(plane).zip(dy.chunks_exact(plane)).enumerate() {
+            let runs = xp.chunks_exact(dims.inner).zip(dyp.chunks_exact(dims.inner));
+            for (c, (xr, dyr)) in runs.enumerate() {
+                for (k, (xb, dyb)) in xr.chunks(BLOCK).zip(dyr.chunks(BLOCK)).enumerate() {
+                    let p = core::array::from_fn(|k| params[k][c]);
+                    let sums = reduce_run_with::<V, R, P>(r, xb, dyb, p);
+                    add(c, sums, o == 0 && k == 0);
+                }
+            }
+        }
+    }
+    for ((s, a), b) in sums.iter().zip(sum_dy.iter_mut()).zip(sum_dy_xc.iter_mut()) {
+        *a = s.mean as f32;
+        *b = s.m2 as f32;
+    }
+}

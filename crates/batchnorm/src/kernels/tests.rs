@@ -1,0 +1,258 @@
+//! The kernels against plain float64 loops, on the host, for every path: runs of 1 to 40
+//! floats, channel counts that do and do not divide the vector width, row counts that leave
+//! rows after the last whole super-row, and tensors past the cache and block sizes. Besides
+//! the one-lane build, a four-lane vector emulated in scalar code exercises the super-rows
+//! and vector tails of the SIMD build.
+
+extern crate std;
+use super::*;
+use crate::activation::Activation;
+use crate::scalar::F32x1;
+use crate::vector::Vector;
+use std::vec;
+use std::vec::Vec;
+
+#[derive(Clone, Copy)]
+struct Emu4([f32; 4]);
+
+impl Vector for Emu4 {
+    const LANES: usize = 4;
+    unsafe fn load(p: *const f32) -> Self {
+        Emu4(core::array::from_fn(|k| *p.add(k)))
+    }
+    unsafe fn store(self, p: *mut f32) {
+        for (k, v) in self.0.iter().enumerate() {
+            *p.add(k) = *v;
+        }
+    }
+    fn splat(value: f32) -> Self {
+        Emu4([value; 4])
+    }
+    fn add(self, o: Self) -> Self {
+        Emu4(core::array::from_fn(|k| self.0[k] + o.0[k]))
+    }
+    fn sub(self, o: Self) -> Self {
+        Emu4(core::array::from_fn(|k| self.0[k] - o.0[k]))
+    }
+    fn mul(self, o: Self) -> Self {
+        Emu4(core::array::from_fn(|k| self.0[k] * o.0[k]))
+    }
+    fn div(self, o: Self) -> Self {
+        Emu4(core::array::from_fn(|k| self.0[k] / o.0[k]))
+    }
+    fn pmax(self, o: Self) -> Self {
+        Emu4(core::array::from_fn(|k| if self.0[k] < o.0[k] { o.0[k] } else { self.0[k] }))
+    }
+    fn pmin(self, o: Self) -> Self {
+        Emu4(core::array::from_fn(|k| if o.0[k] < self.0[k] { o.0[k] } else { self.0[k] }))
+    }
+    fn lt_select(self, o: Self, then: Self, otherwise: Self) -> Self {
+        Emu4(core::array::from_fn(|k| if self.0[k] < o.0[k] { then.0[k] } else { otherwise.0[k] }))
+    }
+    fn lt_keep(self, o: Self, value: Self) -> Self {
+        Emu4(core::array::from_fn(|k| if self.0[k] < o.0[k] { value.0[k] } else { 0.0 }))
+    }
+    fn pow2_rounded(self) -> Self {
+        Emu4(self.0.map(|v| f32::from_bits((v.to_bits() << 23).wrapping_add(0x3f80_0000))))
+    }
+    fn sum_lanes(self) -> f32 {
+        (self.0[0] + self.0[1]) + (self.0[2] + self.0[3])
+    }
+}
+
+fn data(n: usize, seed: u32, offset: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            offset + (s as f32 / u32::MAX as f32 - 0.5) * 4.0
+        })
+        .collect()
+}
+
+fn channel(dims: Dims, i: usize) -> usize {
+    i / dims.inner % dims.channels
+}
+
+fn check<V: Vector>(dims: Dims) {
+    let n = dims.len();
+    let c_n = dims.channels;
+    let x = data(n, 1 + n as u32, 3.0);
+    let dy = data(n, 7 + c_n as u32, 0.0);
+    // float64 references
+    let count = (dims.outer * dims.inner) as f64;
+    let mut mean = vec![0f64; c_n];
+    for (i, &v) in x.iter().enumerate() {
+        mean[channel(dims, i)] += v as f64 / count;
+    }
+    let mut var = vec![0f64; c_n];
+    let (mut g0, mut g1) = (vec![0f64; c_n], vec![0f64; c_n]);
+    for (i, (&v, &d)) in x.iter().zip(&dy).enumerate() {
+        let c = channel(dims, i);
+        var[c] += (v as f64 - mean[c]).powi(2) / count;
+        g0[c] += d as f64;
+        g1[c] += d as f64 * (v as f64 - mean[c]);
+    }
+    let mut moments_buf = vec![Moments::default(); c_n];
+    let mut rows = vec![f32::NAN; Workspace::row_floats(c_n).unwrap()];
+    let mut ws = Workspace { moments: &mut moments_buf, rows: &mut rows };
+    let (mut m, mut v) = (vec![0f32; c_n], vec![0f32; c_n]);
+    moments::<V>(&x, dims, &mut ws, &mut m, &mut v);
+    for c in 0..c_n {
+        assert!((m[c] as f64 - mean[c]).abs() < 1e-5, "mean {c} {dims:?}");
+        let tol = 1e-5 * var[c] + 1e-9;
+        assert!((v[c] as f64 - var[c]).abs() <= tol, "var {c} {dims:?}");
+    }
+    let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+    let (mut s0, mut s1) = (vec![0f32; c_n], vec![0f32; c_n]);
+    reduce_grads::<V>(&x, &dy, dims, &mean32, &mut ws, &mut s0, &mut s1);
+    let scale = (n as f64).sqrt() * 1e-5 * 4.0;
+    for c in 0..c_n {
+        assert!((s0[c] as f64 - g0[c]).abs() < scale, "Σdy {c} {dims:?}");
+        assert!((s1[c] as f64 - g1[c]).abs() < scale * 4.0, "Σdy·xc {c} {dims:?}");
+    }
+    let p: [Vec<f32>; 4] = core::array::from_fn(|k| data(c_n, 40 + k as u32, 0.5));
+    let params = [&p[0][..], &p[1][..], &p[2][..], &p[3][..]];
+    let mut y = vec![0f32; n];
+    let mut in_place = x.clone();
+    // SAFETY: every buffer holds n floats; the second call maps in place.
+    unsafe {
+        map::<V, _, 4>(ScaleShift, x.as_ptr(), x.as_ptr(), y.as_mut_ptr(), dims, params, &mut ws);
+        let ptr = in_place.as_mut_ptr();
+        map::<V, _, 4>(ScaleShift, ptr, ptr, ptr, dims, params, &mut ws);
+    }
+    for i in 0..n {
+        let c = channel(dims, i);
+        let want = (x[i] - p[0][c]) * p[1][c] + p[2][c];
+        assert_eq!(y[i], want, "y[{i}] {dims:?}");
+        assert_eq!(in_place[i], want, "in-place y[{i}] {dims:?}");
+    }
+    // SAFETY: as above.
+    unsafe {
+        map::<V, _, 4>(GradInput, x.as_ptr(), dy.as_ptr(), y.as_mut_ptr(), dims, params, &mut ws);
+    }
+    for i in 0..n {
+        let c = channel(dims, i);
+        let want = dy[i] * p[1][c] + (x[i] - p[0][c]) * p[2][c] + p[3][c];
+        assert_eq!(y[i], want, "dx[{i}] {dims:?}");
+    }
+    check_activations::<V>(dims, &x, &dy, &mut ws);
+}
+
+/// One lane of `act` (the scalar build's arithmetic, which every lane of every build does).
+fn lane<A: Activation>(act: A, z: f32, dy: f32) -> (f32, f32) {
+    let z1 = F32x1::splat(z);
+    let (mut y, mut g) = (0f32, 0f32);
+    // SAFETY: y and g are one float each.
+    unsafe {
+        act.apply(z1).store(&mut y);
+        act.grad(z1, F32x1::splat(dy)).store(&mut g);
+    }
+    (y, g)
+}
+
+/// The fused-activation passes on every path: the maps bit for bit against one lane
+/// elementwise (the same operations in the same order), the sums against float64.
+fn check_activations<V: Vector>(dims: Dims, x: &[f32], dy: &[f32], ws: &mut Workspace) {
+    use crate::activation::{LeakyRelu, Relu6, Silu};
+    fn one<V: Vector, A: Activation>(
+        act: A,
+        dims: Dims,
+        x: &[f32],
+        dy: &[f32],
+        ws: &mut Workspace,
+    ) {
+        let (n, c_n) = (dims.len(), dims.channels);
+        let p: [Vec<f32>; 6] = core::array::from_fn(|k| data(c_n, 60 + k as u32, 0.5));
+        let [mean, k_dy, k_xc, k_const, scale, shift] = &p;
+        let mut y = vec![0f32; n];
+        let fwd = [&mean[..], &scale[..], &shift[..], &shift[..]];
+        let bwd = [&mean[..], &k_dy[..], &k_xc[..], &k_const[..], &scale[..], &shift[..]];
+        // SAFETY: every buffer holds n floats.
+        unsafe {
+            map::<V, _, 4>(
+                ScaleShiftAct(act),
+                x.as_ptr(),
+                x.as_ptr(),
+                y.as_mut_ptr(),
+                dims,
+                fwd,
+                ws,
+            );
+        }
+        for i in 0..n {
+            let c = channel(dims, i);
+            let z = (x[i] - mean[c]) * scale[c] + shift[c];
+            assert_eq!(y[i], lane(act, z, 0.0).0, "act y[{i}] {dims:?}");
+        }
+        // SAFETY: as above.
+        unsafe {
+            map::<V, _, 6>(
+                GradInputAct(act),
+                x.as_ptr(),
+                dy.as_ptr(),
+                y.as_mut_ptr(),
+                dims,
+                bwd,
+                ws,
+            );
+        }
+        let (mut g0, mut g1, mut gabs) = (vec![0f64; c_n], vec![0f64; c_n], vec![0f64; c_n]);
+        for i in 0..n {
+            let c = channel(dims, i);
+            let xc = x[i] - mean[c];
+            let g = lane(act, xc * scale[c] + shift[c], dy[i]).1;
+            let want = g * k_dy[c] + xc * k_xc[c] + k_const[c];
+            assert_eq!(y[i], want, "act dx[{i}] {dims:?}");
+            g0[c] += g as f64;
+            g1[c] += g as f64 * xc as f64;
+            gabs[c] += (g as f64).abs() * (1.0 + xc.abs() as f64);
+        }
+        let (mut s0, mut s1) = (vec![0f32; c_n], vec![0f32; c_n]);
+        let params = [&mean[..], &scale[..], &shift[..]];
+        reduce_grads_with::<V, _, 3>(GradSumsAct(act), x, dy, dims, params, ws, &mut s0, &mut s1);
+        for c in 0..c_n {
+            // Float32 sums of the same terms: a few roundings of the sum of their sizes.
+            let tol = 1e-6 * gabs[c] + 1e-12;
+            assert!((s0[c] as f64 - g0[c]).abs() <= tol, "act Σg {c} {dims:?}");
+            assert!((s1[c] as f64 - g1[c]).abs() <= tol, "act Σg·xc {c} {dims:?}");
+        }
+    }
+    one::<V, _>(Relu6, dims, x, dy, ws);
+    one::<V, _>(LeakyRelu(0.1), dims, x, dy, ws);
+    one::<V, _>(Silu, dims, x, dy, ws);
+}
+
+fn shapes() -> Vec<Dims> {
+    let mut out = Vec::new();
+    for inner in [1, 2, 3, 4, 5, 7, 8, 10, 15, 16, 17, 33] {
+        for channels in [1, 2, 3, 5, 8, 64] {
+            for outer in [1, 2, 3, 5, 9, 70] {
+                out.push(Dims { outer, channels, inner });
+            }
+        }
+    }
+    // Past the cache, several statistics blocks, runs longer than BLOCK.
+    out.push(Dims { outer: 5000, channels: 3, inner: 1 });
+    out.push(Dims { outer: 300, channels: 1000, inner: 1 });
+    out.push(Dims { outer: 3000, channels: 7, inner: 3 });
+    out.push(Dims { outer: 70, channels: 30, inner: 150 });
+    out.push(Dims { outer: 3, channels: 2, inner: 9000 });
+    out
+}
+
+#[test]
+fn one_lane() {
+    for dims in shapes() {
+        check::<F32x1>(dims);
+    }
+}
+
+#[test]
+fn four_lanes() {
+    for dims in shapes() {
+        check::<Emu4>(dims);
+    }
+}
