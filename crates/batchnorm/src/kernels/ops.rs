@@ -53,7 +53,7 @@ impl<A: Activation> Reduce<3> for GradSumsAct<A> {
     #[inline(always)]
     fn step<W: Vector>(self, x: W, dy: W, p: [W; 3], acc: &mut [W; 2]) {
         let xc = x.sub(p[0]);
-        let g = self.0.grad(xc.mul(p[1]).add(p[2]), dy);
+        let g = self.0.grad_at(xc.mul(p[1]), p[2], dy);
         acc[0] = acc[0].add(g);
         acc[1] = acc[1].add(g.mul(xc));
     }
@@ -121,7 +121,7 @@ impl<A: Activation> Map<6> for GradInputAct<A> {
     #[inline(always)]
     fn apply<W: Vector>(self, x: W, dy: W, p: [W; 6]) -> W {
         let xc = x.sub(p[0]);
-        let g = self.0.grad(xc.mul(p[4]).add(p[5]), dy);
+        let g = self.0.grad_at(xc.mul(p[4]), p[5], dy);
         g.mul(p[1]).add(xc.mul(p[2])).add(p[3])
     }
 }

@@ -40,9 +40,6 @@ impl Vector for Emu4 {
     fn div(self, o: Self) -> Self {
         Emu4(core::array::from_fn(|k| self.0[k] / o.0[k]))
     }
-    fn pmax(self, o: Self) -> Self {
-        Emu4(core::array::from_fn(|k| if self.0[k] < o.0[k] { o.0[k] } else { self.0[k] }))
-    }
     fn pmin(self, o: Self) -> Self {
         Emu4(core::array::from_fn(|k| if o.0[k] < self.0[k] { o.0[k] } else { self.0[k] }))
     }
@@ -51,6 +48,9 @@ impl Vector for Emu4 {
     }
     fn lt_keep(self, o: Self, value: Self) -> Self {
         Emu4(core::array::from_fn(|k| if self.0[k] < o.0[k] { value.0[k] } else { 0.0 }))
+    }
+    fn lt_drop(self, o: Self) -> Self {
+        Emu4(core::array::from_fn(|k| if self.0[k] < o.0[k] { 0.0 } else { self.0[k] }))
     }
     fn pow2_rounded(self) -> Self {
         Emu4(self.0.map(|v| f32::from_bits((v.to_bits() << 23).wrapping_add(0x3f80_0000))))
@@ -156,7 +156,7 @@ fn lane<A: Activation>(act: A, z: f32, dy: f32) -> (f32, f32) {
 /// The fused-activation passes on every path: the maps bit for bit against one lane
 /// elementwise (the same operations in the same order), the sums against float64.
 fn check_activations<V: Vector>(dims: Dims, x: &[f32], dy: &[f32], ws: &mut Workspace) {
-    use crate::activation::{LeakyRelu, Relu6, Silu};
+    use crate::activation::{LeakyRelu, Relu, Relu6, Silu};
     fn one<V: Vector, A: Activation>(
         act: A,
         dims: Dims,
@@ -220,6 +220,7 @@ fn check_activations<V: Vector>(dims: Dims, x: &[f32], dy: &[f32], ws: &mut Work
             assert!((s1[c] as f64 - g1[c]).abs() <= tol, "act Σg·xc {c} {dims:?}");
         }
     }
+    one::<V, _>(Relu, dims, x, dy, ws);
     one::<V, _>(Relu6, dims, x, dy, ws);
     one::<V, _>(LeakyRelu(0.1), dims, x, dy, ws);
     one::<V, _>(Silu, dims, x, dy, ws);
