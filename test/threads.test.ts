@@ -2,13 +2,15 @@
  * The threaded back end's passes with 1, 2, 3 and 4 threads (the calling thread and 0–3
  * workers): bit-identical for every thread count, in both layouts, for the training forward
  * (moments, then the scale-shift), the backward (gradient sums, then the gradient input) and
- * the inference forward; and equal to the single-threaded SIMD build and to a float64
+ * the inference forward, plain and with a fused activation (relu, silu; leakyRelu with tiny
+ * chunks, for its slope); and equal to the single-threaded SIMD build and to a float64
  * reference within float32 tolerances. Tensors are above the threshold where passes are split
  * (default chunks), and a back end with tiny chunks cuts small ones into many chunks of odd
  * sizes, channel groups included.
  */
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Act, type Activation, activate, derivative } from "../ts/activation.js";
 import type { Backend, Dims } from "../ts/backend.js";
 import { resolveBackend } from "../ts/init.js";
 import type { ThreadedBackend } from "../ts/threads/backend-threads.js";
@@ -43,8 +45,17 @@ function data(n: number, seed: number, scale: number, offset: (i: number) => num
   return out;
 }
 
-/** Runs the four passes as a training forward, backward and an inference forward would. */
-function runPasses(be: Backend, d: Dims, xs: Float32Array, dys: Float32Array): Outputs {
+/**
+ * Runs the four passes as a training forward, backward and an inference forward would, with
+ * `act` fused into the scale-shift passes and the backward ones when given.
+ */
+function runPasses(
+  be: Backend,
+  d: Dims,
+  xs: Float32Array,
+  dys: Float32Array,
+  act: Act | null = null,
+): Outputs {
   const n = d.outer * d.channels * d.inner;
   const c = d.channels;
   const buf = (values?: ArrayLike<number>) => {
@@ -73,19 +84,20 @@ function runPasses(be: Backend, d: Dims, xs: Float32Array, dys: Float32Array): O
   const invstd = Array.from(v, (vc) => 1 / Math.sqrt(vc + 1e-5));
   scale.view().set(invstd.map((k, i) => k * (1 + 0.1 * i)));
   shift.view().set(invstd.map((_, i) => 0.5 - 0.01 * i));
-  be.scaleShift(x, y, d, mean, scale, shift, ws);
+  be.scaleShift(x, y, d, mean, scale, shift, ws, act);
   const yOut = y.view().slice();
-  be.gradSums(x, dy, d, mean, ws, sumDy, sumDyXc);
+  const fused = act === null ? null : { act, scale, shift };
+  be.gradSums(x, dy, d, mean, ws, sumDy, sumDyXc, fused);
   const s0 = sumDy.view().slice();
   const s1 = sumDyXc.view().slice();
   kDy.view().set(invstd.map((k, i) => k * (1 + 0.1 * i)));
   kXc.view().set(invstd.map((k, i) => (-k * k * k * (s1[i] as number)) / count));
   kConst.view().set(invstd.map((k, i) => (-k * (s0[i] as number)) / count));
-  be.gradInput(x, dy, dx, d, mean, kDy, kXc, kConst, ws);
+  be.gradInput(x, dy, dx, d, mean, kDy, kXc, kConst, ws, fused);
   const dxOut = dx.view().slice();
   // Inference: running statistics as constants, in place (y = x).
   const running = buf(Array.from(m, (mc) => mc + 0.25));
-  be.scaleShift(x, x, d, running, scale, shift, ws);
+  be.scaleShift(x, x, d, running, scale, shift, ws, act);
   const inference = x.view().slice();
   for (const b of [x, dy, y, dx, ws, mean, variance, scale, shift, sumDy, sumDyXc, kDy, kXc]) {
     b.free();
@@ -145,18 +157,22 @@ async function backends(options: { minFloats?: number; chunkFloats?: number }) {
   return made;
 }
 
+const act = (kind: Activation, negativeSlope = 0.01): Act => ({ kind, negativeSlope });
+
 describe.each([
   [
     "default chunks, tensors above the threshold",
     {},
     [...shapes(64, 24, 1024), ...shapes(2048, 64, 9)],
+    [null, act("relu"), act("silu")],
   ],
   [
     "tiny chunks: many chunks of odd sizes, channels split into groups",
     { minFloats: 0, chunkFloats: 300 },
     [...shapes(7, 13, 37), ...shapes(5, 9, 700), ...shapes(300, 5, 1), ...shapes(41, 3, 5)],
+    [null, act("relu"), act("silu"), act("leakyRelu", 0.2)],
   ],
-] as const)("threads, %s", (_, options, cases) => {
+] as const)("threads, %s", (_, options, cases, acts) => {
   let made: ThreadedBackend[] = [];
   beforeAll(async () => {
     made = await backends(options);
@@ -167,7 +183,7 @@ describe.each([
   });
 
   it.each(cases as unknown as [string, Dims][])(
-    "%s: the same bits for 1–4 threads, close to one thread's build",
+    "%s: the same bits for 1–4 threads, close to one thread's build and to float64",
     (_, d) => {
       const n = d.outer * d.channels * d.inner;
       const plan = planChunks(d, made[0]?.chunkFloats);
@@ -176,39 +192,70 @@ describe.each([
       // Channel 1 sits at 1000 with a spread of 1: the stable moments matter.
       const xs = data(n, 11 + n, 4, (i) => (channelOf(i) === 1 ? 1000 : channelOf(i) * 0.5));
       const dys = data(n, 5 + d.channels, 2, () => 0.1);
-      const results = made.map((be) => runPasses(be, d, xs, dys));
-      const first = results[0] as Outputs;
-      for (const [k, r] of results.entries()) {
-        for (const key of Object.keys(first) as (keyof Outputs)[]) {
-          expect(firstDifference(r[key], first[key]), `${key} with ${COUNTS[k]} threads`).toBe(-1);
+      for (const a of acts as readonly (Act | null)[]) {
+        const what = (key: string) => `${key}, ${a?.kind ?? "no activation"}`;
+        const results = made.map((be) => runPasses(be, d, xs, dys, a));
+        const first = results[0] as Outputs;
+        for (const [k, r] of results.entries()) {
+          for (const key of Object.keys(first) as (keyof Outputs)[]) {
+            const where = firstDifference(r[key], first[key]);
+            expect(where, `${what(key)} with ${COUNTS[k]} threads`).toBe(-1);
+          }
         }
+        // Within float32 rounding of the single-threaded SIMD build (blocks are cut elsewhere).
+        const base = runPasses(single, d, xs, dys, a);
+        expectClose(first.mean, base.mean, 1e-6, what("mean"));
+        expectClose(first.variance, base.variance, 1e-4, what("variance"));
+        expectClose(first.y, base.y, 1e-3, what("y"));
+        expectClose(first.sumDy, base.sumDy, 1e-5 * Math.sqrt(n), what("Σdy"));
+        expectClose(first.sumDyXc, base.sumDyXc, 1e-5 * Math.sqrt(n), what("Σdy·xc"));
+        expectClose(first.dx, base.dx, 1e-3, what("dx"));
+        expectClose(first.inference, base.inference, 1e-3, what("inference"));
+        expectFloat64(d, xs, dys, a, first);
       }
-      // Within float32 rounding of the single-threaded SIMD build (blocks are cut elsewhere).
-      const base = runPasses(single, d, xs, dys);
-      expectClose(first.mean, base.mean, 1e-6, "mean");
-      expectClose(first.variance, base.variance, 1e-4, "variance");
-      expectClose(first.y, base.y, 1e-3, "y");
-      expectClose(first.sumDy, base.sumDy, 1e-5 * Math.sqrt(n), "Σdy");
-      expectClose(first.sumDyXc, base.sumDyXc, 1e-5 * Math.sqrt(n), "Σdy·xc");
-      expectClose(first.dx, base.dx, 1e-3, "dx");
-      expectClose(first.inference, base.inference, 1e-3, "inference");
-      // And the statistics against float64.
-      const count = d.outer * d.inner;
-      const mean64 = new Float64Array(d.channels);
-      for (let i = 0; i < n; i++) {
-        const c = channelOf(i);
-        mean64[c] = (mean64[c] as number) + (xs[i] as number) / count;
-      }
-      const var64 = new Float64Array(d.channels);
-      for (let i = 0; i < n; i++) {
-        const c = channelOf(i);
-        var64[c] = (var64[c] as number) + ((xs[i] as number) - (mean64[c] as number)) ** 2 / count;
-      }
-      expectClose(first.mean, Float32Array.from(mean64), 1e-6, "mean vs float64");
-      expectClose(first.variance, Float32Array.from(var64), 1e-5, "variance vs float64");
     },
   );
 });
+
+/**
+ * The threaded outputs against float64: the statistics, and (from those statistics and the
+ * coefficients `runPasses` sets) y = act(z) and Σg with g = dy·act′(z), which a chunk that
+ * dropped the activation (or its slope) would miss by far more than float32 rounding.
+ */
+function expectFloat64(d: Dims, xs: Float32Array, dys: Float32Array, a: Act | null, got: Outputs) {
+  const n = d.outer * d.channels * d.inner;
+  const channelOf = (i: number) => Math.floor(i / d.inner) % d.channels;
+  const count = d.outer * d.inner;
+  const mean64 = new Float64Array(d.channels);
+  for (let i = 0; i < n; i++) {
+    const c = channelOf(i);
+    mean64[c] = (mean64[c] as number) + (xs[i] as number) / count;
+  }
+  const var64 = new Float64Array(d.channels);
+  for (let i = 0; i < n; i++) {
+    const c = channelOf(i);
+    var64[c] = (var64[c] as number) + ((xs[i] as number) - (mean64[c] as number)) ** 2 / count;
+  }
+  expectClose(got.mean, Float32Array.from(mean64), 1e-6, "mean vs float64");
+  expectClose(got.variance, Float32Array.from(var64), 1e-5, "variance vs float64");
+  // As runPasses sets them, from the float32 statistics the passes were given.
+  const invstd = Array.from(got.variance, (v) => 1 / Math.sqrt(v + 1e-5));
+  const scale = Float32Array.from(invstd, (k, c) => k * (1 + 0.1 * c));
+  const shift = Float32Array.from(invstd, (_, c) => 0.5 - 0.01 * c);
+  const y64 = new Float64Array(n);
+  const sumDy64 = new Float64Array(d.channels);
+  for (let i = 0; i < n; i++) {
+    const c = channelOf(i);
+    const z =
+      ((xs[i] as number) - (got.mean[c] as number)) * (scale[c] as number) + (shift[c] as number);
+    y64[i] = a === null ? z : activate(a, z);
+    const g = (dys[i] as number) * (a === null ? 1 : derivative(a, z));
+    sumDy64[c] = (sumDy64[c] as number) + g;
+  }
+  const kind = a?.kind ?? "no activation";
+  expectClose(got.y, Float32Array.from(y64), 1e-5, `y vs float64, ${kind}`);
+  expectClose(got.sumDy, Float32Array.from(sumDy64), 1e-5, `Σg vs float64, ${kind}`);
+}
 
 describe("the chunk plan", () => {
   it("depends on the shape only, and covers the tensor", () => {

@@ -12,8 +12,9 @@
  *
  * @module
  */
-import type { Act, Fused } from "../activation.js";
-import { type Dims, dimsLength, type F32Buffer } from "../backend.js";
+import { ACTIVATION_CODES, type Act } from "../activation.js";
+import type { Backend, Dims, F32Buffer } from "../backend.js";
+import { dimsLength } from "../backend.js";
 import { WasmBackend } from "../wasm/backend-wasm.js";
 import { WasmF32Buffer } from "../wasm/memory.js";
 import {
@@ -26,14 +27,24 @@ import {
 } from "./plan.js";
 import type { Pool } from "./pool.js";
 
-/** Must match `threads.rs`. */
-const OP_MOMENTS = 0;
-const OP_SCALE_SHIFT = 1;
-const OP_GRAD_SUMS = 2;
-const OP_GRAD_INPUT = 3;
-const OP_COPY = 4;
-/** Bytes reserved for a job descriptor (`threads.rs`'s `Job`: 17 u32). */
+/** The ops of `threads.rs`. */
+const OP = { moments: 0, scaleShift: 1, gradSums: 2, gradInput: 3, copy: 4 } as const;
+/** Words of `threads.rs`'s `Job`, and the bytes reserved for it. */
+const JOB_WORDS = 21;
 const JOB_BYTES = 128;
+
+/** A pass for the chunk runner: `out = f(x, b)` or reductions of them. */
+interface Pass {
+  readonly op: number;
+  readonly x: F32Buffer;
+  readonly b: F32Buffer;
+  readonly out: F32Buffer;
+  /** Per-channel parameters, in the order of `threads.rs`'s ops (at most six). */
+  readonly params: readonly F32Buffer[];
+  readonly act?: Act | null | undefined;
+  /** Per-channel outputs that the merge writes: checked before anything runs. */
+  readonly outputs?: readonly F32Buffer[];
+}
 
 /**
  * Tensors below this many floats (4 MiB) run on the calling thread. Handing out a pass costs
@@ -115,16 +126,17 @@ export class ThreadedBackend extends WasmBackend {
   }
 
   /**
-   * Writes a job and runs it on the pool; returns the partials (float64, valid until the next
-   * pass).
+   * Runs `pass` on the pool in the plan of `d` and hands its partials (float64, valid until the
+   * next pass) to `merge`; returns false, running nothing, when `d` runs whole on the calling
+   * thread.
    */
-  #run(
-    op: number,
+  #chunked(
     d: Dims,
-    plan: ChunkPlan,
-    tensors: [F32Buffer, F32Buffer, F32Buffer],
-    params: F32Buffer[],
-  ): Float64Array {
+    pass: Pass,
+    merge?: (partials: Float64Array, plan: ChunkPlan) => void,
+  ): boolean {
+    const plan = this.#plan(d);
+    if (plan === undefined) return false;
     const slotBytes = this.#exports.bn_slot_bytes(plan.group) >>> 0;
     const partialBytes = partialFloat64s(plan) * 8;
     const bytes = JOB_BYTES + slotBytes * this.threads + partialBytes;
@@ -132,8 +144,14 @@ export class ThreadedBackend extends WasmBackend {
       throw new RangeError("wasm-batchnorm: the threaded pass's scratch does not fit in memory");
     }
     // Check every buffer before any allocation.
-    const [x, b, out] = tensors.map((t) => this.#ptr(t)) as [number, number, number];
-    const p = params.map((t) => this.#ptr(t));
+    const tensors = [pass.x, pass.b, pass.out].map((t) => this.#ptr(t));
+    const params = Array.from({ length: 6 }, (_, k) => {
+      const p = pass.params[k];
+      return p === undefined ? 0 : this.#ptr(p);
+    });
+    for (const o of pass.outputs ?? []) this.#ptr(o);
+    const act = pass.act ? ACTIVATION_CODES[pass.act.kind] : 0;
+    const slope = new Uint32Array(Float32Array.of(pass.act?.negativeSlope ?? 0).buffer)[0] ?? 0;
     let scratch = this.#scratch;
     if (scratch === undefined || scratch.bytes < bytes) {
       if (scratch !== undefined) this.heap.free(scratch.ptr, scratch.bytes);
@@ -143,117 +161,52 @@ export class ThreadedBackend extends WasmBackend {
     }
     const slots = scratch.ptr + JOB_BYTES;
     const partials = slots + slotBytes * this.threads;
-    const job = new Uint32Array(this.heap.memory.buffer, scratch.ptr, 17);
-    job.set([
-      op,
-      plan.chunks,
-      d.outer,
-      d.channels,
-      d.inner,
-      plan.rows,
-      plan.group,
-      x,
-      b,
-      out,
-      p[0] ?? 0,
-      p[1] ?? 0,
-      p[2] ?? 0,
-      p[3] ?? 0,
-      partials,
-      slots,
-      slotBytes,
-    ]);
+    const job = new Uint32Array(this.heap.memory.buffer, scratch.ptr, JOB_WORDS);
+    const shape = [d.outer, d.channels, d.inner, plan.rows, plan.group];
+    const words = [pass.op, plan.chunks, ...shape, ...tensors, ...params, act, slope];
+    job.set([...words, partials, slots, slotBytes]);
     (this.#pool as Pool).run(scratch.ptr, plan.chunks);
-    return new Float64Array(this.heap.memory.buffer, partials, partialFloat64s(plan));
+    merge?.(new Float64Array(this.heap.memory.buffer, partials, partialFloat64s(plan)), plan);
+    return true;
   }
 
-  override moments(
-    x: F32Buffer,
-    d: Dims,
-    ws: F32Buffer,
-    mean: F32Buffer,
-    variance: F32Buffer,
-  ): void {
-    const plan = this.#plan(d);
-    if (plan === undefined) {
-      super.moments(x, d, ws, mean, variance);
-      return;
-    }
-    this.#ptr(mean);
-    this.#ptr(variance);
-    const partials = this.#run(OP_MOMENTS, d, plan, [x, x, x], []);
-    mergeMoments(partials, plan, d, mean.view(), variance.view());
+  override moments(...a: Parameters<Backend["moments"]>): void {
+    const [x, d, , mean, variance] = a;
+    const pass = { op: OP.moments, x, b: x, out: x, params: [], outputs: [mean, variance] };
+    const merge = (partials: Float64Array, plan: ChunkPlan) =>
+      mergeMoments(partials, plan, d, mean.view(), variance.view());
+    if (!this.#chunked(d, pass, merge)) super.moments(...a);
   }
 
-  override scaleShift(
-    x: F32Buffer,
-    y: F32Buffer,
-    d: Dims,
-    center: F32Buffer,
-    scale: F32Buffer,
-    shift: F32Buffer,
-    ws: F32Buffer,
-    act?: Act | null,
-  ): void {
-    // A fused activation runs on the calling thread: the chunk runner has no activation yet.
-    const plan = act ? undefined : this.#plan(d);
-    if (plan === undefined) {
-      super.scaleShift(x, y, d, center, scale, shift, ws, act);
-      return;
-    }
-    this.#run(OP_SCALE_SHIFT, d, plan, [x, x, y], [center, scale, shift]);
+  override scaleShift(...a: Parameters<Backend["scaleShift"]>): void {
+    const [x, y, d, center, scale, shift, , act] = a;
+    const pass = { op: OP.scaleShift, x, b: x, out: y, params: [center, scale, shift], act };
+    if (!this.#chunked(d, pass)) super.scaleShift(...a);
   }
 
-  override gradSums(
-    x: F32Buffer,
-    dy: F32Buffer,
-    d: Dims,
-    mean: F32Buffer,
-    ws: F32Buffer,
-    sumDy: F32Buffer,
-    sumDyXc: F32Buffer,
-    fused?: Fused | null,
-  ): void {
-    const plan = fused ? undefined : this.#plan(d);
-    if (plan === undefined) {
-      super.gradSums(x, dy, d, mean, ws, sumDy, sumDyXc, fused);
-      return;
-    }
-    this.#ptr(sumDy);
-    this.#ptr(sumDyXc);
-    const partials = this.#run(OP_GRAD_SUMS, d, plan, [x, dy, x], [mean]);
-    mergeGradSums(partials, plan, d, sumDy.view(), sumDyXc.view());
+  override gradSums(...a: Parameters<Backend["gradSums"]>): void {
+    const [x, dy, d, mean, , sumDy, sumDyXc, fused] = a;
+    const params = fused ? [mean, fused.scale, fused.shift] : [mean];
+    const outputs = [sumDy, sumDyXc];
+    const pass = { op: OP.gradSums, x, b: dy, out: x, params, act: fused?.act, outputs };
+    const merge = (partials: Float64Array, plan: ChunkPlan) =>
+      mergeGradSums(partials, plan, d, sumDy.view(), sumDyXc.view());
+    if (!this.#chunked(d, pass, merge)) super.gradSums(...a);
   }
 
-  override gradInput(
-    x: F32Buffer,
-    dy: F32Buffer,
-    dx: F32Buffer,
-    d: Dims,
-    mean: F32Buffer,
-    kDy: F32Buffer,
-    kXc: F32Buffer,
-    kConst: F32Buffer,
-    ws: F32Buffer,
-    fused?: Fused | null,
-  ): void {
-    const plan = fused ? undefined : this.#plan(d);
-    if (plan === undefined) {
-      super.gradInput(x, dy, dx, d, mean, kDy, kXc, kConst, ws, fused);
-      return;
-    }
-    this.#run(OP_GRAD_INPUT, d, plan, [x, dy, dx], [mean, kDy, kXc, kConst]);
+  override gradInput(...a: Parameters<Backend["gradInput"]>): void {
+    const [x, dy, dx, d, mean, kDy, kXc, kConst, , fused] = a;
+    const k = [mean, kDy, kXc, kConst];
+    const params = fused ? [...k, fused.scale, fused.shift] : k;
+    const pass = { op: OP.gradInput, x, b: dy, out: dx, params, act: fused?.act };
+    if (!this.#chunked(d, pass)) super.gradInput(...a);
   }
 
   override copy(src: F32Buffer, dst: F32Buffer): void {
     // As a [length, 1, 1] tensor: chunks of rows, like any other pass.
     const d = { outer: src.length, channels: 1, inner: 1 };
-    const plan = this.#plan(d);
-    if (plan === undefined || dst.length !== src.length) {
-      super.copy(src, dst);
-      return;
-    }
-    this.#run(OP_COPY, d, plan, [src, src, dst], []);
+    const pass = { op: OP.copy, x: src, b: src, out: dst, params: [] };
+    if (dst.length !== src.length || !this.#chunked(d, pass)) super.copy(src, dst);
   }
 
   /** Stops the workers; passes of large tensors throw afterwards. */

@@ -8,9 +8,10 @@
 /**
  * Must equal `ABI_VERSION` in `crates/batchnorm/src/lib.rs`. 2: fused activations (`act`,
  * `slope` after the map and gradient exports' arguments; `scale`, `shift` after the gradient
- * ones'). 3: `bn_refresh`.
+ * ones'). 3: `bn_refresh`. 4: the threaded back end's job (`threads.rs`'s `Job`) carries the
+ * activation, its slope and six parameters.
  */
-export const ABI_VERSION = 3;
+export const ABI_VERSION = 4;
 
 type Ptr = number;
 

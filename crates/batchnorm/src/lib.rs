@@ -17,12 +17,8 @@ mod kernels;
 mod scalar;
 #[cfg(target_feature = "simd128")]
 mod simd128;
-// The chunk runner of the threaded back end (`bn_work`, `bn_slot_bytes`): in every build, used
-// through the shared-memory one.
-mod threads;
 mod vector;
 
-use activation::{LeakyRelu, Relu, Relu6, Sigmoid, Silu, Tanh};
 use core::slice::{from_raw_parts, from_raw_parts_mut};
 use kernels::Workspace;
 use kernels::{Dims, GradInput, GradInputAct, GradSumsAct, Moments, ScaleShift, ScaleShiftAct};
@@ -34,8 +30,9 @@ type Lanes = scalar::F32x1;
 
 /// Bumped whenever an export changes; the wrapper refuses a binary of another version.
 /// 2: fused activations (`act`, `slope` on the map and gradient exports; `scale`, `shift` on
-/// the gradient ones). 3: `bn_refresh`.
-const ABI_VERSION: u32 = 3;
+/// the gradient ones). 3: `bn_refresh`. 4: the threaded back end's job (`threads.rs`'s `Job`)
+/// carries the activation, its slope and six parameters.
+const ABI_VERSION: u32 = 4;
 
 /// Runs `$body` with `$a` bound to the activation numbered `$code` (1 relu, 2 relu6,
 /// 3 leakyRelu with slope `$slope`, 4 sigmoid, 5 tanh, 6 silu: `ACTIVATION_CODES` in
@@ -44,33 +41,37 @@ macro_rules! with_activation {
     ($code:expr, $slope:expr, |$a:ident| $body:expr) => {
         match $code {
             1 => {
-                let $a = Relu;
+                let $a = $crate::activation::Relu;
                 $body
             }
             2 => {
-                let $a = Relu6;
+                let $a = $crate::activation::Relu6;
                 $body
             }
             3 => {
-                let $a = LeakyRelu($slope);
+                let $a = $crate::activation::LeakyRelu($slope);
                 $body
             }
             4 => {
-                let $a = Sigmoid;
+                let $a = $crate::activation::Sigmoid;
                 $body
             }
             5 => {
-                let $a = Tanh;
+                let $a = $crate::activation::Tanh;
                 $body
             }
             6 => {
-                let $a = Silu;
+                let $a = $crate::activation::Silu;
                 $body
             }
             _ => panic!("unknown activation"),
         }
     };
 }
+
+// The chunk runner of the threaded back end (`bn_work`, `bn_slot_bytes`): in every build, used
+// through the shared-memory one. Declared after `with_activation!`, which it uses.
+mod threads;
 
 #[no_mangle]
 pub extern "C" fn bn_abi_version() -> u32 {

@@ -15,18 +15,21 @@
 //! and its runs are long) one outer row and `group` channels: either way a contiguous
 //! `[rows, group, inner]` sub-tensor that the ordinary kernels take as it is.
 
-use crate::kernels::{self, Dims, GradInput, Moments, ScaleShift, Workspace};
-use crate::Lanes;
+use crate::kernels::{self, Dims, GradInput, GradInputAct, GradSumsAct, Moments};
+use crate::kernels::{ScaleShift, ScaleShiftAct, Workspace};
+use crate::{grad_sums_out_of_line, map_out_of_line, Lanes};
 use core::slice::{from_raw_parts, from_raw_parts_mut};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Per-channel mean and biased variance: partials `{n, mean, m2}`.
 const OP_MOMENTS: u32 = 0;
-/// `out = (x − p0)·p1 + p2`.
+/// `out = (x − p0)·p1 + p2`, then the job's activation.
 const OP_SCALE_SHIFT: u32 = 1;
-/// `Σb` and `Σb·(x − p0)`: partials `{_, Σdy, Σdy·xc}`.
+/// `Σg` and `Σg·(x − p0)`: partials `{_, Σg, Σg·xc}`; `g = b`, or with an activation
+/// `g = b·act′((x − p0)·p1 + p2)`.
 const OP_GRAD_SUMS: u32 = 2;
-/// `out = p1·b + p2·(x − p0) + p3`.
+/// `out = p1·g + p2·(x − p0) + p3`; `g = b`, or with an activation
+/// `g = b·act′((x − p0)·p4 + p5)`.
 const OP_GRAD_INPUT: u32 = 3;
 /// `out = x`: the benchmarks' bandwidth yardstick, threaded.
 const OP_COPY: u32 = 4;
@@ -45,8 +48,8 @@ pub struct Control {
     claim: AtomicU64,
 }
 
-/// A pass, as the wrapper writes it into memory (seventeen little-endian u32, addresses are
-/// byte offsets).
+/// A pass, as the wrapper writes it into memory (twenty-one little-endian 32-bit words,
+/// addresses are byte offsets).
 #[repr(C)]
 pub struct Job {
     op: u32,
@@ -61,7 +64,12 @@ pub struct Job {
     x: u32,
     b: u32,
     out: u32,
-    p: [u32; 4],
+    /// Per-channel parameters, `channels` floats each: those of the op, 0 for the others.
+    p: [u32; 6],
+    /// The fused activation, numbered as for the exports of `lib.rs` (0: none), and the slope
+    /// of leakyRelu.
+    act: u32,
+    slope: f32,
     /// Float64 partials: `group` [`Moments`] per chunk, chunk after chunk.
     partials: u32,
     /// Per-thread scratch: slot `k` at `slots + k·slot_bytes`, see [`bn_slot_bytes`].
@@ -92,7 +100,7 @@ pub extern "C" fn bn_slot_bytes(group: usize) -> usize {
 /// `job` is the address of a [`Job`] whose fields the wrapper validated: positive sizes,
 /// `chunks` chunks that cover the `[outer, channels, inner]` tensor (`rows == 1` whenever
 /// `group < channels`), every address valid for its op as in the matching export of `lib.rs`
-/// (`x`, `b`, `out` for the tensor, each `p[k]` that the op uses for `channels` floats,
+/// (`x`, `b`, `out` for the tensor, each `p[k]` that the op and its activation use for `channels` floats,
 /// `partials` for `chunks·group` [`Moments`], slot `slot` for [`bn_slot_bytes`]`(group)`), and
 /// no two threads are given the same slot. The wrapper rewrites a job only once `done` says
 /// every chunk of the last one finished. Every chunk writes disjoint memory (its own elements,
@@ -152,6 +160,27 @@ unsafe fn run_chunk(job: &Job, i: usize, slot: usize) {
     // Only the parameters an op uses are made into slices: the others may be 0 (null).
     let p = |k: usize| from_raw_parts((job.p[k] as usize as *const f32).add(c0), gc);
     let (out_a, out_b) = (from_raw_parts_mut(outs, gc), from_raw_parts_mut(outs.add(group), gc));
+    // The fused passes call the kernels that the exports of `lib.rs` call, out of line there
+    // for the plain paths' sake.
+    if job.act != 0 {
+        match job.op {
+            OP_SCALE_SHIFT => with_activation!(job.act, job.slope, |a| {
+                let params = [p(0), p(1), p(2), p(2)];
+                map_out_of_line(ScaleShiftAct(a), x, x, out, dims, params, &mut ws)
+            }),
+            OP_GRAD_SUMS => with_activation!(job.act, job.slope, |a| {
+                let (xs, bs) = (from_raw_parts(x, len), from_raw_parts(b, len));
+                let params = [p(0), p(1), p(2)];
+                grad_sums_out_of_line(GradSumsAct(a), xs, bs, dims, params, &mut ws, out_a, out_b)
+            }),
+            OP_GRAD_INPUT => with_activation!(job.act, job.slope, |a| {
+                let params = [p(0), p(1), p(2), p(3), p(4), p(5)];
+                map_out_of_line(GradInputAct(a), x, b, out, dims, params, &mut ws)
+            }),
+            _ => panic!(),
+        }
+        return;
+    }
     match job.op {
         OP_MOMENTS => {
             kernels::moments::<Lanes>(from_raw_parts(x, len), dims, &mut ws, out_a, out_b)
