@@ -69,8 +69,13 @@ export interface ThreadedOptions {
 
 export class ThreadedBackend extends WasmBackend {
   #pool: Pool | undefined;
-  readonly minFloats: number;
-  readonly chunkFloats: number;
+  /**
+   * Tensors below this many floats run on the calling thread alone, and floats per chunk:
+   * results depend on both (never on the thread count). Tests set them small, so that small
+   * tensors are chunked.
+   */
+  minFloats: number;
+  chunkFloats: number;
   readonly #exports: ThreadedExports;
   /** Job descriptor, per-thread slots and partials, reused while large enough. */
   #scratch: { ptr: number; bytes: number } | undefined;
