@@ -130,18 +130,8 @@ export class ThreadedBackend extends WasmBackend {
     return b.ptr;
   }
 
-  /**
-   * Runs `pass` on the pool in the plan of `d` and hands its partials (float64, valid until the
-   * next pass) to `merge`; returns false, running nothing, when `d` runs whole on the calling
-   * thread.
-   */
-  #chunked(
-    d: Dims,
-    pass: Pass,
-    merge?: (partials: Float64Array, plan: ChunkPlan) => void,
-  ): boolean {
-    const plan = this.#plan(d);
-    if (plan === undefined) return false;
+  /** Runs `pass` on the pool in `plan`; returns its partials (float64, valid until the next pass). */
+  #run(d: Dims, plan: ChunkPlan, pass: Pass): Float64Array {
     const slotBytes = this.#exports.bn_slot_bytes(plan.group) >>> 0;
     const partialBytes = partialFloat64s(plan) * 8;
     const bytes = JOB_BYTES + slotBytes * this.threads + partialBytes;
@@ -171,47 +161,60 @@ export class ThreadedBackend extends WasmBackend {
     const words = [pass.op, plan.chunks, ...shape, ...tensors, ...params, act, slope];
     job.set([...words, partials, slots, slotBytes]);
     (this.#pool as Pool).run(scratch.ptr, plan.chunks);
-    merge?.(new Float64Array(this.heap.memory.buffer, partials, partialFloat64s(plan)), plan);
-    return true;
+    return new Float64Array(this.heap.memory.buffer, partials, partialFloat64s(plan));
   }
 
-  override moments(...a: Parameters<Backend["moments"]>): void {
-    const [x, d, , mean, variance] = a;
-    const pass = { op: OP.moments, x, b: x, out: x, params: [], outputs: [mean, variance] };
-    const merge = (partials: Float64Array, plan: ChunkPlan) =>
-      mergeMoments(partials, plan, d, mean.view(), variance.view());
-    if (!this.#chunked(d, pass, merge)) super.moments(...a);
-  }
+  // As in WasmBackend, the passes are fields typed by the interface. A tensor without a plan
+  // runs whole on the calling thread, in the single-threaded pass kept here (read through
+  // `base`: TypeScript would take `this.moments` for the field below, not yet assigned).
+  readonly #whole = ((base: WasmBackend) => ({
+    moments: base.moments,
+    scaleShift: base.scaleShift,
+    gradSums: base.gradSums,
+    gradInput: base.gradInput,
+  }))(this);
 
-  override scaleShift(...a: Parameters<Backend["scaleShift"]>): void {
-    const [x, y, d, center, scale, shift, , act] = a;
-    const pass = { op: OP.scaleShift, x, b: x, out: y, params: [center, scale, shift], act };
-    if (!this.#chunked(d, pass)) super.scaleShift(...a);
-  }
+  override readonly moments: Backend["moments"] = (x, d, ws, mean, variance) => {
+    const plan = this.#plan(d);
+    if (plan === undefined) this.#whole.moments(x, d, ws, mean, variance);
+    else {
+      const pass = { op: OP.moments, x, b: x, out: x, params: [], outputs: [mean, variance] };
+      mergeMoments(this.#run(d, plan, pass), plan, d, mean.view(), variance.view());
+    }
+  };
 
-  override gradSums(...a: Parameters<Backend["gradSums"]>): void {
-    const [x, dy, d, mean, , sumDy, sumDyXc, fused] = a;
-    const params = fused ? [mean, fused.scale, fused.shift] : [mean];
-    const outputs = [sumDy, sumDyXc];
-    const pass = { op: OP.gradSums, x, b: dy, out: x, params, act: fused?.act, outputs };
-    const merge = (partials: Float64Array, plan: ChunkPlan) =>
-      mergeGradSums(partials, plan, d, sumDy.view(), sumDyXc.view());
-    if (!this.#chunked(d, pass, merge)) super.gradSums(...a);
-  }
+  override readonly scaleShift: Backend["scaleShift"] = (x, y, d, c, k, s, ws, act) => {
+    const plan = this.#plan(d);
+    if (plan === undefined) this.#whole.scaleShift(x, y, d, c, k, s, ws, act);
+    else this.#run(d, plan, { op: OP.scaleShift, x, b: x, out: y, params: [c, k, s], act });
+  };
 
-  override gradInput(...a: Parameters<Backend["gradInput"]>): void {
-    const [x, dy, dx, d, mean, kDy, kXc, kConst, , fused] = a;
-    const k = [mean, kDy, kXc, kConst];
-    const params = fused ? [...k, fused.scale, fused.shift] : k;
-    const pass = { op: OP.gradInput, x, b: dy, out: dx, params, act: fused?.act };
-    if (!this.#chunked(d, pass)) super.gradInput(...a);
-  }
+  override readonly gradSums: Backend["gradSums"] = (x, dy, d, m, ws, s0, s1, f) => {
+    const plan = this.#plan(d);
+    if (plan === undefined) this.#whole.gradSums(x, dy, d, m, ws, s0, s1, f);
+    else {
+      const params = f ? [m, f.scale, f.shift] : [m];
+      const outputs = [s0, s1];
+      const pass = { op: OP.gradSums, x, b: dy, out: x, params, act: f?.act, outputs };
+      mergeGradSums(this.#run(d, plan, pass), plan, d, s0.view(), s1.view());
+    }
+  };
+
+  override readonly gradInput: Backend["gradInput"] = (x, dy, dx, d, m, k0, k1, k2, ws, f) => {
+    const plan = this.#plan(d);
+    if (plan === undefined) this.#whole.gradInput(x, dy, dx, d, m, k0, k1, k2, ws, f);
+    else {
+      const params = f ? [m, k0, k1, k2, f.scale, f.shift] : [m, k0, k1, k2];
+      this.#run(d, plan, { op: OP.gradInput, x, b: dy, out: dx, params, act: f?.act });
+    }
+  };
 
   override copy(src: F32Buffer, dst: F32Buffer): void {
     // As a [length, 1, 1] tensor: chunks of rows, like any other pass.
     const d = { outer: src.length, channels: 1, inner: 1 };
-    const pass = { op: OP.copy, x: src, b: src, out: dst, params: [] };
-    if (dst.length !== src.length || !this.#chunked(d, pass)) super.copy(src, dst);
+    const plan = this.#plan(d);
+    if (plan === undefined || dst.length !== src.length) super.copy(src, dst);
+    else this.#run(d, plan, { op: OP.copy, x: src, b: src, out: dst, params: [] });
   }
 
   /** Stops the workers; passes of large tensors throw afterwards. */

@@ -51,6 +51,18 @@ export function partialFloat64s(plan: ChunkPlan): number {
 }
 
 /**
+ * Calls `f(c, at)` for every channel `c` of every chunk, in chunk order, with `at` the index
+ * of the chunk's partial `{_, a, b}` for that channel.
+ */
+function forEachPartial(plan: ChunkPlan, channels: number, f: (c: number, at: number) => void) {
+  for (let i = 0; i < plan.chunks; i++) {
+    const c0 = (i % plan.groups) * plan.group;
+    const end = Math.min(c0 + plan.group, channels);
+    for (let c = c0, at = i * plan.group * 3; c < end; c++, at += 3) f(c, at);
+  }
+}
+
+/**
  * Merges per-chunk moments `{n, mean, m2}` in chunk order with Chan, Golub and LeVeque's
  * pairwise update (float64), into float32 means and biased variances.
  */
@@ -65,29 +77,24 @@ export function mergeMoments(
   const n = new Float64Array(channels);
   const mu = new Float64Array(channels);
   const m2 = new Float64Array(channels);
-  for (let i = 0; i < plan.chunks; i++) {
-    const c0 = (i % plan.groups) * plan.group;
-    const gc = Math.min(plan.group, channels - c0);
-    let at = i * plan.group * 3;
-    for (let c = c0; c < c0 + gc; c++, at += 3) {
-      const nb = partials[at] as number;
-      const mb = partials[at + 1] as number;
-      const m2b = partials[at + 2] as number;
-      const na = n[c] as number;
-      if (na === 0) {
-        n[c] = nb;
-        mu[c] = mb;
-        m2[c] = m2b;
-        continue;
-      }
-      const total = na + nb;
-      const delta = mb - (mu[c] as number);
-      const weight = nb / total;
-      mu[c] = (mu[c] as number) + delta * weight;
-      m2[c] = (m2[c] as number) + m2b + delta * delta * na * weight;
-      n[c] = total;
+  forEachPartial(plan, channels, (c, at) => {
+    const nb = partials[at] as number;
+    const mb = partials[at + 1] as number;
+    const m2b = partials[at + 2] as number;
+    const na = n[c] as number;
+    if (na === 0) {
+      n[c] = nb;
+      mu[c] = mb;
+      m2[c] = m2b;
+      return;
     }
-  }
+    const total = na + nb;
+    const delta = mb - (mu[c] as number);
+    const weight = nb / total;
+    mu[c] = (mu[c] as number) + delta * weight;
+    m2[c] = (m2[c] as number) + m2b + delta * delta * na * weight;
+    n[c] = total;
+  });
   // As the kernels do: one division for all channels (each holds outer·inner values).
   const invN = 1 / (d.outer * d.inner);
   for (let c = 0; c < channels; c++) {
@@ -108,24 +115,19 @@ export function mergeGradSums(
   const s0 = new Float64Array(channels);
   const s1 = new Float64Array(channels);
   const seen = new Uint8Array(channels);
-  for (let i = 0; i < plan.chunks; i++) {
-    const c0 = (i % plan.groups) * plan.group;
-    const gc = Math.min(plan.group, channels - c0);
-    let at = i * plan.group * 3;
-    for (let c = c0; c < c0 + gc; c++, at += 3) {
-      const a = partials[at + 1] as number;
-      const b = partials[at + 2] as number;
-      // The first chunk of a channel is taken as it is (−0 stays −0, as in the kernels).
-      if (seen[c] === 0) {
-        seen[c] = 1;
-        s0[c] = a;
-        s1[c] = b;
-      } else {
-        s0[c] = (s0[c] as number) + a;
-        s1[c] = (s1[c] as number) + b;
-      }
+  forEachPartial(plan, channels, (c, at) => {
+    const a = partials[at + 1] as number;
+    const b = partials[at + 2] as number;
+    // The first chunk of a channel is taken as it is (−0 stays −0, as in the kernels).
+    if (seen[c] === 0) {
+      seen[c] = 1;
+      s0[c] = a;
+      s1[c] = b;
+    } else {
+      s0[c] = (s0[c] as number) + a;
+      s1[c] = (s1[c] as number) + b;
     }
-  }
+  });
   for (let c = 0; c < channels; c++) {
     sumDy[c] = s0[c] as number;
     sumDyXc[c] = s1[c] as number;

@@ -4,8 +4,8 @@
  *
  * @module
  */
-import { ACTIVATION_CODES, type Act, type Fused } from "../activation.js";
-import type { Backend, BackendKind, Dims, F32Buffer } from "../backend.js";
+import { ACTIVATION_CODES, type Fused } from "../activation.js";
+import type { Backend, BackendKind, F32Buffer } from "../backend.js";
 import { type BatchNormExports, checkExports } from "./abi.js";
 import { Heap, MAX_BYTES, WasmF32Buffer } from "./memory.js";
 
@@ -85,7 +85,10 @@ export class WasmBackend implements Backend {
     return () => (a.length === length ? a : new Float32Array(memory.buffer, byteOffset, length));
   }
 
-  moments(x: F32Buffer, d: Dims, ws: F32Buffer, mean: F32Buffer, variance: F32Buffer): void {
+  // The passes are fields typed by the interface, so that their parameters are typed once, in
+  // backend.ts (methods would repeat them; rest parameters made a call several times slower).
+
+  readonly moments: Backend["moments"] = (x, d, ws, mean, variance) => {
     this.#abi.bn_moments(
       this.#p(x),
       d.outer,
@@ -95,18 +98,9 @@ export class WasmBackend implements Backend {
       this.#p(mean),
       this.#p(variance),
     );
-  }
+  };
 
-  scaleShift(
-    x: F32Buffer,
-    y: F32Buffer,
-    d: Dims,
-    center: F32Buffer,
-    scale: F32Buffer,
-    shift: F32Buffer,
-    ws: F32Buffer,
-    act?: Act | null,
-  ): void {
+  readonly scaleShift: Backend["scaleShift"] = (x, y, d, center, scale, shift, ws, act) => {
     const [outer, channels, inner] = [d.outer, d.channels, d.inner];
     this.#abi.bn_scale_shift(
       this.#p(x),
@@ -121,18 +115,9 @@ export class WasmBackend implements Backend {
       act ? ACTIVATION_CODES[act.kind] : 0,
       act ? act.negativeSlope : 0,
     );
-  }
+  };
 
-  gradSums(
-    x: F32Buffer,
-    dy: F32Buffer,
-    d: Dims,
-    mean: F32Buffer,
-    ws: F32Buffer,
-    sumDy: F32Buffer,
-    sumDyXc: F32Buffer,
-    fused?: Fused | null,
-  ): void {
+  readonly gradSums: Backend["gradSums"] = (x, dy, d, mean, ws, sumDy, sumDyXc, fused) => {
     const [outer, channels, inner] = [d.outer, d.channels, d.inner];
     this.#abi.bn_grad_sums(
       this.#p(x),
@@ -146,20 +131,9 @@ export class WasmBackend implements Backend {
       this.#p(sumDyXc),
       ...this.#fused(fused),
     );
-  }
+  };
 
-  gradInput(
-    x: F32Buffer,
-    dy: F32Buffer,
-    dx: F32Buffer,
-    d: Dims,
-    mean: F32Buffer,
-    kDy: F32Buffer,
-    kXc: F32Buffer,
-    kConst: F32Buffer,
-    ws: F32Buffer,
-    fused?: Fused | null,
-  ): void {
+  readonly gradInput: Backend["gradInput"] = (x, dy, dx, d, mean, kDy, kXc, kConst, ws, fused) => {
     this.#abi.bn_grad_input(
       this.#p(x),
       this.#p(dy),
@@ -174,7 +148,7 @@ export class WasmBackend implements Backend {
       this.#p(ws),
       ...this.#fused(fused),
     );
-  }
+  };
 
   /** The gradient exports' trailing `act, slope, scale, shift` (0s when not fused). */
   #fused(f: Fused | null | undefined): [number, number, number, number] {
