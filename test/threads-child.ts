@@ -51,7 +51,7 @@ try {
   });
   const outputs: Record<string, string> = {};
   if (args.run === true) {
-    // 32·32·32·32 = 2^20 floats: past MIN_THREADED_FLOATS and three chunks (CHUNK_FLOATS).
+    // 32·32·32·32 = 2^20 floats: past MIN_THREADED_FLOATS (2^19) and three chunks (CHUNK_FLOATS).
     const [n, c, h, w] = [32, 32, 32, 32];
     const x = data(n * c * h * w, 7);
     const dy = data(n * c * h * w, 11);

@@ -47,13 +47,16 @@ interface Pass {
 }
 
 /**
- * Tensors below this many floats (4 MiB) run on the calling thread. Handing out a pass costs
- * waking a worker, which on a busy machine comes late: bench/threads.ts on this 2-core machine
- * (shared with other work, load 4-5) measured no gain below it (0.75-1.0x from 64K to 1M
- * floats with every size threaded), while the chunked passes cost 0-20% more than the whole
- * tensor on one thread.
+ * Tensors below this many floats (2 MiB) run on the calling thread. Below `CHUNK_FLOATS`
+ * (3·2^17) a tensor is one chunk whatever the threshold; from 2^19 on it has two chunks or more,
+ * none above 3/4 of it, so a second thread has work. Measured with bench/threads.ts on the
+ * 2-core machine, quiet, threads on every size: 2^18 floats and below 0.95–1.0× (one chunk: the
+ * shared build's own cost), 2^19 1.20×, 2^20 1.5–1.6×; so no benchmark shape is below 0.95× with
+ * 2^19, while 2^20 (the first guess) left 2^19's gain unused. Between 3·2^17 and 2^19 the
+ * second chunk can be tiny (no gain for the cost). On a busy machine (load 4 on 2 cores) no
+ * size gained (0.7–0.85× from 2^19 on, large tensors too): no threshold helps there.
  */
-export const MIN_THREADED_FLOATS = 1 << 20;
+export const MIN_THREADED_FLOATS = 1 << 19;
 
 export interface ThreadedExports {
   bn_work(job: number, slot: number): number;
