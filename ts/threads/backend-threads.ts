@@ -49,12 +49,13 @@ interface Pass {
 /**
  * Tensors below this many floats (2 MiB) run on the calling thread. Below `CHUNK_FLOATS`
  * (3·2^17) a tensor is one chunk whatever the threshold; from 2^19 on it has two chunks or more,
- * none above 3/4 of it, so a second thread has work. Measured with bench/threads.ts on the
- * 2-core machine, quiet, threads on every size: 2^18 floats and below 0.95–1.0× (one chunk: the
- * shared build's own cost), 2^19 1.20×, 2^20 1.5–1.6×; so no benchmark shape is below 0.95× with
- * 2^19, while 2^20 (the first guess) left 2^19's gain unused. Between 3·2^17 and 2^19 the
- * second chunk can be tiny (no gain for the cost). On a busy machine (load 4 on 2 cores) no
- * size gained (0.7–0.85× from 2^19 on, large tensors too): no threshold helps there.
+ * none above 3/4 of it, so a second thread has work. bench/threads.ts (threads on every size)
+ * on the 2-core machine, when a copy scales there: 2^18 floats and below 0.95–1.0× (one chunk:
+ * the shared build's own cost), 2^19 1.11–1.38×, 2^20 1.51–1.55× (an earlier quiet run: 1.20×
+ * and 1.5–1.6×); so no benchmark shape is below 0.95× with 2^19, while 2^20 (the first guess)
+ * left 2^19's gain unused. Between 3·2^17 and 2^19 the second chunk can be tiny (no gain for
+ * the cost). When the machine is busy and a copy does not scale, no size gains (0.59–0.87× at
+ * 2^19 and 2^20, large tensors 0.68–1.03×): no threshold helps there.
  */
 export const MIN_THREADED_FLOATS = 1 << 19;
 
