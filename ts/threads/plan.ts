@@ -62,17 +62,20 @@ function forEachPartial(plan: ChunkPlan, channels: number, f: (c: number, at: nu
   }
 }
 
+/** Merges a pass's partials, in chunk order, into two float32 per-channel outputs. */
+type Merge = (
+  partials: Float64Array,
+  plan: ChunkPlan,
+  d: Dims,
+  a: Float32Array,
+  b: Float32Array,
+) => void;
+
 /**
  * Merges per-chunk moments `{n, mean, m2}` in chunk order with Chan, Golub and LeVeque's
  * pairwise update (float64), into float32 means and biased variances.
  */
-export function mergeMoments(
-  partials: Float64Array,
-  plan: ChunkPlan,
-  d: Dims,
-  mean: Float32Array,
-  variance: Float32Array,
-): void {
+export const mergeMoments: Merge = (partials, plan, d, mean, variance) => {
   const channels = d.channels;
   const n = new Float64Array(channels);
   const mu = new Float64Array(channels);
@@ -101,16 +104,10 @@ export function mergeMoments(
     mean[c] = mu[c] as number;
     variance[c] = (m2[c] as number) * invN;
   }
-}
+};
 
 /** Adds per-chunk `{_, Σdy, Σdy·xc}` in chunk order (float64), into float32 sums. */
-export function mergeGradSums(
-  partials: Float64Array,
-  plan: ChunkPlan,
-  d: Dims,
-  sumDy: Float32Array,
-  sumDyXc: Float32Array,
-): void {
+export const mergeGradSums: Merge = (partials, plan, d, sumDy, sumDyXc) => {
   const channels = d.channels;
   const s0 = new Float64Array(channels);
   const s1 = new Float64Array(channels);
@@ -132,4 +129,4 @@ export function mergeGradSums(
     sumDy[c] = s0[c] as number;
     sumDyXc[c] = s1[c] as number;
   }
-}
+};
