@@ -29,6 +29,9 @@ import type { Pool } from "./pool.js";
 
 /** The ops of `threads.rs`. */
 const OP = { moments: 0, scaleShift: 1, gradSums: 2, gradInput: 3, copy: 4 } as const;
+/** leakyRelu's slope as float32 bits, for the job. */
+const SLOPE = new Float32Array(1);
+const SLOPE_BITS = new Uint32Array(SLOPE.buffer);
 /** Words of `threads.rs`'s `Job`, and the bytes reserved for it. */
 const JOB_WORDS = 21;
 const JOB_BYTES = 128;
@@ -143,14 +146,14 @@ export class ThreadedBackend extends WasmBackend {
       throw new RangeError("wasm-batchnorm: the threaded pass's scratch does not fit in memory");
     }
     // Check every buffer before any allocation.
-    const tensors = [pass.x, pass.b, pass.out].map((t) => this.#ptr(t));
-    const params = Array.from({ length: 6 }, (_, k) => {
+    const at = (k: number) => {
       const p = pass.params[k];
       return p === undefined ? 0 : this.#ptr(p);
-    });
+    };
+    const addresses = [this.#ptr(pass.x), this.#ptr(pass.b), this.#ptr(pass.out)];
+    const params = [at(0), at(1), at(2), at(3), at(4), at(5)];
     for (const o of pass.outputs ?? []) this.#ptr(o);
-    const act = pass.act ? ACTIVATION_CODES[pass.act.kind] : 0;
-    const slope = new Uint32Array(Float32Array.of(pass.act?.negativeSlope ?? 0).buffer)[0] ?? 0;
+    SLOPE[0] = pass.act?.negativeSlope ?? 0;
     let scratch = this.#scratch;
     if (scratch === undefined || scratch.bytes < bytes) {
       if (scratch !== undefined) this.heap.free(scratch.ptr, scratch.bytes);
@@ -161,9 +164,12 @@ export class ThreadedBackend extends WasmBackend {
     const slots = scratch.ptr + JOB_BYTES;
     const partials = slots + slotBytes * this.threads;
     const job = new Uint32Array(this.heap.memory.buffer, scratch.ptr, JOB_WORDS);
-    const shape = [d.outer, d.channels, d.inner, plan.rows, plan.group];
-    const words = [pass.op, plan.chunks, ...shape, ...tensors, ...params, act, slope];
-    job.set([...words, partials, slots, slotBytes]);
+    // From literal arrays: spreads and Array.from cost more per pass.
+    job.set([pass.op, plan.chunks, d.outer, d.channels, d.inner, plan.rows, plan.group]);
+    job.set(addresses, 7);
+    job.set(params, 10);
+    const act = pass.act ? ACTIVATION_CODES[pass.act.kind] : 0;
+    job.set([act, SLOPE_BITS[0] as number, partials, slots, slotBytes], 16);
     (this.#pool as Pool).run(scratch.ptr, plan.chunks);
     return new Float64Array(this.heap.memory.buffer, partials, partialFloat64s(plan));
   }
