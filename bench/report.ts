@@ -17,7 +17,8 @@ const ms = (v: number | undefined) =>
         ? v.toFixed(1)
         : v >= 1
           ? v.toFixed(2)
-          : v.toFixed(3);
+          : // Three significant digits below 1 ms: a few µs must not read as 0.001.
+            v.toPrecision(3);
 const ratio = (v: number | undefined) =>
   v === undefined || !Number.isFinite(v)
     ? "—"
