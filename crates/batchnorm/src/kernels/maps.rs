@@ -2,7 +2,7 @@
 //! in place or not; and the streaming [`copy`] the benchmarks measure against.
 
 use super::ops::{self, Map};
-use super::rows::{load_params, Rows, CACHED_FLOATS, MIN_MAP_ROW, ROW_GROUP, SHORT_RUN};
+use super::rows::{load_params, Rows, CACHED_FLOATS, ROW_GROUP, SHORT_RUN};
 use super::{split_rows, Dims, Workspace, SCRATCH_ROWS};
 use crate::scalar::F32x1;
 use crate::vector::Vector;
@@ -25,12 +25,7 @@ pub(crate) unsafe fn map<V: Vector, M: Map<P>, const P: usize>(
     let channels = dims.channels;
     if dims.inner <= SHORT_RUN {
         let capacity = Workspace::capacity_of(ws.rows);
-        let rows = match Rows::at_least::<V>(channels, dims.inner, capacity, MIN_MAP_ROW) {
-            // Few rows: the narrower super-rows, so that the rows after the last whole one
-            // (mapped one lane at a time) stay few.
-            long if dims.outer < 8 * long.r => Rows::new::<V>(channels, dims.inner, capacity),
-            long => long,
-        };
+        let rows = Rows::new::<V>(channels, dims.inner, capacity);
         let mut scratch = split_rows::<SCRATCH_ROWS>(ws.rows, rows.width()).into_iter();
         let mut next = || scratch.next().unwrap_or_default();
         let reps: [&[f32]; P] = core::array::from_fn(|k| rows.expand::<V>(params[k], next()));

@@ -27,14 +27,6 @@ pub(super) const SHORT_RUN: usize = 16;
 /// C = 3 ran 1.25× slower than with 15-vector super-rows).
 const MIN_SUPER_ROW: usize = 64;
 
-/// Floats in a super-row at least for the maps, where the scratch row holds it. Longer loops
-/// over one stream per input: channels-last C = 64 at 25 MB ran 0.92–0.97× the time for
-/// gradient input and 0.83–0.86× for scale-shift with 256-float super-rows (four rows) than
-/// with rows of 64. The maps are elementwise, so `r` does not change their results; the
-/// reductions keep [`MIN_SUPER_ROW`], since their per-position sums fold in an order that
-/// depends on `r`.
-pub(super) const MIN_MAP_ROW: usize = 256;
-
 /// How the row kernels see a tensor whose runs are short: a sequence of rows of
 /// `channels · inner` floats (the channels-last rows when `inner` is 1, the planes of a
 /// channels-first tensor otherwise), each position of which has one channel's parameters. The
@@ -55,20 +47,10 @@ impl Rows {
     /// Super-rows of whole vectors of `W`, within `capacity` floats, and of about
     /// [`MIN_SUPER_ROW`] floats when rows are narrower.
     pub(super) fn new<W: Vector>(channels: usize, inner: usize, capacity: usize) -> Self {
-        Self::at_least::<W>(channels, inner, capacity, MIN_SUPER_ROW)
-    }
-
-    /// [`Rows::new`] with super-rows of about `least` floats when rows are narrower.
-    pub(super) fn at_least<W: Vector>(
-        channels: usize,
-        inner: usize,
-        capacity: usize,
-        least: usize,
-    ) -> Self {
         let positions = channels * inner;
         let base = W::LANES / gcd(positions, W::LANES);
         let r = if base * positions <= capacity {
-            let most = core::cmp::min(capacity, least);
+            let most = core::cmp::min(capacity, MIN_SUPER_ROW);
             base * core::cmp::max(1, most / (base * positions))
         } else {
             1
