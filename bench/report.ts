@@ -1,11 +1,13 @@
 /**
- * The README's benchmark table, in Markdown, from a results file:
- * `node --import tsx bench/report.ts [bench/results/latest.json]`.
+ * The README's benchmark tables, in Markdown, from a results file:
+ * `node --import tsx bench/report.ts [bench/results/latest.json]` (the main table, then the
+ * fused-activation rows when the run has them).
  *
  * @module
  */
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import type { FusedRow } from "./fused-rows.js";
 import type { BenchResults, CaseResult, Impl, Path } from "./types.js";
 
 const ms = (v: number | undefined) =>
@@ -73,7 +75,31 @@ export function markdownTable(results: BenchResults): string {
   return lines.join("\n");
 }
 
+/** The fused-activation rows: plain BN, fused, BN then a separate pass, and the ratios. */
+export function fusedTable(rows: readonly FusedRow[]): string {
+  const lines = [
+    "| shape | op | plain BN | BN+ReLU fused | BN, then a ReLU pass | fused / plain | separate / fused |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+  ];
+  for (const r of rows) {
+    const t = (x: { medianMs: number }) => `${ms(x.medianMs)} ms`;
+    const cells = [
+      r.shapeLabel.replace(/x/g, "×"),
+      r.op === "train fwd" ? "training fwd" : r.op,
+      t(r.plain),
+      t(r.fused),
+      t(r.separate),
+      `${r.fusedOverPlain.toFixed(2)}×`,
+      `${r.separateOverFused.toFixed(2)}×`,
+    ];
+    lines.push(`| ${cells.join(" | ")} |`);
+  }
+  return lines.join("\n");
+}
+
 if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {
   const input = process.argv[2] ?? "bench/results/latest.json";
-  console.log(markdownTable(JSON.parse(readFileSync(input, "utf8")) as BenchResults));
+  const results = JSON.parse(readFileSync(input, "utf8")) as BenchResults;
+  console.log(markdownTable(results));
+  if (results.fused !== undefined) console.log(`\n${fusedTable(results.fused)}`);
 }
