@@ -2,11 +2,13 @@
  * A module reuses its inference coefficients while its weight and running variance keep their
  * bits (ts/coefficient-cache.ts). Every way the state or the module's buffers can change between
  * two inference calls must still give the output of a module that computes them afresh: a twin
- * made from the same state dict just before the call, bit for bit. A negative control shows
- * that a cache that misses a change fails these comparisons.
+ * made from the same state dict just before the call, bit for bit. Only the wasm back ends
+ * cache; on the JS back end the same comparisons hold by construction. Negative controls show
+ * that a cache that misses a change, or is not invalidated, fails these comparisons.
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import type { Backend } from "../ts/backend.js";
+import { CoefficientCache } from "../ts/coefficient-cache.js";
 import { BatchNorm, type BatchNormOptions } from "../ts/index.node.js";
 import { resolveBackend } from "../ts/init.js";
 import { BACKENDS, initFromDist } from "./setup-backends.js";
@@ -16,7 +18,9 @@ beforeAll(async () => {
   await initFromDist();
 });
 
-const C = 6;
+// 7 channels: the two arrays compared are 14 words, so the SIMD comparison has a tail of
+// single words, and a change in the last one (below) must be seen too.
+const C = 7;
 const N = 3;
 // x − runningMean > 0 everywhere, so that the sign of a zero scale shows in y (below).
 const x = Float32Array.from({ length: N * C }, (_, i) => 1 + ((i * 7) % 5) * 0.75);
@@ -49,6 +53,8 @@ function changes(bn: BatchNorm, check: (what: string) => void): void {
   check("weight written in place");
   variance[0] = 7;
   check("runningVar written in place");
+  variance[C - 1] = 3;
+  check("the last channel's runningVar (the comparison's tail)");
   // y = (x − mean)·(±0) + (−0): +0 with weight +0, −0 with weight −0 (x − mean > 0).
   bias[1] = -0;
   weight[1] = 0;
@@ -77,6 +83,9 @@ function changes(bn: BatchNorm, check: (what: string) => void): void {
   bn.forward(x, [N, C]);
   bn.eval();
   check("after a training forward");
+  // A backward after an inference forward writes none of the cached coefficients today; the
+  // module invalidates anyway (defensively), and this checks that a backward leaves the cache
+  // right either way.
   bn.forward(x, [N, C]);
   bn.backward(x);
   check("after an inference forward's backward");
@@ -112,14 +121,35 @@ describe("negative control", () => {
     const options = { backend: "simd", layout: "NHWC", momentum: 0 } as const;
     const bn = new BatchNorm(C, options);
     bn.eval();
-    const refresh = backend.refresh;
     backend.refresh = () => true;
     try {
       expect(() => changes(bn, (what) => expectFresh(bn, options, what))).toThrow(
         /weight written in place: copy/,
       );
     } finally {
-      backend.refresh = refresh;
+      // The stub was an own property over the prototype's method.
+      delete (backend as Backend).refresh;
+      bn.dispose();
+    }
+    expect(backend.refresh).toBeTypeOf("function");
+  });
+
+  it("a cache that a training forward does not invalidate fails the comparison", () => {
+    const invalidate = Object.getOwnPropertyDescriptor(CoefficientCache.prototype, "invalidate");
+    const options = { backend: "simd", layout: "NHWC", momentum: 0 } as const;
+    const bn = new BatchNorm(C, options);
+    bn.eval();
+    CoefficientCache.prototype.invalidate = () => {};
+    try {
+      expect(() => changes(bn, (what) => expectFresh(bn, options, what))).toThrow(
+        /after a training forward: copy/,
+      );
+    } finally {
+      Object.defineProperty(
+        CoefficientCache.prototype,
+        "invalidate",
+        invalidate as PropertyDescriptor,
+      );
       bn.dispose();
     }
   });

@@ -253,6 +253,14 @@ function expectFloat64(d: Dims, xs: Float32Array, dys: Float32Array, a: Act | nu
     sumDy64[c] = (sumDy64[c] as number) + g;
   }
   const kind = a?.kind ?? "no activation";
+  // Tolerances, relative to the largest value: y is three float32 operations and the
+  // activation (within 2.4 ulp by the kernels' bounds), so a few ulps (2⁻²⁴ ≈ 6e-8) of |y|max;
+  // Σg sums a channel's values in float32 blocks merged in float64, an error near
+  // (block length)·2⁻²⁴ of Σ|g|. 1e-5 is a margin over both that still catches a wrong
+  // activation or slope (errors of order the values themselves: dropping silu from the threaded
+  // job, or a zero leakyRelu slope, failed 12 and 8 of these tests when tried). A ReLU whose z
+  // rounds to the other side of 0 in float32 would move Σg by one dy, more than the tolerance:
+  // the inputs are fixed, and none of their z lies within rounding of 0.
   expectClose(got.y, Float32Array.from(y64), 1e-5, `y vs float64, ${kind}`);
   expectClose(got.sumDy, Float32Array.from(sumDy64), 1e-5, `Σg vs float64, ${kind}`);
 }

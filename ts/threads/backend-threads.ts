@@ -51,14 +51,16 @@ interface Pass {
 
 /**
  * Tensors below this many floats (2 MiB) run on the calling thread. Below `CHUNK_FLOATS`
- * (3·2^17) a tensor is one chunk whatever the threshold; from 2^19 on it has two chunks or more,
- * none above 3/4 of it, so a second thread has work. bench/threads.ts (threads on every size)
- * on the 2-core machine, when a copy scales there: 2^18 floats and below 0.95–1.0× (one chunk:
- * the shared build's own cost), 2^19 1.11–1.38×, 2^20 1.51–1.55× (an earlier quiet run: 1.20×
- * and 1.5–1.6×); so no benchmark shape is below 0.95× with 2^19, while 2^20 (the first guess)
- * left 2^19's gain unused. Between 3·2^17 and 2^19 the second chunk can be tiny (no gain for
- * the cost). When the machine is busy and a copy does not scale, no size gains (0.59–0.87× at
- * 2^19 and 2^20, large tensors 0.68–1.03×): no threshold helps there.
+ * (3·2^17) a tensor is one chunk whatever the threshold; from 2^19 on a tensor whose chunks are
+ * `CHUNK_FLOATS` long has two or more, none above 3/4 of it, so a second thread has work. (A
+ * chunk also holds at least 1536 values of each channel, see plan.ts: channels-last tensors of
+ * more than 256 channels, and one sample of short runs, get larger chunks, so fewer of them.)
+ * bench/threads.ts (threads on every size) on the 2-core machine, when a copy scales there:
+ * 2^18 floats and below 0.85–1.02× (one chunk: the shared build's own cost), 2^19 1.11–1.38×,
+ * 2^20 1.51–1.73× (three quiet runs); so no benchmark shape is below 0.95× with 2^19, while
+ * 2^20 (the first guess) left 2^19's gain unused. Between 3·2^17 and 2^19 the second chunk can
+ * be tiny (no gain for the cost). When the machine is busy and a copy does not scale, no size
+ * gains (0.59–0.87× at 2^19 and 2^20, large tensors 0.68–1.03×): no threshold helps there.
  */
 export const MIN_THREADED_FLOATS = 1 << 19;
 
