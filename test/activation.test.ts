@@ -314,6 +314,31 @@ describe.each(BACKENDS)("fused activations on the %s back end", (backend) => {
     }
   });
 
+  it("relu, relu6 and leakyRelu keep the sign of a zero z: −0 stays −0, in vector lanes and tails", () => {
+    // z = (x − mean)·scale + shift = (+0)·(−1) + (−0) = −0 exactly, at every position of
+    // tensors whose runs (21 floats) and rows (7 floats) fill SIMD vectors and leave single
+    // lanes; relu(−0) is −0, as in the JS back end, never +0.
+    for (const kind of ["relu", "relu6", "leakyRelu"] as const) {
+      for (const [layout, shape, C] of [
+        ["NCHW", [3, 7, 1], 7],
+        ["NCHW", [1, 1, 21], 1],
+        ["NHWC", [3, 7], 7],
+      ] as const) {
+        const bn = new BatchNorm(C, { layout, backend, activation: kind }).eval();
+        bn.weight?.fill(-1);
+        bn.bias?.fill(-0);
+        bn.runningMean?.fill(1);
+        bn.runningVar?.fill(1);
+        const y = bn.forward(new Float32Array(21).fill(1), [...shape]);
+        const wrong = [...y].findIndex((v) => !Object.is(v, -0));
+        expect(wrong, `${backend} ${kind} ${layout} [${shape}]: y[${wrong}] = ${y[wrong]}`).toBe(
+          -1,
+        );
+        bn.dispose();
+      }
+    }
+  });
+
   it("negative controls: the derivative omitted, or taken at x̂ instead of z, is caught", () => {
     const { layout, shape } = SHAPES[0] as { layout: RefLayout; shape: number[] };
     for (const kind of ACTS) {

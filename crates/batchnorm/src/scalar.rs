@@ -73,11 +73,11 @@ impl Vector for F32x1 {
 
     #[inline(always)]
     fn lt_drop(self, other: Self) -> Self {
-        if self.0 < other.0 {
-            F32x1(0.0)
-        } else {
-            self
-        }
+        // An unsigned `min` with the mask, as the SIMD lanes do: written as a select (or an
+        // `and`), LLVM 14 makes it `f32.max`, which turns relu(−0) into +0 where the SIMD lanes
+        // and the JS back end keep −0.
+        let keep = u32::from(self.0 < other.0).wrapping_sub(1);
+        F32x1(f32::from_bits(core::cmp::min(self.0.to_bits(), keep)))
     }
 
     #[inline(always)]
