@@ -1,7 +1,8 @@
 /**
  * The interface that the wasm back ends (SIMD and scalar builds) and the pure-JS back end all
- * implement. It holds only the O(N) passes over a tensor; everything per channel (running
- * statistics, coefficients) is computed once, in float64, by {@link BatchNorm}.
+ * implement. It holds the O(N) passes over a tensor; everything per channel (running
+ * statistics, coefficients) is computed once, in float64, by core.ts, or by a back end's
+ * {@link ChannelMath} where it has one.
  *
  * @module
  */
@@ -119,6 +120,52 @@ export interface Backend {
    * inference coefficients have it (see coefficient-cache.ts).
    */
   refresh?(src: F32Buffer, snapshot: F32Buffer): boolean;
+  /**
+   * The O(C) float64 work of a training call, where the back end does it much faster than
+   * JavaScript (the SIMD builds: two channels per `f64x2`); the others leave it to core.ts.
+   */
+  readonly channelMath?: ChannelMath;
+}
+
+/**
+ * Per-channel float64 arithmetic in a back end's memory, giving the bits of its JavaScript
+ * twin in core.ts (named at each). A `weight` or `bias` of `null` is 1 or 0; `invstd` buffers
+ * hold float64 values, two floats a channel.
+ */
+export interface ChannelMath {
+  /** `forwardCoefficients` without a correction: `invstd`, `scale` and `shift`. */
+  forwardCoefficients(
+    variance: F32Buffer,
+    weight: F32Buffer | null,
+    bias: F32Buffer | null,
+    eps: number,
+    invstd: F32Buffer,
+    scale: F32Buffer,
+    shift: F32Buffer,
+  ): void;
+  /** `updateRunningStats`, with `unbias` the factor of the batch variance. */
+  updateRunning(
+    mean: F32Buffer,
+    variance: F32Buffer,
+    runningMean: F32Buffer,
+    runningVar: F32Buffer,
+    momentum: number,
+    unbias: number,
+  ): void;
+  /** `backwardPasses`' coefficients through batch statistics of `n` values, without a correction. */
+  backwardCoefficients(
+    sumDy: F32Buffer,
+    sumDyXc: F32Buffer,
+    invstd: F32Buffer,
+    weight: F32Buffer | null,
+    n: number,
+    dWeight: F32Buffer,
+    kDy: F32Buffer,
+    kXc: F32Buffer,
+    kConst: F32Buffer,
+  ): void;
+  /** The float64 values of an `invstd` buffer. */
+  float64(invstd: F32Buffer): Float64Array;
 }
 
 /** Number of values per channel of a `Dims` (what batch statistics are taken over). */

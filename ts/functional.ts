@@ -9,7 +9,13 @@
 import { type Activation, checkActivation } from "./activation.js";
 import type { BackendKind, F32Buffer } from "./backend.js";
 import { dimsLength, perChannel } from "./backend.js";
-import { applyForward, batchMoments, forwardCoefficients, type ParamGradients } from "./core.js";
+import {
+  applyForward,
+  batchCoefficients,
+  batchMoments,
+  forwardCoefficients,
+  type ParamGradients,
+} from "./core.js";
 import { checkChannelValues, isTyped, typeName } from "./errors.js";
 import {
   checkAffine,
@@ -319,7 +325,7 @@ export function batchNormBackward(
       }
       const invstd = new Float64Array(C);
       // The forward's scale and shift too: a fused activation's input is recomputed from them.
-      forwardCoefficients(s, { weight, bias }, s.variance.view(), eps, invstd);
+      batchCoefficients(input.backend, s, { weight, bias }, eps, invstd);
       const record = {
         dims: input.dims,
         center: s.mean,

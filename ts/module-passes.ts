@@ -11,7 +11,13 @@ import type { Act } from "./activation.js";
 import { type Backend, type Dims, dimsLength, type F32Buffer, perChannel } from "./backend.js";
 import { CoefficientCache, coefficientCacheArrays } from "./coefficient-cache.js";
 import { CopyBuffers } from "./copy-buffers.js";
-import { applyForward, forwardCoefficients, type GradSums, updateRunningStats } from "./core.js";
+import {
+  applyForward,
+  forwardCoefficients,
+  type GradSums,
+  updateRunningFromScratch,
+  updateRunningStats,
+} from "./core.js";
 import { isTyped, show, typeName } from "./errors.js";
 import { BufferSet } from "./lifetime.js";
 import type { RunningVarEstimator } from "./options.js";
@@ -273,7 +279,9 @@ export class ModulePasses {
         state.numBatchesTracked += 1;
         const m = this.#settings.momentum ?? 1 / state.numBatchesTracked;
         const { mean, variance, count } = result;
-        updateRunningStats(rm, rv, mean, variance, count, m, this.#settings.runningVarEstimator);
+        const estimator = this.#settings.runningVarEstimator;
+        if (result.inScratch) updateRunningFromScratch(this.impl, s, rm, rv, count, m, estimator);
+        else updateRunningStats(rm, rv, mean, variance, count, m, estimator);
       }
     } else {
       s.center.view().set(rm);

@@ -26,6 +26,30 @@ type Role = (typeof ROLES)[number];
 export interface ChannelScratch extends Record<Role, F32Buffer> {
   /** The kernels' own scratch space. */
   readonly ws: F32Buffer;
+  /** Where the back end has {@link Backend.channelMath}: what its calls read and write. */
+  readonly stage?: ChannelStage;
+}
+
+/**
+ * The module's arrays that {@link Backend.channelMath} reads or writes, copied into the back
+ * end's memory for a call (they live in JavaScript, where memory growth cannot detach them),
+ * and its float64 `invstd` (two floats a channel).
+ */
+export interface ChannelStage {
+  readonly weight: F32Buffer;
+  readonly bias: F32Buffer;
+  readonly runningMean: F32Buffer;
+  readonly runningVar: F32Buffer;
+  readonly dWeight: F32Buffer;
+  readonly invstd: F32Buffer;
+}
+
+/** Arrays of C floats a {@link ChannelStage} takes: five float32 ones and a float64 one. */
+const STAGE_ARRAYS = 7;
+
+/** Arrays of C floats the scratch takes in `backend`'s memory (the stage where there is one). */
+function scratchArrays(backend: Backend): number {
+  return ROLES.length + (backend.channelMath === undefined ? 0 : STAGE_ARRAYS);
 }
 
 /**
@@ -33,7 +57,7 @@ export interface ChannelScratch extends Record<Role, F32Buffer> {
  * back end's workspace cannot be that large).
  */
 export function scratchFloats(backend: Backend, channels: number, reserve = 0): number {
-  return (ROLES.length + reserve) * channels + backend.workspaceFloats(channels);
+  return (scratchArrays(backend) + reserve) * channels + backend.workspaceFloats(channels);
 }
 
 /**
@@ -75,5 +99,15 @@ export function allocScratch(
   const scratch: Partial<Record<Role | "ws", F32Buffer>> = {};
   for (const role of ROLES) scratch[role] = buffers.alloc(channels);
   scratch.ws = buffers.alloc(backend.workspaceFloats(channels));
-  return scratch as ChannelScratch;
+  if (backend.channelMath === undefined) return scratch as ChannelScratch;
+  const alloc = () => buffers.alloc(channels);
+  const stage: ChannelStage = {
+    weight: alloc(),
+    bias: alloc(),
+    runningMean: alloc(),
+    runningVar: alloc(),
+    dWeight: alloc(),
+    invstd: buffers.alloc(2 * channels),
+  };
+  return { ...scratch, stage } as ChannelScratch;
 }

@@ -13,6 +13,7 @@ import {
   applyForward,
   type BackwardBuffers,
   backwardPasses,
+  batchCoefficients,
   batchMoments,
   type Correction,
   type ForwardRecord,
@@ -149,6 +150,8 @@ export interface BatchStatsForward {
   readonly variance: ArrayLike<number>;
   /** Values per channel in one ghost batch (for the unbiased variance). */
   readonly count: number;
+  /** Whether `mean` and `variance` are the scratch's own `mean` and `variance` buffers. */
+  readonly inScratch: boolean;
 }
 
 /**
@@ -262,7 +265,9 @@ export function batchStatsForward(
         correction,
       );
     }
-    forwardCoefficients(s, plan.affine, variance, plan.eps, p.invstd, correction);
+    if (global === null && correction === null) {
+      batchCoefficients(be, s, plan.affine, plan.eps, p.invstd);
+    } else forwardCoefficients(s, plan.affine, variance, plan.eps, p.invstd, correction);
     if (y !== null) {
       const yg = G === 1 ? y : be.subrange(y, g * length, length);
       applyForward(be, xg, yg, sub, p.center, s, plan.act ?? null);
@@ -289,10 +294,11 @@ export function batchStatsForward(
       varSum[c] = (g === 0 ? 0 : (varSum[c] as number)) + (variance[c] as number) / G;
     }
   }
-  if (global !== null) return { parts, ...global, count: global.n };
+  if (global !== null) return { parts, ...global, count: global.n, inScratch: false };
+  const count = perChannel(sub);
   return G === 1
-    ? { parts, mean: s.mean.view(), variance: s.variance.view(), count: perChannel(sub) }
-    : { parts, mean: meanSum, variance: varSum, count: perChannel(sub) };
+    ? { parts, mean: s.mean.view(), variance: s.variance.view(), count, inScratch: true }
+    : { parts, mean: meanSum, variance: varSum, count, inScratch: false };
 }
 
 /**

@@ -9,9 +9,10 @@
  * Must equal `ABI_VERSION` in `crates/batchnorm/src/lib.rs`. 2: fused activations (`act`,
  * `slope` after the map and gradient exports' arguments; `scale`, `shift` after the gradient
  * ones'). 3: `bn_refresh`. 4: the threaded back end's job (`threads.rs`'s `Job`) carries the
- * activation, its slope and six parameters.
+ * activation, its slope and six parameters. 5: the SIMD builds' per-channel exports
+ * ({@link ChannelExports}).
  */
-export const ABI_VERSION = 4;
+export const ABI_VERSION = 5;
 
 type Ptr = number;
 
@@ -80,6 +81,61 @@ export interface BatchNormExports {
   bn_copy(src: Ptr, dst: Ptr, len: number): void;
   /** 1 when `snapshot` holds `src`'s bits (`len` words); else copies them there and gives 0. */
   bn_refresh(src: Ptr, snapshot: Ptr, len: number): number;
+}
+
+/**
+ * The SIMD builds' per-channel float64 work (`channel_math.rs`); the scalar build has none.
+ * A null pointer (0) for `weight` or `bias` means 1 or 0; `invstd` points at float64 values.
+ */
+export interface ChannelExports {
+  bn_forward_coefficients(
+    variance: Ptr,
+    weight: Ptr,
+    bias: Ptr,
+    eps: number,
+    channels: number,
+    invstd: Ptr,
+    scale: Ptr,
+    shift: Ptr,
+  ): void;
+  bn_update_running(
+    mean: Ptr,
+    variance: Ptr,
+    runningMean: Ptr,
+    runningVar: Ptr,
+    momentum: number,
+    unbias: number,
+    channels: number,
+  ): void;
+  bn_backward_coefficients(
+    sumDy: Ptr,
+    sumDyXc: Ptr,
+    invstd: Ptr,
+    weight: Ptr,
+    n: number,
+    channels: number,
+    dWeight: Ptr,
+    kDy: Ptr,
+    kXc: Ptr,
+    kConst: Ptr,
+  ): void;
+}
+
+const CHANNEL_FUNCTIONS = [
+  "bn_forward_coefficients",
+  "bn_update_running",
+  "bn_backward_coefficients",
+] as const;
+
+/** The per-channel exports of a checked instance, or null when it has none (the scalar build). */
+export function channelExports(instance: WebAssembly.Instance): ChannelExports | null {
+  const e = instance.exports as Record<string, unknown>;
+  const present = CHANNEL_FUNCTIONS.filter((f) => typeof e[f] === "function").length;
+  if (present === 0) return null;
+  if (present < CHANNEL_FUNCTIONS.length) {
+    throw new TypeError("wasm-batchnorm: a build has some of the per-channel exports but not all");
+  }
+  return e as unknown as ChannelExports;
 }
 
 const FUNCTIONS = [

@@ -5,8 +5,8 @@
  * @module
  */
 import { ACTIVATION_CODES, type Fused } from "../activation.js";
-import type { Backend, BackendKind, F32Buffer } from "../backend.js";
-import { type BatchNormExports, checkExports } from "./abi.js";
+import type { Backend, BackendKind, ChannelMath, F32Buffer } from "../backend.js";
+import { type BatchNormExports, type ChannelExports, channelExports, checkExports } from "./abi.js";
 import { Heap, MAX_BYTES, WasmF32Buffer } from "./memory.js";
 
 export class WasmBackend implements Backend {
@@ -17,10 +17,15 @@ export class WasmBackend implements Backend {
   /** Workspace bytes ≈ slope·C + base: see `workspaceFloats`. */
   readonly #workspaceSlope: number;
   readonly #workspaceBase: number;
+  readonly channelMath?: ChannelMath;
+  /** Float64 views of `invstd` buffers, by their float32 view (re-made when memory grew). */
+  readonly #float64 = new WeakMap<Float32Array, Float64Array>();
 
   constructor(kind: "simd" | "scalar", instance: WebAssembly.Instance) {
     this.kind = kind;
     this.#abi = checkExports(instance, `the ${kind} build`);
+    const channel = channelExports(instance);
+    if (channel !== null) this.channelMath = this.#channelMath(channel);
     const lanes = this.#abi.bn_lanes();
     if (lanes !== (kind === "simd" ? 4 : 1)) {
       throw new TypeError(
@@ -158,6 +163,57 @@ export class WasmBackend implements Backend {
 
   copy(src: F32Buffer, dst: F32Buffer): void {
     this.#abi.bn_copy(this.#p(src), this.#p(dst), src.length);
+  }
+
+  /** {@link ChannelMath} over the build's per-channel exports. */
+  #channelMath(e: ChannelExports): ChannelMath {
+    const p = (b: F32Buffer) => this.#p(b);
+    const optional = (b: F32Buffer | null) => (b === null ? 0 : this.#p(b));
+    return {
+      forwardCoefficients: (variance, weight, bias, eps, invstd, scale, shift) =>
+        e.bn_forward_coefficients(
+          p(variance),
+          optional(weight),
+          optional(bias),
+          eps,
+          variance.length,
+          p(invstd),
+          p(scale),
+          p(shift),
+        ),
+      updateRunning: (mean, variance, runningMean, runningVar, momentum, unbias) =>
+        e.bn_update_running(
+          p(mean),
+          p(variance),
+          p(runningMean),
+          p(runningVar),
+          momentum,
+          unbias,
+          mean.length,
+        ),
+      backwardCoefficients: (sumDy, sumDyXc, invstd, weight, n, dWeight, kDy, kXc, kConst) =>
+        e.bn_backward_coefficients(
+          p(sumDy),
+          p(sumDyXc),
+          p(invstd),
+          optional(weight),
+          n,
+          sumDy.length,
+          p(dWeight),
+          p(kDy),
+          p(kXc),
+          p(kConst),
+        ),
+      float64: (invstd) => {
+        const view = invstd.view();
+        let values = this.#float64.get(view);
+        if (values === undefined) {
+          values = new Float64Array(view.buffer, view.byteOffset, view.length / 2);
+          this.#float64.set(view, values);
+        }
+        return values;
+      },
+    };
   }
 
   refresh(src: F32Buffer, snapshot: F32Buffer): boolean {

@@ -8,11 +8,15 @@
 //! `[outer, channels, inner]` (see `kernels::Dims`): channels-first input is
 //! `[N, C, spatial]`, channels-last and 2-D input is `[N·spatial, C, 1]`. The TypeScript
 //! wrapper owns the memory (it allocates above `__heap_base`), validates every shape, and does
-//! the O(C) arithmetic in float64; these functions only run the O(N) passes.
+//! the O(C) arithmetic in float64; these functions run the O(N) passes, and in the SIMD builds
+//! also the float64 work of a training call's coefficients and running statistics
+//! (`channel_math.rs`), which the wrapper then leaves to them.
 
 #![no_std]
 
 mod activation;
+#[cfg(target_feature = "simd128")]
+mod channel_math;
 mod kernels;
 mod scalar;
 #[cfg(target_feature = "simd128")]
@@ -31,8 +35,9 @@ type Lanes = scalar::F32x1;
 /// Bumped whenever an export changes; the wrapper refuses a binary of another version.
 /// 2: fused activations (`act`, `slope` on the map and gradient exports; `scale`, `shift` on
 /// the gradient ones). 3: `bn_refresh`. 4: the threaded back end's job (`threads.rs`'s `Job`)
-/// carries the activation, its slope and six parameters.
-const ABI_VERSION: u32 = 4;
+/// carries the activation, its slope and six parameters. 5: the SIMD builds' per-channel
+/// exports (`bn_forward_coefficients`, `bn_update_running`, `bn_backward_coefficients`).
+const ABI_VERSION: u32 = 5;
 
 /// Runs `$body` with `$a` bound to the activation numbered `$code` (1 relu, 2 relu6,
 /// 3 leakyRelu with slope `$slope`, 4 sigmoid, 5 tanh, 6 silu: `ACTIVATION_CODES` in
@@ -319,6 +324,80 @@ pub unsafe extern "C" fn bn_refresh(src: *const u32, snapshot: *mut u32, len: us
     // A copy of words moves bits, NaN payloads included.
     kernels::copy::<Lanes>(src.cast(), snapshot.cast(), len);
     0
+}
+
+/// A training forward's coefficients: see `channel_math::forward_coefficients`. `weight` and
+/// `bias` may be 0 (null): 1 and 0.
+///
+/// # Safety
+/// Every non-null pointer is valid for `channels` values (`invstd` for float64, 8-byte
+/// aligned); outputs do not overlap inputs.
+#[cfg(target_feature = "simd128")]
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn bn_forward_coefficients(
+    variance: *const f32,
+    weight: *const f32,
+    bias: *const f32,
+    eps: f64,
+    channels: usize,
+    invstd: *mut f64,
+    scale: *mut f32,
+    shift: *mut f32,
+) {
+    channel_math::forward_coefficients(variance, weight, bias, eps, channels, invstd, scale, shift);
+}
+
+/// The running statistics' update: see `channel_math::update_running`.
+///
+/// # Safety
+/// Every pointer is valid for `channels` floats; the running arrays overlap nothing else.
+#[cfg(target_feature = "simd128")]
+#[no_mangle]
+pub unsafe extern "C" fn bn_update_running(
+    mean: *const f32,
+    variance: *const f32,
+    running_mean: *mut f32,
+    running_var: *mut f32,
+    momentum: f64,
+    unbias: f64,
+    channels: usize,
+) {
+    channel_math::update_running(
+        mean,
+        variance,
+        running_mean,
+        running_var,
+        momentum,
+        unbias,
+        channels,
+    );
+}
+
+/// A backward's coefficients through batch statistics: see
+/// `channel_math::backward_coefficients`. `weight` may be 0 (null): 1.
+///
+/// # Safety
+/// Every non-null pointer is valid for `channels` values (`invstd` for float64, 8-byte
+/// aligned); outputs overlap nothing.
+#[cfg(target_feature = "simd128")]
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn bn_backward_coefficients(
+    sum_dy: *const f32,
+    sum_dy_xc: *const f32,
+    invstd: *const f64,
+    weight: *const f32,
+    n: f64,
+    channels: usize,
+    d_weight: *mut f32,
+    k_dy: *mut f32,
+    k_xc: *mut f32,
+    k_const: *mut f32,
+) {
+    channel_math::backward_coefficients(
+        sum_dy, sum_dy_xc, invstd, weight, n, channels, d_weight, k_dy, k_xc, k_const,
+    );
 }
 
 #[cfg(test)]
