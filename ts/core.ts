@@ -298,7 +298,7 @@ function gradientCoefficients(f: ForwardRecord, s: ChannelScratch, sums: GradSum
       kDy[c] = weight === null ? kr : (weight[c] as number) * kr;
     }
   }
-  const dBias = Float32Array.from(sumDy);
+  const dBias = new Float32Array(sumDy);
   if (!f.batchStats) return { dWeight, dBias };
   const kXc = s.kXc.view();
   const kConst = s.kConst.view();
