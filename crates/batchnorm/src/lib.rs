@@ -208,14 +208,15 @@ pub unsafe extern "C" fn bn_grad_sums(
     let ws = &mut workspace(workspace_ptr, channels);
     let sum_dy = from_raw_parts_mut(sum_dy, channels);
     let sum_dy_xc = from_raw_parts_mut(sum_dy_xc, channels);
-    if act == 0 {
-        kernels::reduce_grads::<Lanes>(x, dy, dims, mean, ws, sum_dy, sum_dy_xc);
+    // Whether the float64 sums are in the workspace too: only the threaded runner asks.
+    let _in_workspace = if act == 0 {
+        kernels::reduce_grads::<Lanes>(x, dy, dims, mean, ws, sum_dy, sum_dy_xc)
     } else {
         let params = [mean, from_raw_parts(scale, channels), from_raw_parts(shift, channels)];
         with_activation!(act, slope, |a| {
             grad_sums_out_of_line(GradSumsAct(a), x, dy, dims, params, ws, sum_dy, sum_dy_xc)
-        });
-    }
+        })
+    };
 }
 
 /// `dx = k_dy[c]·g + k_xc[c]·(x − mean[c]) + k_const[c]`, with `g` as in [`bn_grad_sums`].
@@ -284,6 +285,7 @@ unsafe fn map_out_of_line<M: kernels::Map<P>, const P: usize>(
 /// `kernels::reduce_grads_with` out of line, for the reason of [`map_out_of_line`].
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
+#[must_use]
 fn grad_sums_out_of_line<R: kernels::Reduce<3>>(
     r: R,
     x: &[f32],
@@ -293,8 +295,8 @@ fn grad_sums_out_of_line<R: kernels::Reduce<3>>(
     ws: &mut Workspace,
     sum_dy: &mut [f32],
     sum_dy_xc: &mut [f32],
-) {
-    kernels::reduce_grads_with::<Lanes, R, 3>(r, x, dy, dims, params, ws, sum_dy, sum_dy_xc);
+) -> bool {
+    kernels::reduce_grads_with::<Lanes, R, 3>(r, x, dy, dims, params, ws, sum_dy, sum_dy_xc)
 }
 
 /// Copies `len` floats through vector registers: the benchmark's bandwidth yardstick.

@@ -171,7 +171,9 @@ unsafe fn run_chunk(job: &Job, i: usize, slot: usize) {
             OP_GRAD_SUMS => with_activation!(job.act, job.slope, |a| {
                 let (xs, bs) = (from_raw_parts(x, len), from_raw_parts(b, len));
                 let params = [p(0), p(1), p(2)];
-                grad_sums_out_of_line(GradSumsAct(a), xs, bs, dims, params, &mut ws, out_a, out_b)
+                let r = GradSumsAct(a);
+                let kept = grad_sums_out_of_line(r, xs, bs, dims, params, &mut ws, out_a, out_b);
+                keep_partials(kept, ws.moments, out_a, out_b);
             }),
             OP_GRAD_INPUT => with_activation!(job.act, job.slope, |a| {
                 let params = [p(0), p(1), p(2), p(3), p(4), p(5)];
@@ -196,7 +198,8 @@ unsafe fn run_chunk(job: &Job, i: usize, slot: usize) {
         ),
         OP_GRAD_SUMS => {
             let (xs, bs) = (from_raw_parts(x, len), from_raw_parts(b, len));
-            kernels::reduce_grads::<Lanes>(xs, bs, dims, p(0), &mut ws, out_a, out_b)
+            let kept = kernels::reduce_grads::<Lanes>(xs, bs, dims, p(0), &mut ws, out_a, out_b);
+            keep_partials(kept, ws.moments, out_a, out_b);
         }
         OP_GRAD_INPUT => {
             let params = [p(0), p(1), p(2), p(3)];
@@ -204,5 +207,18 @@ unsafe fn run_chunk(job: &Job, i: usize, slot: usize) {
         }
         OP_COPY => kernels::copy::<Lanes>(x, out, len),
         _ => panic!(),
+    }
+}
+
+/// Makes sure a gradient-sums chunk leaves its float64 sums in its partials (`mean` Σdy, `m2`
+/// Σdy·(x − mean)), which the wrapper merges (ts/threads/plan.ts's `mergeGradSums`): a chunk
+/// of one block has them only as the float32 `sum_dy`, `sum_dy_xc` (`kept` false), which
+/// convert exactly.
+fn keep_partials(kept: bool, partials: &mut [Moments], sum_dy: &[f32], sum_dy_xc: &[f32]) {
+    if kept {
+        return;
+    }
+    for (m, (&a, &b)) in partials.iter_mut().zip(sum_dy.iter().zip(sum_dy_xc)) {
+        (m.mean, m.m2) = (a as f64, b as f64);
     }
 }

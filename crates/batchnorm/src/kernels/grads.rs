@@ -11,8 +11,12 @@ use super::{split_rows, Dims, Workspace, BLOCK};
 use crate::scalar::F32x1;
 use crate::vector::Vector;
 
-/// Per-channel `Σdy` and `Σdy·(x − mean)`, accumulated in float64 across blocks.
+/// Per-channel `Σdy` and `Σdy·(x − mean)`, accumulated in float64 across blocks. Returns
+/// whether `ws.moments` holds the float64 sums too (`mean` Σdy, `m2` Σdy·(x − mean)): not when
+/// the tensor was one block, whose float32 sums are written out directly (the threaded back
+/// end, which merges chunks' float64 sums, then converts them itself).
 #[allow(clippy::too_many_arguments)]
+#[must_use]
 pub(crate) fn reduce_grads<V: Vector>(
     x: &[f32],
     dy: &[f32],
@@ -21,13 +25,14 @@ pub(crate) fn reduce_grads<V: Vector>(
     ws: &mut Workspace,
     sum_dy: &mut [f32],
     sum_dy_xc: &mut [f32],
-) {
-    reduce_grads_with::<V, GradSums, 1>(GradSums, x, dy, dims, [mean], ws, sum_dy, sum_dy_xc);
+) -> bool {
+    reduce_grads_with::<V, GradSums, 1>(GradSums, x, dy, dims, [mean], ws, sum_dy, sum_dy_xc)
 }
 
 /// [`reduce_grads`] with the reduction `r` and its per-channel parameters `params` (the first
 /// is the mean): [`GradSums`], or [`GradSumsAct`](super::GradSumsAct) with `[mean, scale, shift]`.
 #[allow(clippy::too_many_arguments)]
+#[must_use]
 pub(crate) fn reduce_grads_with<V: Vector, R: Reduce<P>, const P: usize>(
     r: R,
     x: &[f32],
@@ -37,7 +42,7 @@ pub(crate) fn reduce_grads_with<V: Vector, R: Reduce<P>, const P: usize>(
     ws: &mut Workspace,
     sum_dy: &mut [f32],
     sum_dy_xc: &mut [f32],
-) {
+) -> bool {
     let channels = dims.channels;
     // Reuse the float64 accumulators: `mean` holds Σdy and `m2` holds Σdy·(x − mean).
     let sums = &mut ws.moments[..channels];
@@ -76,7 +81,7 @@ pub(crate) fn reduce_grads_with<V: Vector, R: Reduce<P>, const P: usize>(
                 copy::<V>(acc0.as_ptr(), sum_dy.as_mut_ptr(), channels);
                 copy::<V>(acc1.as_ptr(), sum_dy_xc.as_mut_ptr(), channels);
             }
-            return;
+            return false;
         }
         add_all(sums, acc0, acc1, false);
     } else {
@@ -96,6 +101,7 @@ pub(crate) fn reduce_grads_with<V: Vector, R: Reduce<P>, const P: usize>(
         *a = s.mean as f32;
         *b = s.m2 as f32;
     }
+    true
 }
 
 /// Adds a block's per-channel sums to the channels' float64 accumulators (as many as `sums`
