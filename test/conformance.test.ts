@@ -7,7 +7,7 @@
  * data, then running statistics checked), one inference forward + backward, and one more
  * training step (the state carries over train → eval → train). Shapes are
  * chosen so that every tail path of the SIMD kernels runs: channel counts 1, 3, 5, 17 (not
- * multiples of 4), 64, and 129 and 131 (from 128 on the SIMD builds' per-channel float64 work
+ * multiples of 4), 64, and 129 and 131 (from 32 on the SIMD builds' per-channel float64 work
  * runs in wasm, two channels a vector); NCHW spatial sizes 1, 3, 7, 17, 33 and > 4096 (the kernels' 4096-float
  * statistics blocks); NHWC with N·spatial not a multiple of 4, and with more than 4096/C rows so
  * that a channels-last block boundary is crossed with a partial super-row at the end. The same
@@ -106,7 +106,7 @@ const CASES: Case[] = [
   { layout: "NHWC", shape: [1637, 5] },
   { layout: "NHWC", shape: [3, 161, 17] },
   { layout: "NHWC", shape: [1, 131, 64] },
-  // From 128 channels the SIMD builds compute the coefficients in wasm (odd counts: a lone
+  // From 32 channels the SIMD builds compute the coefficients in wasm (odd counts: a lone
   // last channel there).
   { layout: "NCHW", shape: [3, 131, 5] },
   { layout: "NHWC", shape: [4, 129] },

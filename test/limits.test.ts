@@ -20,12 +20,12 @@ const GiB4 = 2 ** 32;
 /**
  * Bytes a module takes per channel in wasm memory: ten float32 arrays, four more for the cache
  * of its inference coefficients (weight and running variance, now and then), on the SIMD build
- * seven more where its per-channel math reads and writes (ts/scratch.ts's stage), and the
+ * six more where its per-channel math reads and writes (ts/scratch.ts's stage), and the
  * kernels' workspace, which grows linearly past a few channels (408 bytes a channel).
  */
 function perChannelBytes(kind: "simd" | "scalar"): number {
   const ws = (c: number) => resolveBackend(kind).workspaceFloats(c);
-  const arrays = 14 + (kind === "simd" ? 7 : 0);
+  const arrays = 14 + (kind === "simd" ? 6 : 0);
   return 4 * (arrays + (ws(2 ** 20) - ws(2 ** 19)) / 2 ** 19);
 }
 

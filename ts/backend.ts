@@ -128,20 +128,18 @@ export interface Backend {
 }
 
 /**
- * Per-channel float64 arithmetic in a back end's memory, giving the bits of its JavaScript
- * twin in core.ts (named at each). A `weight` or `bias` of `null` is 1 or 0; `invstd` buffers
- * hold float64 values, two floats a channel.
+ * Per-channel float64 arithmetic in a back end's memory, giving the values of its JavaScript
+ * twin in core.ts (named at each), bit for bit but for NaN payloads. A `weight` of `null` is 1;
+ * `invstd` buffers hold float64 values, two floats a channel.
  */
 export interface ChannelMath {
-  /** `forwardCoefficients` without a correction: `invstd`, `scale` and `shift`. */
+  /** `forwardCoefficients` without a correction: `invstd` and `scale` (not `shift`). */
   forwardCoefficients(
     variance: F32Buffer,
     weight: F32Buffer | null,
-    bias: F32Buffer | null,
     eps: number,
     invstd: F32Buffer,
     scale: F32Buffer,
-    shift: F32Buffer,
   ): void;
   /** `updateRunningStats`, with `unbias` the factor of the batch variance. */
   updateRunning(
@@ -152,7 +150,7 @@ export interface ChannelMath {
     momentum: number,
     unbias: number,
   ): void;
-  /** `backwardPasses`' coefficients through batch statistics of `n` values, without a correction. */
+  /** `gradientCoefficients` through batch statistics of `n` values, without a correction. */
   backwardCoefficients(
     sumDy: F32Buffer,
     sumDyXc: F32Buffer,
@@ -164,8 +162,8 @@ export interface ChannelMath {
     kXc: F32Buffer,
     kConst: F32Buffer,
   ): void;
-  /** The float64 values of an `invstd` buffer. */
-  float64(invstd: F32Buffer): Float64Array;
+  /** A Float64Array view of an `invstd` buffer's values. */
+  float64View(invstd: F32Buffer): Float64Array;
 }
 
 /** Number of values per channel of a `Dims` (what batch statistics are taken over). */

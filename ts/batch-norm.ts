@@ -40,7 +40,7 @@ export type { Gradients };
  * Bad arguments throw a `TypeError` or `RangeError` naming the argument, what was expected and
  * what came, and leave the module exactly as it was.
  *
- * Memory: a module keeps its per-channel buffers (about 450 bytes per channel in wasm memory),
+ * Memory: a module keeps its per-channel buffers (about 490 bytes per channel in wasm memory),
  * the copy API's input and output buffers (the size of the last tensor passed as a
  * `Float32Array`, reused while the size holds), and what the last training forward saved for
  * backward (per-channel statistics; the input itself is the copy buffer or your tensor).

@@ -69,30 +69,12 @@ export function forwardCoefficients(
 }
 
 /**
- * Channels from which {@link ChannelMath} pays: below, copying the module's arrays into the
- * back end's memory and back cost more than the loops here (SIMD build, Node 20: a training
- * forward at [2, 16] took 3.6 µs instead of 3.2, at [2, 128] 4.3 instead of 4.4, at [2, 1000]
- * 12.6 instead of 17).
+ * The scratch's stage when it has one (its back end has {@link ChannelMath} and there are
+ * enough channels for it to pay: `scratch.ts`) and the weight, which it reads as float32, is
+ * float32 or null (so that it gives the values computed here); else undefined.
  */
-const CHANNEL_MATH_MIN = 128;
-
-/**
- * The scratch's stage when the back end has {@link ChannelMath}, there are enough channels for
- * it to pay, and the parameters it would read are float32 (as it reads them, so that it gives
- * the bits computed here); else undefined.
- */
-function stageFor(
-  be: Backend,
-  s: ChannelScratch,
-  weight: ArrayLike<number> | null,
-  bias: ArrayLike<number> | null,
-): ChannelStage | undefined {
-  if (be.channelMath === undefined || s.mean.length < CHANNEL_MATH_MIN) return undefined;
-  return isFloat32(weight) && isFloat32(bias) ? s.stage : undefined;
-}
-
-function isFloat32(a: ArrayLike<number> | null): boolean {
-  return a === null || a instanceof Float32Array;
+function stageFor(s: ChannelScratch, weight: ArrayLike<number> | null): ChannelStage | undefined {
+  return weight === null || weight instanceof Float32Array ? s.stage : undefined;
 }
 
 /** `values` copied into `buffer` (null stays null: 1 or 0). */
@@ -113,16 +95,18 @@ export function batchCoefficients(
   eps: number,
   invstd: Float64Array,
 ): void {
-  const stage = stageFor(be, s, affine.weight, affine.bias);
+  const stage = stageFor(s, affine.weight);
   if (stage === undefined) {
     forwardCoefficients(s, affine, s.variance.view(), eps, invstd);
     return;
   }
   const math = be.channelMath as ChannelMath;
   const weight = staged(stage.weight, affine.weight);
-  const bias = staged(stage.bias, affine.bias);
-  math.forwardCoefficients(s.variance, weight, bias, eps, stage.invstd, s.scale, s.shift);
-  invstd.set(math.float64(stage.invstd));
+  math.forwardCoefficients(s.variance, weight, eps, stage.invstd, s.scale);
+  invstd.set(math.float64View(stage.invstd));
+  const { bias } = affine;
+  if (bias === null) s.shift.view().fill(0);
+  else s.shift.view().set(bias);
 }
 
 /**
@@ -142,52 +126,47 @@ export function applyForward(
   else be.scaleShift(x, y, dims, center, s.scale, s.shift, s.ws, act);
 }
 
-/**
- * `running = (1 − m)·running + m·batch`, with the unbiased variance `var·n/(n − 1)` of `n`
- * values per channel (PyTorch's rule), or the biased `var` itself (Keras's, ONNX's).
- */
-export function updateRunningStats(
-  runningMean: Float32Array,
-  runningVar: Float32Array,
-  mean: ArrayLike<number>,
-  variance: ArrayLike<number>,
-  n: number,
-  m: number,
-  estimator: RunningVarEstimator,
-): void {
-  const unbias = estimator === "unbiased" ? n / (n - 1) : 1;
-  for (let c = 0; c < runningMean.length; c++) {
-    runningMean[c] = (1 - m) * (runningMean[c] as number) + m * (mean[c] as number);
-    runningVar[c] = (1 - m) * (runningVar[c] as number) + m * (variance[c] as number) * unbias;
-  }
+/** What a forward with batch statistics measured: each channel's mean and biased variance. */
+export interface BatchMoments {
+  readonly mean: ArrayLike<number>;
+  readonly variance: ArrayLike<number>;
+  /** Values per channel they are over. */
+  readonly count: number;
+  /** Whether `mean` and `variance` are the scratch's own `mean` and `variance` buffers. */
+  readonly inScratch: boolean;
 }
 
 /**
- * {@link updateRunningStats} with the batch statistics in `s.mean` and `s.variance`: by the
- * back end's channel math where it has it, else here.
+ * `running = (1 − m)·running + m·batch`, with the unbiased variance `var·n/(n − 1)` of the
+ * batch's `n` values per channel (PyTorch's rule), or the biased `var` itself (Keras's,
+ * ONNX's): by the back end's channel math where it can (the batch's statistics in the
+ * scratch, which has a stage), else here.
  */
-export function updateRunningFromScratch(
+export function updateRunningStats(
   be: Backend,
   s: ChannelScratch,
-  runningMean: Float32Array,
-  runningVar: Float32Array,
-  n: number,
+  running: { mean: Float32Array; variance: Float32Array },
+  batch: BatchMoments,
   m: number,
   estimator: RunningVarEstimator,
 ): void {
-  const stage = stageFor(be, s, null, null);
+  const unbias = estimator === "unbiased" ? batch.count / (batch.count - 1) : 1;
+  const stage = batch.inScratch ? stageFor(s, null) : undefined;
   if (stage === undefined) {
-    const [mean, variance] = [s.mean.view(), s.variance.view()];
-    updateRunningStats(runningMean, runningVar, mean, variance, n, m, estimator);
+    const { mean, variance } = batch;
+    for (let c = 0; c < running.mean.length; c++) {
+      running.mean[c] = (1 - m) * (running.mean[c] as number) + m * (mean[c] as number);
+      running.variance[c] =
+        (1 - m) * (running.variance[c] as number) + m * (variance[c] as number) * unbias;
+    }
     return;
   }
   const math = be.channelMath as ChannelMath;
-  stage.runningMean.view().set(runningMean);
-  stage.runningVar.view().set(runningVar);
-  const unbias = estimator === "unbiased" ? n / (n - 1) : 1;
+  stage.runningMean.view().set(running.mean);
+  stage.runningVar.view().set(running.variance);
   math.updateRunning(s.mean, s.variance, stage.runningMean, stage.runningVar, m, unbias);
-  runningMean.set(stage.runningMean.view());
-  runningVar.set(stage.runningVar.view());
+  running.mean.set(stage.runningMean.view());
+  running.variance.set(stage.runningVar.view());
 }
 
 /** What a backward needs of its forward. */
@@ -256,7 +235,7 @@ export function backwardPasses(
   const local = { sumDy: s.sumDy.view(), sumDyXc: s.sumDyXc.view(), n: perChannel(dims) };
   const sums = reduce ? reduce(local) : local;
   const plain = !reduce && !f.correction && f.batchStats;
-  const stage = plain ? stageFor(be, s, f.weight, null) : undefined;
+  const stage = plain ? stageFor(s, f.weight) : undefined;
   const grads =
     stage === undefined
       ? gradientCoefficients(f, s, sums)
@@ -322,7 +301,7 @@ function gradientCoefficientsIn(
   stage: ChannelStage,
   n: number,
 ): ParamGradients {
-  math.float64(stage.invstd).set(f.invstd);
+  math.float64View(stage.invstd).set(f.invstd);
   const weight = staged(stage.weight, f.weight);
   const { sumDy, sumDyXc, kDy, kXc, kConst } = s;
   math.backwardCoefficients(

@@ -11,13 +11,7 @@ import type { Act } from "./activation.js";
 import { type Backend, type Dims, dimsLength, type F32Buffer, perChannel } from "./backend.js";
 import { CoefficientCache, coefficientCacheArrays } from "./coefficient-cache.js";
 import { CopyBuffers } from "./copy-buffers.js";
-import {
-  applyForward,
-  forwardCoefficients,
-  type GradSums,
-  updateRunningFromScratch,
-  updateRunningStats,
-} from "./core.js";
+import { applyForward, forwardCoefficients, type GradSums, updateRunningStats } from "./core.js";
 import { isTyped, show, typeName } from "./errors.js";
 import { BufferSet } from "./lifetime.js";
 import type { RunningVarEstimator } from "./options.js";
@@ -278,10 +272,9 @@ export class ModulePasses {
       if (this.#mode.training && this.#settings.trackRunningStats) {
         state.numBatchesTracked += 1;
         const m = this.#settings.momentum ?? 1 / state.numBatchesTracked;
-        const { mean, variance, count } = result;
+        const running = { mean: rm, variance: rv };
         const estimator = this.#settings.runningVarEstimator;
-        if (result.inScratch) updateRunningFromScratch(this.impl, s, rm, rv, count, m, estimator);
-        else updateRunningStats(rm, rv, mean, variance, count, m, estimator);
+        updateRunningStats(this.impl, s, running, result, m, estimator);
       }
     } else {
       s.center.view().set(rm);

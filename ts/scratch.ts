@@ -26,7 +26,10 @@ type Role = (typeof ROLES)[number];
 export interface ChannelScratch extends Record<Role, F32Buffer> {
   /** The kernels' own scratch space. */
   readonly ws: F32Buffer;
-  /** Where the back end has {@link Backend.channelMath}: what its calls read and write. */
+  /**
+   * Where the back end's {@link Backend.channelMath} is used (see `CHANNEL_MATH_MIN`): what
+   * its calls read and write.
+   */
   readonly stage?: ChannelStage;
 }
 
@@ -37,19 +40,32 @@ export interface ChannelScratch extends Record<Role, F32Buffer> {
  */
 export interface ChannelStage {
   readonly weight: F32Buffer;
-  readonly bias: F32Buffer;
   readonly runningMean: F32Buffer;
   readonly runningVar: F32Buffer;
   readonly dWeight: F32Buffer;
   readonly invstd: F32Buffer;
 }
 
-/** Arrays of C floats a {@link ChannelStage} takes: five float32 ones and a float64 one. */
-const STAGE_ARRAYS = 7;
+/** Arrays of C floats a {@link ChannelStage} takes: four float32 ones and a float64 one. */
+const STAGE_ARRAYS = 6;
+
+/**
+ * Channels from which a back end's {@link ChannelMath} pays, and the scratch has a stage:
+ * below, copying the module's arrays into wasm memory and back costs more than the loops of
+ * core.ts (SIMD build, Node 20, zero-copy, [2, C]: a training forward took 0.84 µs instead of
+ * 0.80 at C = 16, 1.0 instead of 0.96 at 32, 1.15 instead of 1.19 at 64, 2.5 instead of 3.9
+ * at 256; forward + backward 3.7 instead of 4.1 µs at 32, 6.4 instead of 9.5 at 256).
+ */
+const CHANNEL_MATH_MIN = 32;
+
+/** Whether a scratch of `channels` channels on `backend` has a {@link ChannelStage}. */
+function staged(backend: Backend, channels: number): boolean {
+  return backend.channelMath !== undefined && channels >= CHANNEL_MATH_MIN;
+}
 
 /** Arrays of C floats the scratch takes in `backend`'s memory (the stage where there is one). */
-function scratchArrays(backend: Backend): number {
-  return ROLES.length + (backend.channelMath === undefined ? 0 : STAGE_ARRAYS);
+function scratchArrays(backend: Backend, channels: number): number {
+  return ROLES.length + (staged(backend, channels) ? STAGE_ARRAYS : 0);
 }
 
 /**
@@ -57,7 +73,8 @@ function scratchArrays(backend: Backend): number {
  * back end's workspace cannot be that large).
  */
 export function scratchFloats(backend: Backend, channels: number, reserve = 0): number {
-  return (scratchArrays(backend) + reserve) * channels + backend.workspaceFloats(channels);
+  const arrays = scratchArrays(backend, channels) + reserve;
+  return arrays * channels + backend.workspaceFloats(channels);
 }
 
 /**
@@ -99,11 +116,10 @@ export function allocScratch(
   const scratch: Partial<Record<Role | "ws", F32Buffer>> = {};
   for (const role of ROLES) scratch[role] = buffers.alloc(channels);
   scratch.ws = buffers.alloc(backend.workspaceFloats(channels));
-  if (backend.channelMath === undefined) return scratch as ChannelScratch;
+  if (!staged(backend, channels)) return scratch as ChannelScratch;
   const alloc = () => buffers.alloc(channels);
   const stage: ChannelStage = {
     weight: alloc(),
-    bias: alloc(),
     runningMean: alloc(),
     runningVar: alloc(),
     dWeight: alloc(),

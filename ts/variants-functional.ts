@@ -9,7 +9,7 @@
 
 import type { Act } from "./activation.js";
 import type { Backend, Dims, F32Buffer } from "./backend.js";
-import { type Affine, updateRunningFromScratch, updateRunningStats } from "./core.js";
+import { type Affine, updateRunningStats } from "./core.js";
 import type { BufferSet } from "./lifetime.js";
 import type { RunningVarEstimator } from "./options.js";
 import type { ChannelScratch } from "./scratch.js";
@@ -113,11 +113,7 @@ export function variantForward(
   const result = variantParts(be, x, y, dims, s, buffers, call);
   const { running } = call;
   if (running !== undefined) {
-    const { mean, variance, count } = result;
-    const { momentum: m, estimator } = call;
-    if (result.inScratch) {
-      updateRunningFromScratch(be, s, running.mean, running.variance, count, m, estimator);
-    } else updateRunningStats(running.mean, running.variance, mean, variance, count, m, estimator);
+    updateRunningStats(be, s, running, result, call.momentum, call.estimator);
   }
   return result.parts;
 }

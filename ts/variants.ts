@@ -12,6 +12,7 @@ import {
   type Affine,
   applyForward,
   type BackwardBuffers,
+  type BatchMoments,
   backwardPasses,
   batchCoefficients,
   batchMoments,
@@ -143,15 +144,18 @@ export interface Part {
 }
 
 /** What a forward with batch statistics leaves: its parts, and the statistics for the update. */
-export interface BatchStatsForward {
+/**
+ * The parts of a forward, and its batch moments: with ghost batches, the mean over them of
+ * their means and of their biased variances, and `count` the values per channel of one.
+ */
+export interface BatchStatsForward extends BatchMoments {
   readonly parts: Part[];
-  /** Mean over ghost batches of their means and of their biased variances. */
-  readonly mean: ArrayLike<number>;
-  readonly variance: ArrayLike<number>;
-  /** Values per channel in one ghost batch (for the unbiased variance). */
-  readonly count: number;
-  /** Whether `mean` and `variance` are the scratch's own `mean` and `variance` buffers. */
-  readonly inScratch: boolean;
+}
+
+/** A ghost batch's views of {@link PartScratch}'s float64 arrays. */
+interface GhostViews {
+  readonly invstd: Float64Array;
+  readonly correction: Correction;
 }
 
 /**
@@ -169,7 +173,7 @@ export class PartScratch {
   #d = new Float64Array(0);
   #sums = { mean: new Float64Array(0), variance: new Float64Array(0) };
   /** Each ghost batch's views of the arrays above, made with them (not at every forward). */
-  #views: { invstd: Float64Array; correction: Correction }[] = [];
+  #views: GhostViews[] = [];
 
   constructor(buffers: BufferSet, channels: number) {
     this.#buffers = buffers;
@@ -203,10 +207,7 @@ export class PartScratch {
   part(be: Backend, g: number, s: ChannelScratch) {
     const C = this.#channels;
     const center = this.#centers === undefined ? s.mean : be.subrange(this.#centers, g * C, C);
-    const { invstd, correction } = this.#views[g] as {
-      invstd: Float64Array;
-      correction: Correction;
-    };
+    const { invstd, correction } = this.#views[g] as GhostViews;
     return { center, invstd, correction };
   }
 
@@ -358,6 +359,16 @@ export function partsBackward(
  * rest of a backward call at [2, 4] (V8's object-clone path).
  */
 function withWeight(record: ForwardRecord, weight: ArrayLike<number> | null): ForwardRecord {
-  const { dims, center, invstd, batchStats, correction, act } = record;
-  return { dims, center, invstd, weight, batchStats, correction, act };
+  const { dims, center, invstd, batchStats } = record;
+  const [correction, act] = [record.correction ?? null, record.act ?? null];
+  // Every field, checked: a field added to ForwardRecord must be copied here too.
+  return {
+    dims,
+    center,
+    invstd,
+    weight,
+    batchStats,
+    correction,
+    act,
+  } satisfies Required<ForwardRecord>;
 }

@@ -85,18 +85,16 @@ export interface BatchNormExports {
 
 /**
  * The SIMD builds' per-channel float64 work (`channel_math.rs`); the scalar build has none.
- * A null pointer (0) for `weight` or `bias` means 1 or 0; `invstd` points at float64 values.
+ * A null pointer (0) for `weight` means 1; `invstd` points at float64 values.
  */
 export interface ChannelExports {
   bn_forward_coefficients(
     variance: Ptr,
     weight: Ptr,
-    bias: Ptr,
     eps: number,
     channels: number,
     invstd: Ptr,
     scale: Ptr,
-    shift: Ptr,
   ): void;
   bn_update_running(
     mean: Ptr,

@@ -170,16 +170,14 @@ export class WasmBackend implements Backend {
     const p = (b: F32Buffer) => this.#p(b);
     const optional = (b: F32Buffer | null) => (b === null ? 0 : this.#p(b));
     return {
-      forwardCoefficients: (variance, weight, bias, eps, invstd, scale, shift) =>
+      forwardCoefficients: (variance, weight, eps, invstd, scale) =>
         e.bn_forward_coefficients(
           p(variance),
           optional(weight),
-          optional(bias),
           eps,
           variance.length,
           p(invstd),
           p(scale),
-          p(shift),
         ),
       updateRunning: (mean, variance, runningMean, runningVar, momentum, unbias) =>
         e.bn_update_running(
@@ -204,7 +202,7 @@ export class WasmBackend implements Backend {
           p(kXc),
           p(kConst),
         ),
-      float64: (invstd) => {
+      float64View: (invstd) => {
         const view = invstd.view();
         let values = this.#float64.get(view);
         if (values === undefined) {

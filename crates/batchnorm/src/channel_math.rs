@@ -3,9 +3,10 @@
 //! the same in JavaScript (`ts/core.ts`) for the other back ends and the rarer paths; here it
 //! runs at C = 1000 in a fraction of the time (JavaScript pays for each typed-array access,
 //! more once wasm memory has grown and V8 has to check for detached buffers), and gives the
-//! same bits: every operation is the JavaScript one, in the same order, correctly rounded in
+//! same values: every operation is the JavaScript one, in the same order, correctly rounded in
 //! float64 (square root and division included), and each float32 result is rounded once, to
-//! nearest, as a `Float32Array` store rounds.
+//! nearest, as a `Float32Array` store rounds. So every result has the JavaScript's bits, but
+//! for a NaN's payload, which neither wasm nor JavaScript promises.
 //!
 //! SIMD builds only: wasm has a scalar `f64.sqrt`, but Rust 1.63's `core` has no way to emit
 //! it, so the scalar build leaves this work to JavaScript.
@@ -87,37 +88,21 @@ impl Pair {
             v128_store64_lane::<0>(v, p as *mut u64);
         }
     }
-
-    /// The pair's values of an optional array: `p`'s, or `absent` where `p` is null.
-    ///
-    /// # Safety
-    /// `p` is null or valid for the pair's channels.
-    #[inline(always)]
-    unsafe fn f32_or(self, p: *const f32, absent: f64) -> v128 {
-        if p.is_null() {
-            f64x2_splat(absent)
-        } else {
-            self.f32(p)
-        }
-    }
 }
 
-/// `invstd = 1/sqrt(variance + eps)`, `scale = weight·invstd` and `shift = bias`, per channel
-/// (`weight` null: 1; `bias` null: 0): `forwardCoefficients` of `ts/core.ts` without a
-/// correction.
+/// `invstd = 1/sqrt(variance + eps)` and `scale = weight·invstd`, per channel (`weight` null:
+/// 1): `forwardCoefficients` of `ts/core.ts` without a correction (which copies the bias into
+/// `shift` itself).
 ///
 /// # Safety
 /// Every non-null pointer is valid for `channels` values; outputs do not overlap inputs.
-#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn forward_coefficients(
     variance: *const f32,
     weight: *const f32,
-    bias: *const f32,
     eps: f64,
     channels: usize,
     invstd: *mut f64,
     scale: *mut f32,
-    shift: *mut f32,
 ) {
     let (one, eps) = (f64x2_splat(1.0), f64x2_splat(eps));
     for p in Pair::all(channels) {
@@ -125,7 +110,6 @@ pub(crate) unsafe fn forward_coefficients(
         p.put_f64(invstd, k);
         let scaled = if weight.is_null() { k } else { f64x2_mul(p.f32(weight), k) };
         p.put_f32(scale, scaled);
-        p.put_f32(shift, p.f32_or(bias, 0.0));
     }
 }
 
@@ -158,7 +142,7 @@ pub(crate) unsafe fn update_running(
 /// A backward through batch statistics, per channel, from its sums `Σdy` and `Σdy·(x − mean)`
 /// over `n` values: `dWeight = invstd·Σdy·xc`, `kDy = weight·invstd` (`weight` null: 1),
 /// `kXc = −kDy·invstd²·Σdy·xc / n` and `kConst = −kDy·Σdy / n`, with `kDy` as stored (float32):
-/// `backwardPasses` of `ts/core.ts` without a correction.
+/// `gradientCoefficients` of `ts/core.ts` without a correction.
 ///
 /// # Safety
 /// Every non-null pointer is valid for `channels` values; outputs overlap nothing.

@@ -328,26 +328,23 @@ pub unsafe extern "C" fn bn_refresh(src: *const u32, snapshot: *mut u32, len: us
     0
 }
 
-/// A training forward's coefficients: see `channel_math::forward_coefficients`. `weight` and
-/// `bias` may be 0 (null): 1 and 0.
+/// A training forward's coefficients: see `channel_math::forward_coefficients`. `weight` may
+/// be 0 (null): 1.
 ///
 /// # Safety
 /// Every non-null pointer is valid for `channels` values (`invstd` for float64, 8-byte
 /// aligned); outputs do not overlap inputs.
 #[cfg(target_feature = "simd128")]
 #[no_mangle]
-#[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn bn_forward_coefficients(
     variance: *const f32,
     weight: *const f32,
-    bias: *const f32,
     eps: f64,
     channels: usize,
     invstd: *mut f64,
     scale: *mut f32,
-    shift: *mut f32,
 ) {
-    channel_math::forward_coefficients(variance, weight, bias, eps, channels, invstd, scale, shift);
+    channel_math::forward_coefficients(variance, weight, eps, channels, invstd, scale);
 }
 
 /// The running statistics' update: see `channel_math::update_running`.

@@ -108,6 +108,8 @@ pub(crate) fn reduce_grads_with<V: Vector, R: Reduce<P>, const P: usize>(
 /// holds), over zipped iterators (indexed, three bounds checks a channel made this most of the
 /// kernel's time at [2, 1000]); `first`: overwrites them instead.
 fn add_all(sums: &mut [super::Moments], acc0: &[f32], acc1: &[f32], first: bool) {
+    // A zip stops at the shortest: every channel must have its sums (a bug otherwise).
+    assert!(acc0.len() >= sums.len() && acc1.len() >= sums.len());
     for (m, (&a, &b)) in sums.iter_mut().zip(acc0.iter().zip(acc1)) {
         add(m, [a, b], first);
     }

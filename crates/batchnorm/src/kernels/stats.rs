@@ -206,6 +206,9 @@ fn merge_all(
     sum_d: &[f32],
     sum_d2: &[f32],
 ) {
+    // A zip stops at the shortest: every channel must have its sums (a bug otherwise).
+    let channels = stats.len();
+    assert!(shift.len() >= channels && sum_d.len() >= channels && sum_d2.len() >= channels);
     let sums = shift.iter().zip(sum_d).zip(sum_d2);
     for (m, ((&s, &d), &d2)) in stats.iter_mut().zip(sums) {
         m.merge(merge, s, d, d2);
