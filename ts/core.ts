@@ -239,7 +239,7 @@ export function backwardPasses(
   const grads =
     stage === undefined
       ? gradientCoefficients(f, s, sums)
-      : gradientCoefficientsIn(be.channelMath as ChannelMath, f, s, stage, sums.n);
+      : gradientCoefficientsByChannelMath(be.channelMath as ChannelMath, f, s, stage, sums.n);
   if (f.batchStats) {
     if (fused === null) be.gradInput(x, dy, dx, dims, f.center, s.kDy, s.kXc, s.kConst, s.ws);
     else be.gradInput(x, dy, dx, dims, f.center, s.kDy, s.kXc, s.kConst, s.ws, fused);
@@ -294,7 +294,7 @@ function gradientCoefficients(f: ForwardRecord, s: ChannelScratch, sums: GradSum
  * {@link gradientCoefficients} through batch statistics of `n` values, without a correction,
  * by the back end's channel math from the sums in `s`.
  */
-function gradientCoefficientsIn(
+function gradientCoefficientsByChannelMath(
   math: ChannelMath,
   f: ForwardRecord,
   s: ChannelScratch,
