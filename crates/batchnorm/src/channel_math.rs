@@ -8,6 +8,8 @@
 //! nearest, as a `Float32Array` store rounds. So every result has the JavaScript's bits, but
 //! for a NaN's payload, which neither wasm nor JavaScript promises.
 //!
+//! The exports are here, not in `lib.rs` (as `threads.rs` has its own).
+//!
 //! SIMD builds only: wasm has a scalar `f64.sqrt`, but Rust 1.63's `core` has no way to emit
 //! it, so the scalar build leaves this work to JavaScript.
 
@@ -95,8 +97,10 @@ impl Pair {
 /// `shift` itself).
 ///
 /// # Safety
-/// Every non-null pointer is valid for `channels` values; outputs do not overlap inputs.
-pub(crate) unsafe fn forward_coefficients(
+/// Every non-null pointer (`weight` may be 0) is valid for `channels` values (`invstd` for
+/// float64, 8-byte aligned); outputs do not overlap inputs.
+#[no_mangle]
+pub unsafe extern "C" fn bn_forward_coefficients(
     variance: *const f32,
     weight: *const f32,
     eps: f64,
@@ -118,7 +122,8 @@ pub(crate) unsafe fn forward_coefficients(
 ///
 /// # Safety
 /// Every pointer is valid for `channels` floats; the running arrays overlap nothing else.
-pub(crate) unsafe fn update_running(
+#[no_mangle]
+pub unsafe extern "C" fn bn_update_running(
     mean: *const f32,
     variance: *const f32,
     running_mean: *mut f32,
@@ -145,9 +150,11 @@ pub(crate) unsafe fn update_running(
 /// `gradientCoefficients` of `ts/core.ts` without a correction.
 ///
 /// # Safety
-/// Every non-null pointer is valid for `channels` values; outputs overlap nothing.
+/// Every non-null pointer (`weight` may be 0) is valid for `channels` values (`invstd` for
+/// float64, 8-byte aligned); outputs overlap nothing.
+#[no_mangle]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn backward_coefficients(
+pub unsafe extern "C" fn bn_backward_coefficients(
     sum_dy: *const f32,
     sum_dy_xc: *const f32,
     invstd: *const f64,
