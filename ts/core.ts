@@ -59,8 +59,7 @@ export function forwardCoefficients(
     const kr = correction === null ? k : k * (correction.r[c] as number);
     scale[c] = weight === null ? kr : (weight[c] as number) * kr;
   }
-  if (bias === null) shift.fill(0);
-  else shift.set(bias);
+  shiftIsBias(s, bias);
   if (correction === null) return;
   for (let c = 0; c < shift.length; c++) {
     const w = weight === null ? 1 : (weight[c] as number);
@@ -104,7 +103,11 @@ export function batchCoefficients(
   const weight = staged(stage.weight, affine.weight);
   math.forwardCoefficients(s.variance, weight, eps, stage.invstd, s.scale);
   invstd.set(math.float64View(stage.invstd));
-  const { bias } = affine;
+  shiftIsBias(s, affine.bias);
+}
+
+/** `shift = bias` (0 where `bias` is null), copied exactly. */
+function shiftIsBias(s: ChannelScratch, bias: ArrayLike<number> | null): void {
   if (bias === null) s.shift.view().fill(0);
   else s.shift.view().set(bias);
 }

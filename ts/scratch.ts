@@ -59,13 +59,13 @@ const STAGE_ARRAYS = 6;
 const CHANNEL_MATH_MIN = 32;
 
 /** Whether a scratch of `channels` channels on `backend` has a {@link ChannelStage}. */
-function staged(backend: Backend, channels: number): boolean {
+function hasStage(backend: Backend, channels: number): boolean {
   return backend.channelMath !== undefined && channels >= CHANNEL_MATH_MIN;
 }
 
 /** Arrays of C floats the scratch takes in `backend`'s memory (the stage where there is one). */
 function scratchArrays(backend: Backend, channels: number): number {
-  return ROLES.length + (staged(backend, channels) ? STAGE_ARRAYS : 0);
+  return ROLES.length + (hasStage(backend, channels) ? STAGE_ARRAYS : 0);
 }
 
 /**
@@ -116,7 +116,7 @@ export function allocScratch(
   const scratch: Partial<Record<Role | "ws", F32Buffer>> = {};
   for (const role of ROLES) scratch[role] = buffers.alloc(channels);
   scratch.ws = buffers.alloc(backend.workspaceFloats(channels));
-  if (!staged(backend, channels)) return scratch as ChannelScratch;
+  if (!hasStage(backend, channels)) return scratch as ChannelScratch;
   const alloc = () => buffers.alloc(channels);
   const stage: ChannelStage = {
     weight: alloc(),
