@@ -56,7 +56,11 @@ const KINKED = new Set<Activation>(["relu", "relu6", "leakyRelu"]);
 const kinks = (a: Activation): number[] => (a === "relu6" ? [0, 6] : KINKED.has(a) ? [0] : []);
 const actOf = (kind: Activation): Act => ({ kind, negativeSlope: SLOPE });
 
-/** Shapes over every kernel path: runs (inner > 16, one > BLOCK), rows, super-rows, tails. */
+/**
+ * Shapes over every kernel path: runs (inner > 16, one > BLOCK), rows, super-rows, tails; the
+ * last two have one channel (weight 2.5) of 512 values or more, where the wasm builds' relu and
+ * leakyRelu backward test the sign of z against thresholds (the others have a negative weight).
+ */
 const SHAPES: { layout: RefLayout; shape: number[] }[] = [
   { layout: "NCHW", shape: [4, 3, 40] },
   { layout: "NCHW", shape: [3, 5, 3, 3] },
@@ -65,6 +69,8 @@ const SHAPES: { layout: RefLayout; shape: number[] }[] = [
   { layout: "NHWC", shape: [37, 5] },
   { layout: "NHWC", shape: [6, 4, 4, 7] },
   { layout: "NHWC", shape: [3000, 3] },
+  { layout: "NCHW", shape: [2, 1, 700] },
+  { layout: "NHWC", shape: [900, 1] },
 ];
 
 const worst: Record<string, number> = {};
@@ -337,6 +343,93 @@ describe.each(BACKENDS)("fused activations on the %s back end", (backend) => {
         bn.dispose();
       }
     }
+  });
+
+  it("relu and leakyRelu: the gradient passes exactly where the forward's y is positive", () => {
+    // x within 300 floats of each channel's kink (z = 0 at x0 = mean − bias·sqrt(var + eps)/
+    // weight), where z's float32 rounding decides its sign. The wasm builds' backward tests
+    // `θ < x − mean` against exact per-channel thresholds where every weight is positive and a
+    // channel has 512 values or more (crates/batchnorm/src/threshold.rs), and forms
+    // (x − mean)·scale otherwise (a negative weight, or short channels): each must pass the
+    // gradient where y > 0 and no other. Negative control: on the wasm builds, z's sign in
+    // float64 disagrees with y on some of these values, so a backward that decided the kink
+    // other than the forward did would be caught.
+    const C = 4;
+    const mean = [0.3, -1.1, 2.5, 0];
+    const variance = [0.8, 1.7, 0.3, 2.2];
+    const bias = [0, 0.7, -1.3, 2.1e-3];
+    const bits = new Uint32Array(1);
+    const float = new Float32Array(bits.buffer);
+    // The float `steps` floats above v (below, for negative steps), through ±0.
+    const step = (v: number, steps: number): number => {
+      float[0] = v;
+      const u = bits[0] as number;
+      const key = u >>> 31 ? 0x7fffffff - (u & 0x7fffffff) : 0x80000000 + u;
+      const k = key + steps;
+      bits[0] = k >= 0x80000000 ? k - 0x80000000 : 0x80000000 + (0x7fffffff - k);
+      return float[0] as number;
+    };
+    let disagreements = 0;
+    for (const weight of [
+      [1.3, 0.7, 2.9, 0.45],
+      [1.3, -0.7, 2.9, 0.45],
+    ]) {
+      for (const [layout, shape] of [
+        ["NCHW", [1, C, 1024]],
+        ["NHWC", [1024, C]],
+        ["NCHW", [2, C, 40]],
+        ["NHWC", [80, C]],
+      ] as const) {
+        const n = shape.reduce((a: number, b: number) => a * b, 1);
+        const chan = channelOf([...shape], layout);
+        const kink = mean.map(
+          (m, c) =>
+            m -
+            ((bias[c] as number) * Math.sqrt((variance[c] as number) + EPS)) /
+              (weight[c] as number),
+        );
+        const seen = new Array<number>(C).fill(0);
+        const x = Float32Array.from({ length: n }, (_, i) => {
+          const c = chan[i] as number;
+          const j = (seen[c] as number) + 1;
+          seen[c] = j;
+          return step(Math.fround(kink[c] as number), (j % 601) - 300);
+        });
+        const dy = Float32Array.from({ length: n }, (_, i) => 1 + (i % 7) * 0.1);
+        for (const kind of ["relu", "leakyRelu"] as const) {
+          const bn = new BatchNorm(C, { layout, backend, activation: kind, negativeSlope: SLOPE });
+          bn.eval();
+          bn.weight?.set(weight);
+          bn.bias?.set(bias);
+          bn.runningMean?.set(mean);
+          bn.runningVar?.set(variance);
+          const y = bn.forward(x, [...shape]);
+          const { dx } = bn.backward(dy);
+          const label = `${backend} ${kind} ${layout} [${shape}] weight ${weight}`;
+          let wrong = -1;
+          for (let i = 0; i < n && wrong < 0; i++) {
+            const c = chan[i] as number;
+            const kDy =
+              Math.fround(bn.weight?.[c] as number) /
+              Math.sqrt(Math.fround(variance[c] as number) + EPS);
+            const want =
+              (dy[i] as number) * kDy * ((y[i] as number) > 0 ? 1 : kind === "relu" ? 0 : SLOPE);
+            // dx = dy·kDy·act′(z), rounded to float32 two or three times (1e-6 is 8 ulp): the
+            // cases apart differ 5× (SLOPE) or by all of dx (relu).
+            if (Math.abs((dx[i] as number) - want) > 1e-6 * Math.abs((dy[i] as number) * kDy)) {
+              wrong = i;
+            }
+            const z =
+              ((x[i] as number) - Math.fround(mean[c] as number)) * kDy +
+              Math.fround(bias[c] as number);
+            if (z > 0 !== (y[i] as number) > 0) disagreements++;
+          }
+          expect(wrong, `${label}: dx[${wrong}] = ${dx[wrong]} for y = ${y[wrong]}`).toBe(-1);
+          bn.dispose();
+        }
+      }
+    }
+    if (backend !== "js") expect(disagreements).toBeGreaterThan(0);
   });
 
   it("negative controls: the derivative omitted, or taken at x̂ instead of z, is caught", () => {

@@ -21,7 +21,7 @@ const GiB4 = 2 ** 32;
  * Bytes a module takes per channel in wasm memory: ten float32 arrays, four more for the cache
  * of its inference coefficients (weight and running variance, now and then), on the SIMD build
  * six more where its per-channel math reads and writes (ts/scratch.ts's stage), and the
- * kernels' workspace, which grows linearly past a few channels (408 bytes a channel).
+ * kernels' workspace, which grows linearly past a few channels (412 bytes a channel).
  */
 function perChannelBytes(kind: "simd" | "scalar"): number {
   const ws = (c: number) => resolveBackend(kind).workspaceFloats(c);
@@ -30,16 +30,16 @@ function perChannelBytes(kind: "simd" | "scalar"): number {
 }
 
 /**
- * Channel counts where a byte count wraps 32 bits or crosses 4 GiB: 88·C, 176·C and 280·C
- * (older workspaces, computed in 32 bits), 24·C (six per-channel arrays), 408·C (this workspace
- * alone)
- * and this layout's whole per-channel size, each just below and just above; then the limits of
+ * Channel counts where a byte count wraps 32 bits or crosses 4 GiB: 88·C, 176·C, 280·C and
+ * 408·C (older workspaces, computed in 32 bits), 24·C (six per-channel arrays), 412·C (this
+ * workspace alone) and this layout's whole per-channel size, each just below and just above; then the limits of
  * an i32 and a u32; and one module of about 3 GiB, which fits.
  */
 function boundaries(kind: "simd" | "scalar"): { all: number[]; fits: number } {
   const fits = Math.floor((0.75 * GiB4) / perChannelBytes(kind));
   const all = [
     GiB4 / perChannelBytes(kind),
+    GiB4 / 412,
     GiB4 / 408,
     GiB4 / 280,
     GiB4 / 176,

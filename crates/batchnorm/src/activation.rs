@@ -9,7 +9,9 @@
 //! `relu`, `relu6` and `leakyRelu` are compares with masks, `pmin` and selects (PyTorch's
 //! conventions at the kinks: the derivative is 0 at 0 for relu, 0 at 0 and 6 for relu6, the
 //! slope at 0 for leakyRelu; NaN in gives NaN out); the backward tests relu's and leakyRelu's
-//! sign without forming `z` ([`Activation::grad_at`]). `sigmoid`, `tanh` and `silu` are built on [`exp`]:
+//! sign without forming `z` ([`Activation::grad_at`]), or, against per-channel thresholds,
+//! without forming `(x − mean)·scale` either ([`SignActivation`]). `sigmoid`, `tanh` and
+//! `silu` are built on [`exp`]:
 //!
 //! - `sigmoid(z) = 1 / (1 + e^−z)`,
 //! - `tanh(z) = 1 − 2 / (1 + e^2z)`,
@@ -41,13 +43,31 @@ pub(crate) trait Activation: core::marker::Copy {
     }
 }
 
+/// An activation whose derivative depends only on whether `z > 0`: the backward passes can
+/// test `θ < x − mean` against a per-channel threshold instead of forming `(x − mean)·scale`
+/// (`crate::threshold`, [`GradSumsAbove`](crate::kernels::GradSumsAbove)).
+pub(crate) trait SignActivation: Activation {
+    /// `dy·act′(z)` where `z > 0` exactly in the lanes where `threshold < v`.
+    fn grad_above<W: Vector>(self, v: W, threshold: W, dy: W) -> W;
+}
+
 /// `max(z, 0)`; derivative 1 for z > 0, else 0.
 #[derive(Clone, Copy)]
-pub(crate) struct Relu;
+pub(crate) struct Relu {
+    /// +0.0, read so that the compiler cannot see it ([`Vector::relu`] uses that).
+    zero: f32,
+}
+impl Relu {
+    pub(crate) fn new() -> Self {
+        static ZERO: f32 = 0.0;
+        // SAFETY: a read of a valid, aligned static; volatile only to hide its value.
+        Relu { zero: unsafe { core::ptr::read_volatile(&ZERO) } }
+    }
+}
 impl Activation for Relu {
     #[inline(always)]
     fn apply<W: Vector>(self, z: W) -> W {
-        z.lt_drop(W::splat(0.0))
+        z.relu(W::splat(self.zero))
     }
     #[inline(always)]
     fn grad<W: Vector>(self, z: W, dy: W) -> W {
@@ -55,7 +75,13 @@ impl Activation for Relu {
     }
     #[inline(always)]
     fn grad_at<W: Vector>(self, m: W, shift: W, dy: W) -> W {
-        W::splat(0.0).sub(shift).lt_keep(m, dy)
+        self.grad_above(m, W::splat(0.0).sub(shift), dy)
+    }
+}
+impl SignActivation for Relu {
+    #[inline(always)]
+    fn grad_above<W: Vector>(self, v: W, threshold: W, dy: W) -> W {
+        threshold.lt_keep(v, dy)
     }
 }
 
@@ -65,7 +91,7 @@ pub(crate) struct Relu6;
 impl Activation for Relu6 {
     #[inline(always)]
     fn apply<W: Vector>(self, z: W) -> W {
-        z.lt_drop(W::splat(0.0)).pmin(W::splat(6.0))
+        z.relu(W::splat(0.0)).pmin(W::splat(6.0))
     }
     #[inline(always)]
     fn grad<W: Vector>(self, z: W, dy: W) -> W {
@@ -87,7 +113,13 @@ impl Activation for LeakyRelu {
     }
     #[inline(always)]
     fn grad_at<W: Vector>(self, m: W, shift: W, dy: W) -> W {
-        W::splat(0.0).sub(shift).lt_select(m, dy, dy.mul(W::splat(self.0)))
+        self.grad_above(m, W::splat(0.0).sub(shift), dy)
+    }
+}
+impl SignActivation for LeakyRelu {
+    #[inline(always)]
+    fn grad_above<W: Vector>(self, v: W, threshold: W, dy: W) -> W {
+        threshold.lt_select(v, dy, dy.mul(W::splat(self.0)))
     }
 }
 
@@ -294,7 +326,7 @@ mod tests {
                 assert!(at(Silu, z).0.abs() <= 1e-36 * z.abs().max(1.0) || z < -1e20);
             }
         }
-        assert!(at(Relu, f32::NAN).0.is_nan() && at(Sigmoid, f32::NAN).0.is_nan());
+        assert!(at(Relu::new(), f32::NAN).0.is_nan() && at(Sigmoid, f32::NAN).0.is_nan());
     }
 
     /// `grad_at(m, shift, dy)` against `grad(m + shift, dy)`, bit for bit, where the sign test
@@ -334,16 +366,16 @@ mod tests {
                 }
             }
         }
-        check(Relu, &pairs);
+        check(Relu::new(), &pairs);
         check(LeakyRelu(0.1), &pairs);
         check(Relu6, &pairs);
     }
 
     #[test]
     fn kinks_follow_pytorch() {
-        assert_eq!(at(Relu, 0.0), (0.0, 0.0));
-        assert_eq!(at(Relu, -2.0), (0.0, 0.0));
-        assert_eq!(at(Relu, 2.0), (2.0, 1.0));
+        assert_eq!(at(Relu::new(), 0.0), (0.0, 0.0));
+        assert_eq!(at(Relu::new(), -2.0), (0.0, 0.0));
+        assert_eq!(at(Relu::new(), 2.0), (2.0, 1.0));
         assert_eq!(at(Relu6, 0.0).1, 0.0);
         assert_eq!(at(Relu6, 6.0), (6.0, 0.0));
         assert_eq!(at(Relu6, 7.0), (6.0, 0.0));

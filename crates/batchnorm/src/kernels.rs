@@ -89,7 +89,8 @@ mod tests;
 pub(crate) use grads::{reduce_grads, reduce_grads_with};
 pub(crate) use maps::{copy, map};
 pub(crate) use ops::{
-    GradInput, GradInputAct, GradSumsAct, Map, Reduce, ScaleShift, ScaleShiftAct,
+    GradInput, GradInputAbove, GradInputAct, GradSumsAbove, GradSumsAct, Map, Reduce, ScaleShift,
+    ScaleShiftAct,
 };
 pub(crate) use stats::{moments, Moments};
 
@@ -111,13 +112,16 @@ impl Dims {
     }
 }
 
-/// Scratch space of one call: float64 accumulators per channel and float32 rows of per-position
-/// parameters and sums for the row kernels. The wrapper allocates [`Workspace::bytes`] for its
-/// channel count.
+/// Scratch space of one call: float64 accumulators per channel, float32 rows of per-position
+/// parameters and sums for the row kernels, and a float32 per channel for the backward's sign
+/// thresholds (`crate::threshold`). The wrapper allocates [`Workspace::bytes`] for its channel
+/// count.
 pub(crate) struct Workspace<'a> {
     pub moments: &'a mut [Moments],
     /// `SCRATCH_ROWS` rows of [`Workspace::row_capacity`] floats each.
     pub rows: &'a mut [f32],
+    /// One float a channel, or none (the threaded back end's chunks do not use them).
+    pub thresholds: &'a mut [f32],
 }
 
 /// Scratch rows needed at once: six expanded parameter rows for [`GradInputAct`].
@@ -138,8 +142,12 @@ impl Workspace<'_> {
             Some(bytes) => bytes,
             None => return usize::MAX,
         };
+        // The rows, then the thresholds: a float a channel more.
         let rows = match Self::row_floats(channels) {
-            Some(floats) => floats,
+            Some(floats) => match floats.checked_add(channels) {
+                Some(floats) => floats,
+                None => return usize::MAX,
+            },
             None => return usize::MAX,
         };
         match rows.checked_mul(core::mem::size_of::<f32>()) {

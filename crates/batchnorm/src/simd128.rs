@@ -4,8 +4,8 @@
 use crate::vector::Vector;
 use core::arch::wasm32::{
     f32x4_add, f32x4_div, f32x4_extract_lane, f32x4_lt, f32x4_mul, f32x4_pmin, f32x4_splat,
-    f32x4_sub, i32x4_add, i32x4_shl, i32x4_splat, u32x4_min, v128, v128_bitselect, v128_load,
-    v128_not, v128_store,
+    f32x4_sub, i32x4_add, i32x4_eq, i32x4_shl, i32x4_splat, u32x4_min, v128, v128_bitselect,
+    v128_load, v128_store,
 };
 
 #[derive(Clone, Copy)]
@@ -64,15 +64,20 @@ impl Vector for F32x4 {
     // `value & mask` written as an unsigned min (the mask is all ones or all zeros): LLVM 14
     // turns an `and` with a compare's mask into `v128.bitselect`, which V8 compiles to three
     // instructions, and leaves `i32x4.min_u` (one `pminud`) alone. ReLU's backward passes ran
-    // 1.2× faster (cache-resident tensors). `lt_drop` likewise, where `pmax` became a select.
+    // 1.2× faster (cache-resident tensors).
     #[inline(always)]
     fn lt_keep(self, other: Self, value: Self) -> Self {
         F32x4(u32x4_min(value.0, f32x4_lt(self.0, other.0)))
     }
 
+    // The kept lanes' mask is `self < 0` inverted, as `mask == zero` (`zero`'s bits are 0):
+    // V8 compiles `v128.not` to two instructions, `i32x4.eq` to one. A constant zero would not
+    // do: LLVM turns `mask == 0` back into `not`. Then an unsigned min, as in `lt_keep`
+    // (`pmax` and `and` became selects). The fused ReLU forward ran 1.02–1.04× faster on
+    // tensors in the cache.
     #[inline(always)]
-    fn lt_drop(self, other: Self) -> Self {
-        F32x4(u32x4_min(self.0, v128_not(f32x4_lt(self.0, other.0))))
+    fn relu(self, zero: Self) -> Self {
+        F32x4(u32x4_min(self.0, i32x4_eq(f32x4_lt(self.0, zero.0), zero.0)))
     }
 
     #[inline(always)]

@@ -153,6 +153,7 @@ unsafe fn run_chunk(job: &Job, i: usize, slot: usize) {
     let mut ws = Workspace {
         moments: from_raw_parts_mut(partials, gc),
         rows: from_raw_parts_mut(slot_ptr, row_floats),
+        thresholds: &mut [],
     };
     let x = (job.x as usize as *const f32).add(offset);
     let b = (job.b as usize as *const f32).add(offset);

@@ -33,10 +33,11 @@ pub(crate) trait Vector: Copy {
     /// Per lane, `value` where `self < other` and +0 elsewhere (a compare and one bitwise op).
     fn lt_keep(self, other: Self, value: Self) -> Self;
 
-    /// Per lane, +0 where `self < other`, else `self`: `z.lt_drop(0)` is ReLU as wasm's
-    /// `f32x4.pmax(z, 0)` computes it (−0 and NaN kept), in a form the SIMD build compiles to
-    /// a compare, a `not` and a `min` (see `simd128.rs`).
-    fn lt_drop(self, other: Self) -> Self;
+    /// ReLU as wasm's `f32x4.pmax(self, 0)` computes it: +0 where `self < 0`, else `self`
+    /// (−0 and NaN kept). `zero` must be +0.0 in every lane; one the compiler cannot see is
+    /// zero ([`Relu`](crate::activation::Relu)'s) saves the SIMD build an instruction (see
+    /// `simd128.rs`).
+    fn relu(self, zero: Self) -> Self;
 
     /// `2^n` per lane, where the lane holds `n + 1.5·2^23` exactly for an integer `n` in
     /// [−126, 127] (what adding `1.5·2^23` to a float rounds it to): the low bits of such a

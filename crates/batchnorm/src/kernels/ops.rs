@@ -2,7 +2,7 @@
 //! of data with its vectors of parameters. The loops in `reduce` and `maps` are written once
 //! over these traits, so a pass is a type parameter of its loop.
 
-use crate::activation::Activation;
+use crate::activation::{Activation, SignActivation};
 use crate::vector::Vector;
 
 /// A reduction of one or two inputs into two sums, given `P` per-position parameters `p`.
@@ -54,6 +54,21 @@ impl<A: Activation> Reduce<3> for GradSumsAct<A> {
     fn step<W: Vector>(self, x: W, dy: W, p: [W; 3], acc: &mut [W; 2]) {
         let xc = x.sub(p[0]);
         let g = self.0.grad_at(xc.mul(p[1]), p[2], dy);
+        acc[0] = acc[0].add(g);
+        acc[1] = acc[1].add(g.mul(xc));
+    }
+}
+
+/// [`GradSumsAct`] for an activation that depends on the sign of `z` only, with
+/// `p = [mean, θ]`: `z > 0` tested as `θ < x − mean` (θ from `crate::threshold`, exact), one
+/// multiply and one parameter less per vector.
+#[derive(Clone, Copy)]
+pub(crate) struct GradSumsAbove<A>(pub A);
+impl<A: SignActivation> Reduce<2> for GradSumsAbove<A> {
+    #[inline(always)]
+    fn step<W: Vector>(self, x: W, dy: W, p: [W; 2], acc: &mut [W; 2]) {
+        let xc = x.sub(p[0]);
+        let g = self.0.grad_above(xc, p[1], dy);
         acc[0] = acc[0].add(g);
         acc[1] = acc[1].add(g.mul(xc));
     }
@@ -122,6 +137,21 @@ impl<A: Activation> Map<6> for GradInputAct<A> {
     fn apply<W: Vector>(self, x: W, dy: W, p: [W; 6]) -> W {
         let xc = x.sub(p[0]);
         let g = self.0.grad_at(xc.mul(p[4]), p[5], dy);
+        g.mul(p[1]).add(xc.mul(p[2])).add(p[3])
+    }
+}
+
+/// [`GradInputAct`] for an activation that depends on the sign of `z` only, with
+/// `p = [mean, k_dy, k_xc, k_const, θ]` (see [`GradSumsAbove`]).
+#[derive(Clone, Copy)]
+pub(crate) struct GradInputAbove<A>(pub A);
+impl<A: SignActivation> Map<5> for GradInputAbove<A> {
+    const UNROLL_ROWS: bool = false;
+    const STREAM_ROWS: usize = 1;
+    #[inline(always)]
+    fn apply<W: Vector>(self, x: W, dy: W, p: [W; 5]) -> W {
+        let xc = x.sub(p[0]);
+        let g = self.0.grad_above(xc, p[4], dy);
         g.mul(p[1]).add(xc.mul(p[2])).add(p[3])
     }
 }

@@ -49,8 +49,8 @@ impl Vector for Emu4 {
     fn lt_keep(self, o: Self, value: Self) -> Self {
         Emu4(core::array::from_fn(|k| if self.0[k] < o.0[k] { value.0[k] } else { 0.0 }))
     }
-    fn lt_drop(self, o: Self) -> Self {
-        Emu4(core::array::from_fn(|k| if self.0[k] < o.0[k] { 0.0 } else { self.0[k] }))
+    fn relu(self, zero: Self) -> Self {
+        Emu4(core::array::from_fn(|k| if self.0[k] < zero.0[k] { 0.0 } else { self.0[k] }))
     }
     fn pow2_rounded(self) -> Self {
         Emu4(self.0.map(|v| f32::from_bits((v.to_bits() << 23).wrapping_add(0x3f80_0000))))
@@ -97,7 +97,9 @@ fn check<V: Vector>(dims: Dims) {
     }
     let mut moments_buf = vec![Moments::default(); c_n];
     let mut rows = vec![f32::NAN; Workspace::row_floats(c_n).unwrap()];
-    let mut ws = Workspace { moments: &mut moments_buf, rows: &mut rows };
+    let mut thresholds = vec![f32::NAN; c_n];
+    let mut ws =
+        Workspace { moments: &mut moments_buf, rows: &mut rows, thresholds: &mut thresholds };
     let (mut m, mut v) = (vec![0f32; c_n], vec![0f32; c_n]);
     moments::<V>(&x, dims, &mut ws, &mut m, &mut v);
     for c in 0..c_n {
@@ -144,6 +146,81 @@ fn check<V: Vector>(dims: Dims) {
         assert_eq!(y[i], want, "dx[{i}] {dims:?}");
     }
     check_activations::<V>(dims, &x, &dy, &mut ws);
+    check_sign_thresholds::<V>(dims, &dy, &mut ws);
+}
+
+/// The sign-threshold passes ([`GradSumsAbove`], [`GradInputAbove`]) bit for bit against the
+/// passes that form `(x − mean)·scale` ([`GradSumsAct`], [`GradInputAct`]), on data packed
+/// around each channel's kink (x within 20 floats of `mean − shift/scale`; in odd channels
+/// every third value elsewhere). Even channels have mean 0, so that `x − mean` is exact and
+/// steps through every float near θ: with thresholds one float up, the maps differ (checked
+/// where a channel has 200 values or more, enough to reach θ's neighbour).
+fn check_sign_thresholds<V: Vector>(dims: Dims, dy: &[f32], ws: &mut Workspace) {
+    use crate::activation::{LeakyRelu, Relu, SignActivation};
+    use crate::threshold::{from_key, key, positive_thresholds};
+    let (n, c_n) = (dims.len(), dims.channels);
+    let p: [Vec<f32>; 5] = core::array::from_fn(|k| data(c_n, 80 + k as u32, 0.0));
+    let [mean, k_dy, k_xc, k_const, shift] = &p;
+    let mean: Vec<f32> = mean.iter().enumerate().map(|(c, &m)| m * (c % 2) as f32).collect();
+    let mut shift = shift.clone();
+    shift[0] = 0.0;
+    let scale: Vec<f32> = data(c_n, 90, 0.0).iter().map(|s| s.abs() + 0.05).collect();
+    let other = data(n, 91, 0.0);
+    let x: Vec<f32> = (0..n)
+        .map(|i| {
+            let c = channel(dims, i);
+            let kink = mean[c] - shift[c] / scale[c];
+            let ulps = (i % 41) as i32 - 20;
+            if c % 2 == 1 && i % 3 == 2 {
+                other[i]
+            } else {
+                from_key(key(kink).wrapping_add(ulps as u32))
+            }
+        })
+        .collect();
+    let mut theta = vec![0f32; c_n];
+    assert!(positive_thresholds(&scale, &shift, &mut theta));
+    let nudged: Vec<f32> = theta.iter().map(|&t| from_key(key(t) + 1)).collect();
+    fn one<V: Vector, A: SignActivation>(
+        act: A,
+        dims: Dims,
+        (x, dy): (&[f32], &[f32]),
+        p: [&[f32]; 6],
+        (theta, nudged): (&[f32], &[f32]),
+        ws: &mut Workspace,
+    ) {
+        let n = dims.len();
+        let [mean, k_dy, k_xc, k_const, ..] = p;
+        let (mut want, mut got, mut off) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        // SAFETY: every buffer holds n floats.
+        unsafe {
+            let (xp, dyp) = (x.as_ptr(), dy.as_ptr());
+            map::<V, _, 6>(GradInputAct(act), xp, dyp, want.as_mut_ptr(), dims, p, ws);
+            let above = [mean, k_dy, k_xc, k_const, theta];
+            map::<V, _, 5>(GradInputAbove(act), xp, dyp, got.as_mut_ptr(), dims, above, ws);
+            let above = [mean, k_dy, k_xc, k_const, nudged];
+            map::<V, _, 5>(GradInputAbove(act), xp, dyp, off.as_mut_ptr(), dims, above, ws);
+        }
+        for i in 0..n {
+            assert_eq!(want[i].to_bits(), got[i].to_bits(), "sign dx[{i}] {dims:?}");
+        }
+        if dims.outer * dims.inner >= 200 {
+            assert!(want != off, "thresholds one float off went unseen {dims:?}");
+        }
+        let c_n = dims.channels;
+        let (ps, pa) = ([mean, p[4], p[5]], [mean, theta]);
+        let (mut want0, mut want1) = (vec![0f32; c_n], vec![0f32; c_n]);
+        let (mut got0, mut got1) = (vec![0f32; c_n], vec![0f32; c_n]);
+        let r = GradSumsAct(act);
+        let _ = reduce_grads_with::<V, _, 3>(r, x, dy, dims, ps, ws, &mut want0, &mut want1);
+        let r = GradSumsAbove(act);
+        let _ = reduce_grads_with::<V, _, 2>(r, x, dy, dims, pa, ws, &mut got0, &mut got1);
+        assert_eq!((want0, want1), (got0, got1), "sign sums {dims:?}");
+    }
+    let p = [&mean[..], &k_dy[..], &k_xc[..], &k_const[..], &scale[..], &shift[..]];
+    let thresholds = (&theta[..], &nudged[..]);
+    one::<V, _>(Relu::new(), dims, (&x, dy), p, thresholds, ws);
+    one::<V, _>(LeakyRelu(0.1), dims, (&x, dy), p, thresholds, ws);
 }
 
 /// One lane of `act` (the scalar build's arithmetic, which every lane of every build does).
@@ -234,7 +311,7 @@ fn check_activations<V: Vector>(dims: Dims, x: &[f32], dy: &[f32], ws: &mut Work
             assert!((s1[c] as f64 - g1[c]).abs() <= tol, "act Σg·xc {c} {dims:?}");
         }
     }
-    one::<V, _>(Relu, dims, x, dy, ws);
+    one::<V, _>(Relu::new(), dims, x, dy, ws);
     one::<V, _>(Relu6, dims, x, dy, ws);
     one::<V, _>(LeakyRelu(0.1), dims, x, dy, ws);
     one::<V, _>(Silu, dims, x, dy, ws);
