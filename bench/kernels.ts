@@ -14,6 +14,7 @@ import { setFlagsFromString } from "node:v8";
 import type { Dims, F32Buffer } from "../ts/backend.js";
 import { init } from "../ts/index.node.js";
 import { resolveBackend } from "../ts/init.js";
+import { copyBuffers } from "./lib.js";
 import { median } from "./stats.js";
 
 const kind = (process.argv[2] ?? "simd") as "simd" | "scalar" | "js";
@@ -89,14 +90,13 @@ for (const [label, d] of shapes) {
   const x = be.alloc(n);
   const dy = be.alloc(n);
   const out = be.alloc(n);
-  const src = copier.alloc(n);
-  const dst = copier.alloc(n);
   const xv = x.view();
   const dyv = dy.view();
   for (let i = 0; i < n; i++) {
     xv[i] = Math.sin(i) * 2 + 0.5;
     dyv[i] = Math.cos(i * 1.3);
   }
+  const { src, dst, free: freeCopy } = copyBuffers(xv);
   const ch: F32Buffer[] = Array.from({ length: 6 }, () => be.alloc(C));
   for (const b of ch) b.view().fill(0.7);
   const [mean, variance, k1, k2, k3, s2] = ch as [
@@ -158,5 +158,6 @@ for (const [label, d] of shapes) {
         op("gradInput", 3, ti),
       ].join(" "),
   );
-  for (const b of [x, dy, out, src, dst, ws, ...ch]) b.free();
+  for (const b of [x, dy, out, ws, ...ch]) b.free();
+  freeCopy();
 }

@@ -5,7 +5,7 @@
  * @module
  */
 import { type Contestant, type Reference, type Runner, runnerContestant } from "./contestant.js";
-import { BatchNorm, type Layout, resolveBackend, type StateDict } from "./lib.js";
+import { BatchNorm, copyBuffers, type Layout, resolveBackend, type StateDict } from "./lib.js";
 import { moments, plainDims, plainRunner } from "./plain.js";
 import { EPS, type ShapeSpec } from "./plan.js";
 import { tfjsContestants } from "./rig-tfjs.js";
@@ -179,13 +179,8 @@ export function makeRig(spec: ShapeSpec, tf: Tf | undefined, quick: boolean): Ri
 
   // The yardstick: a wasm SIMD copy of n floats (2 passes), through the back end's bn_copy.
   const simd = resolveBackend("simd");
-  const src = simd.alloc(n);
-  const dst = simd.alloc(n);
-  src.view().set(input.x);
-  disposers.push(() => {
-    src.free();
-    dst.free();
-  });
+  const { src, dst, free } = copyBuffers(input.x);
+  disposers.push(free);
   byOp.push(() => [{ impl: "copy", path: "", run: () => simd.copy(src, dst) }]);
 
   for (const impl of ["simd", "scalar", "js"] as const) {
