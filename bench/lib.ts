@@ -27,11 +27,13 @@ export function copyBuffers(values: Float32Array): {
   free(): void;
 } {
   const be = resolveBackend("simd");
+  // A copy first: `values` may be a view of the memory that these allocations grow (detaching it).
+  const data = values.slice();
   const pads: F32Buffer[] = [];
   const lineAligned = (): F32Buffer => {
     // A pad of the offset's complement moves the next first-fit block onto the line.
     for (let tries = 0; tries < 16; tries++) {
-      const b = be.alloc(values.length);
+      const b = be.alloc(data.length);
       const off = b.view().byteOffset % 64;
       if (off === 0) return b;
       b.free();
@@ -41,7 +43,7 @@ export function copyBuffers(values: Float32Array): {
   };
   const src = lineAligned();
   const dst = lineAligned();
-  src.view().set(values);
+  src.view().set(data);
   return {
     src,
     dst,
