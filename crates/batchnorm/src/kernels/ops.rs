@@ -39,8 +39,7 @@ pub(super) struct GradSums;
 impl Reduce<1> for GradSums {
     #[inline(always)]
     fn step<W: Vector>(self, x: W, dy: W, mean: [W; 1], acc: &mut [W; 2]) {
-        acc[0] = acc[0].add(dy);
-        acc[1] = acc[1].add(dy.mul(x.sub(mean[0])));
+        add_grad_sums(acc, dy, x.sub(mean[0]));
     }
 }
 
@@ -53,9 +52,7 @@ impl<A: Activation> Reduce<3> for GradSumsAct<A> {
     #[inline(always)]
     fn step<W: Vector>(self, x: W, dy: W, p: [W; 3], acc: &mut [W; 2]) {
         let xc = x.sub(p[0]);
-        let g = self.0.grad_at(xc.mul(p[1]), p[2], dy);
-        acc[0] = acc[0].add(g);
-        acc[1] = acc[1].add(g.mul(xc));
+        add_grad_sums(acc, self.0.grad_at(xc.mul(p[1]), p[2], dy), xc);
     }
 }
 
@@ -68,10 +65,21 @@ impl<A: SignActivation> Reduce<2> for GradSumsAbove<A> {
     #[inline(always)]
     fn step<W: Vector>(self, x: W, dy: W, p: [W; 2], acc: &mut [W; 2]) {
         let xc = x.sub(p[0]);
-        let g = self.0.grad_above(xc, p[1], dy);
-        acc[0] = acc[0].add(g);
-        acc[1] = acc[1].add(g.mul(xc));
+        add_grad_sums(acc, self.0.grad_above(xc, p[1], dy), xc);
     }
+}
+
+/// The backward's sums of one vector: `Σg += g`, `Σg·xc += g·xc`.
+#[inline(always)]
+fn add_grad_sums<W: Vector>(acc: &mut [W; 2], g: W, xc: W) {
+    acc[0] = acc[0].add(g);
+    acc[1] = acc[1].add(g.mul(xc));
+}
+
+/// The backward's map of one vector: `dx = k_dy·g + k_xc·xc + k_const`, `k = [k_dy, k_xc, k_const]`.
+#[inline(always)]
+fn grad_input<W: Vector>(g: W, xc: W, k: [W; 3]) -> W {
+    g.mul(k[0]).add(xc.mul(k[1])).add(k[2])
 }
 
 /// An elementwise map of one or two inputs, given `P` per-position parameters. Implementations
@@ -122,7 +130,7 @@ impl Map<4> for GradInput {
     const STREAM_ROWS: usize = 1;
     #[inline(always)]
     fn apply<W: Vector>(self, x: W, dy: W, p: [W; 4]) -> W {
-        dy.mul(p[1]).add(x.sub(p[0]).mul(p[2])).add(p[3])
+        grad_input(dy, x.sub(p[0]), [p[1], p[2], p[3]])
     }
 }
 
@@ -136,8 +144,7 @@ impl<A: Activation> Map<6> for GradInputAct<A> {
     #[inline(always)]
     fn apply<W: Vector>(self, x: W, dy: W, p: [W; 6]) -> W {
         let xc = x.sub(p[0]);
-        let g = self.0.grad_at(xc.mul(p[4]), p[5], dy);
-        g.mul(p[1]).add(xc.mul(p[2])).add(p[3])
+        grad_input(self.0.grad_at(xc.mul(p[4]), p[5], dy), xc, [p[1], p[2], p[3]])
     }
 }
 
@@ -151,8 +158,7 @@ impl<A: SignActivation> Map<5> for GradInputAbove<A> {
     #[inline(always)]
     fn apply<W: Vector>(self, x: W, dy: W, p: [W; 5]) -> W {
         let xc = x.sub(p[0]);
-        let g = self.0.grad_above(xc, p[4], dy);
-        g.mul(p[1]).add(xc.mul(p[2])).add(p[3])
+        grad_input(self.0.grad_above(xc, p[4], dy), xc, [p[1], p[2], p[3]])
     }
 }
 
