@@ -39,6 +39,7 @@ export function copyBuffers(values: Float32Array): {
       b.free();
       pads.push(be.alloc((64 - off) / 4));
     }
+    for (const b of pads) b.free();
     throw new Error("bench: no 64-byte aligned block for the copy yardstick");
   };
   const src = lineAligned();

@@ -30,10 +30,11 @@ function perChannelBytes(kind: "simd" | "scalar"): number {
 }
 
 /**
- * Channel counts where a byte count wraps 32 bits or crosses 4 GiB: 88·C, 176·C, 280·C and
- * 408·C (older workspaces, computed in 32 bits), 24·C (six per-channel arrays), 412·C (this
- * workspace alone) and this layout's whole per-channel size, each just below and just above; then the limits of
- * an i32 and a u32; and one module of about 3 GiB, which fits.
+ * Channel counts where a byte count wraps 32 bits or crosses 4 GiB: 88·C, 176·C and 280·C
+ * (older workspaces, computed in 32 bits), 408·C (the previous workspace), 24·C (six
+ * per-channel arrays), 412·C (this workspace alone) and this layout's whole per-channel size,
+ * each just below and just above; then the limits of an i32 and a u32; and one module of about
+ * 3 GiB, which fits.
  */
 function boundaries(kind: "simd" | "scalar"): { all: number[]; fits: number } {
   const fits = Math.floor((0.75 * GiB4) / perChannelBytes(kind));

@@ -76,37 +76,8 @@ macro_rules! with_activation {
     };
 }
 
-/// Values a channel from which the backward of relu and leakyRelu tests `θ < x − mean` against
-/// per-channel thresholds (`threshold.rs`) instead of forming `(x − mean)·scale`: finding θ
-/// costs about 5 ns a channel in each pass, the test saves a multiply and a parameter per
-/// vector. Measured (SIMD build, each pass alone): even at about 256 values a channel; from
-/// 512 on, 0.81–0.97× the time ([512, 1000], [64, 256, 8], [1, 64, 512]); at 64, 1.1–1.3×.
-const THRESHOLDS_FROM: usize = 512;
-
-/// For relu (`act` 1) and leakyRelu (3) on at least [`THRESHOLDS_FROM`] values a channel, with
-/// every `scale` finite and positive: the thresholds of the sign test, taken out of the
-/// workspace, for `GradSumsAbove` and `GradInputAbove`; otherwise `None`.
-///
-/// # Safety
-/// `scale` and `shift` hold `dims.channels` floats.
-unsafe fn sign_thresholds<'a>(
-    act: u32,
-    dims: Dims,
-    scale: *const f32,
-    shift: *const f32,
-    ws: &mut Workspace<'a>,
-) -> Option<&'a [f32]> {
-    let channels = dims.channels;
-    if !(act == 1 || act == 3) || dims.outer * dims.inner < THRESHOLDS_FROM {
-        return None;
-    }
-    let out = core::mem::take(&mut ws.thresholds);
-    let (scale, shift) = (from_raw_parts(scale, channels), from_raw_parts(shift, channels));
-    threshold::positive_thresholds(scale, shift, out).then_some(out)
-}
-
 /// Runs `$body` with `$a` bound to relu (`$code` 1) or leakyRelu (3), the activations whose
-/// backward can test the sign of `z` against thresholds ([`sign_thresholds`]).
+/// backward can test the sign of `z` against thresholds (`threshold::sign_thresholds`).
 macro_rules! with_sign_activation {
     ($code:expr, $slope:expr, |$a:ident| $body:expr) => {
         match $code {
@@ -262,7 +233,7 @@ pub unsafe extern "C" fn bn_grad_sums(
     // Whether the float64 sums are in the workspace too: only the threaded runner asks.
     let _in_workspace = if act == 0 {
         kernels::reduce_grads::<Lanes>(x, dy, dims, mean, ws, sum_dy, sum_dy_xc)
-    } else if let Some(theta) = sign_thresholds(act, dims, scale, shift, ws) {
+    } else if let Some(theta) = threshold::sign_thresholds(act, dims, scale, shift, ws) {
         with_sign_activation!(act, slope, |a| {
             grad_sums_out_of_line(
                 GradSumsAbove(a),
@@ -317,7 +288,7 @@ pub unsafe extern "C" fn bn_grad_input(
     let mut ws = workspace(workspace_ptr, channels);
     if act == 0 {
         kernels::map::<Lanes, _, 4>(GradInput, x, dy, dx, dims, params, &mut ws);
-    } else if let Some(theta) = sign_thresholds(act, dims, scale, shift, &mut ws) {
+    } else if let Some(theta) = threshold::sign_thresholds(act, dims, scale, shift, &mut ws) {
         let [m, k_dy, k_xc, k_const] = params;
         let params = [m, k_dy, k_xc, k_const, theta];
         with_sign_activation!(act, slope, |a| {
@@ -399,35 +370,7 @@ pub unsafe extern "C" fn bn_refresh(src: *const u32, snapshot: *mut u32, len: us
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn refresh_compares_bits_and_copies() {
-        use super::bn_refresh;
-        let nan_a = f32::from_bits(0x7fc0_0001).to_bits();
-        let src = [1u32, 0x8000_0000, nan_a, 7, 9];
-        let mut snapshot = [1u32, 0, nan_a, 7, 9];
-        // -0 against +0 differs in bits, and is copied.
-        assert_eq!(unsafe { bn_refresh(src.as_ptr(), snapshot.as_mut_ptr(), 5) }, 0);
-        assert_eq!(snapshot, src);
-        assert_eq!(unsafe { bn_refresh(src.as_ptr(), snapshot.as_mut_ptr(), 5) }, 1);
-        assert_eq!(unsafe { bn_refresh(src.as_ptr(), snapshot.as_mut_ptr(), 0) }, 1);
-    }
-
-    #[test]
-    fn workspace_bytes_saturate() {
-        use super::bn_workspace_bytes as bytes;
-        // Float64 moments (24 bytes), 6 scratch rows of 16 floats per channel (64 at least)
-        // and 16 more, and a threshold.
-        let per_channel = 24 + 6 * 16 * 4 + 4;
-        assert_eq!(bytes(1), 24 + 6 * (64 + 16) * 4 + 4);
-        assert_eq!(bytes(1000), 1000 * per_channel + 384);
-        let largest = (usize::MAX - 384) / per_channel;
-        assert_eq!(bytes(largest), largest * per_channel + 384);
-        assert_eq!(bytes(largest + 1), usize::MAX);
-        assert_eq!(bytes(usize::MAX / 16 + 1), usize::MAX);
-        assert_eq!(bytes(usize::MAX), usize::MAX);
-    }
-}
+mod tests;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -1,14 +1,47 @@
 //! Per-channel thresholds that let the backward passes of ReLU and leaky ReLU test the sign of
 //! the pre-activation without forming it.
 //!
-//! Those passes keep `dy` where `z = fl(fl(x − mean)·scale) + shift > 0`, which they test as
-//! `−shift < fl(xc·scale)` with `xc = fl(x − mean)`: a multiply and a compare per vector. For a
+//! Those passes keep `dy` where the forward's `z = fl(fl(x − mean)·scale) + shift` is positive,
+//! which they test as `−shift < fl(xc·scale)` with `xc = fl(x − mean)` (the same lanes:
+//! `activation.rs`'s `grad_at`): a multiply and a compare per vector. For a
 //! finite `scale > 0`, `xc ↦ fl(xc·scale)` is non-decreasing over the floats with ±∞ (rounding
 //! is monotone), so the `xc` that pass the test are exactly those above one float,
 //! `θ = max{v : fl(v·scale) ≤ −shift}`, and `θ < xc` gives the same lanes with the multiply
 //! gone: also for `xc` = ±∞ (θ ranges over ±∞ too) and NaN (false both ways), and for a NaN
 //! `shift` (θ = NaN: false both ways). The search evaluates `fl(v·scale)` with the float32
 //! multiply the kernels use, so θ is exact by construction, not by an error bound.
+
+use crate::kernels::{Dims, Workspace};
+use core::slice::from_raw_parts;
+
+/// Values a channel from which the backward of relu and leakyRelu tests `θ < x − mean` against
+/// per-channel thresholds (this module) instead of forming `(x − mean)·scale`: finding θ
+/// costs about 5 ns a channel in each pass, the test saves a multiply and a parameter per
+/// vector. Measured (SIMD build, each pass alone): even at about 256 values a channel; from
+/// 512 on, 0.81–0.97× the time ([512, 1000], [64, 256, 8], [1, 64, 512]); at 64, 1.1–1.3×.
+pub(crate) const THRESHOLDS_FROM: usize = 512;
+
+/// For relu (`act` 1) and leakyRelu (3) on at least [`THRESHOLDS_FROM`] values a channel, with
+/// every `scale` finite and positive: the thresholds of the sign test, taken out of the
+/// workspace, for `GradSumsAbove` and `GradInputAbove`; otherwise `None`.
+///
+/// # Safety
+/// `scale` and `shift` hold `dims.channels` floats.
+pub(crate) unsafe fn sign_thresholds<'a>(
+    act: u32,
+    dims: Dims,
+    scale: *const f32,
+    shift: *const f32,
+    ws: &mut Workspace<'a>,
+) -> Option<&'a [f32]> {
+    let channels = dims.channels;
+    if !(act == 1 || act == 3) || dims.outer * dims.inner < THRESHOLDS_FROM {
+        return None;
+    }
+    let out = core::mem::take(&mut ws.thresholds);
+    let (scale, shift) = (from_raw_parts(scale, channels), from_raw_parts(shift, channels));
+    positive_thresholds(scale, shift, out).then_some(out)
+}
 
 /// Fills `out` with each channel's θ for `−shift < fl(xc·scale)` (see the module). Returns
 /// false, leaving `out` partly written, when some `scale` is not finite and positive: zero, a
@@ -25,22 +58,26 @@ pub(crate) fn positive_thresholds(scale: &[f32], shift: &[f32], out: &mut [f32])
     true
 }
 
-/// `max{v : fl(v·s) ≤ t}` for a finite `s > 0` (NaN for a NaN `t`), by search over the floats
-/// in order, starting from `t/s`, which is within an ulp or two of it unless the products
-/// overflow or fall among the subnormals: there the search widens by doubling steps, then
-/// halves, so at most about 64 products a channel.
+/// `max{v : fl(v·s) ≤ t}` for a finite `s > 0` (NaN for a NaN `t`).
 fn threshold(s: f32, t: f32) -> f32 {
     if t.is_nan() || t == f32::INFINITY {
         // A NaN compares false, as `t < fl(xc·s)` does; nothing exceeds +∞, as nothing does t.
         return t;
     }
-    if t == 0.0 && s > 0.5 {
-        // A zero shift (the usual bias, and every non-affine module's): the search would
-        // multiply subnormals, which take the CPU a microcode assist each (a backward at
-        // [8, 32, 16, 16] ran 1.2× slower). θ = 0 here: fl(v·s) ≤ 0 for every v ≤ 0, and the
-        // least positive float 2^−149 times s > 1/2 exceeds 2^−150, so it rounds up to 2^−149.
-        return 0.0;
+    if t == 0.0 {
+        if let Some(theta) = zero_shift_threshold(s) {
+            return theta;
+        }
     }
+    search(s, t)
+}
+
+/// [`threshold`] for a `t` that is not NaN or +∞, by search over the floats in order, starting
+/// from `t/s`, which is within an ulp or two of θ unless the products overflow or fall among the
+/// subnormals: there the search widens by doubling steps, then halves, so at most about 64
+/// products a channel (each among the subnormals a microcode assist: see
+/// [`zero_shift_threshold`]).
+fn search(s: f32, t: f32) -> f32 {
     let at_most = |k: u32| from_key(k) * s <= t;
     // at_most(lo) holds and at_most(hi) does not: fl(−∞·s) = −∞ ≤ t, fl(+∞·s) = +∞ > t.
     let (mut lo, mut hi) = (key(f32::NEG_INFINITY), key(f32::INFINITY));
@@ -76,6 +113,28 @@ fn threshold(s: f32, t: f32) -> f32 {
         }
     }
     from_key(lo)
+}
+
+/// [`threshold`] for `t = ±0` (a zero shift: the usual bias, and every non-affine module's) in
+/// closed form, where the search would multiply subnormals, which take the CPU a microcode
+/// assist each (90–940 ns a channel for s from 0.45 down to 1e-4; a backward at [8, 32, 16, 16]
+/// ran 1.2× slower). fl(v·s) ≤ 0 for every v ≤ 0; a positive v rounds to 0 exactly when
+/// v·s ≤ 2^−150 (a tie goes to the even 0), and the positive floats below 2^−125 are m·2^−149
+/// for their bits m. So θ has the bits m = max{m : m·s ≤ 1/2}, the products exact in float64
+/// (m < 2^24, s has 24 bits); `None` when that m reaches 2^24 (s below about 3·10⁻⁸).
+fn zero_shift_threshold(s: f32) -> Option<f32> {
+    const LINEAR_BITS: f64 = 16_777_216.0; // 2^24
+    let s = s as f64;
+    // Truncated by the cast (core has no `floor`): the quotient is positive.
+    let mut m = (0.5 / s).min(LINEAR_BITS) as u32 as f64;
+    // The division rounded: step to the exact m (a step or two).
+    while m > 0.0 && m * s > 0.5 {
+        m -= 1.0;
+    }
+    while (m + 1.0) * s <= 0.5 && m + 1.0 < LINEAR_BITS {
+        m += 1.0;
+    }
+    ((m + 1.0) * s > 0.5).then(|| f32::from_bits(m as u32))
 }
 
 /// The floats other than NaN in order as integers: −∞ lowest, −0 just below +0, +∞ highest.
@@ -127,8 +186,10 @@ mod tests {
         let tiny = f32::from_bits(1);
         let mut scales = std::vec![1.0f32, 0.7, 3.0, 1e-3, 1e3, 1e-30, 1e30, tiny, f32::MAX];
         scales.extend([f32::MIN_POSITIVE, 1.0 - f32::EPSILON / 2.0, 1.0 + f32::EPSILON]);
-        // Either side of the zero shift's shortcut (s > 1/2).
-        scales.extend([0.5, 0.5 + f32::EPSILON / 2.0, 0.5 - f32::EPSILON / 4.0, 0.25]);
+        // The zero shift's closed form: either side of 1/2 (θ = 0 above), of 1/4 and 1/3 (the
+        // last subnormal bits m with m·s ≤ 1/2 on a tie or not), and where it gives up (2^−25).
+        scales.extend([0.5, 0.5 + f32::EPSILON / 2.0, 0.5 - f32::EPSILON / 4.0, 0.25, 1.0 / 3.0]);
+        scales.extend([0.25 + f32::EPSILON / 8.0, 1e-4, 3e-8, 2.9e-8, 2.0f32.powi(-25)]);
         let mut shifts = std::vec![0.0f32, -0.0, 1.0, -1.0, 0.3, -2.5, 1e-40, -1e-40, tiny, -tiny];
         shifts.extend([1e20, -1e20, f32::MAX, -f32::MAX, f32::INFINITY, f32::NEG_INFINITY]);
         shifts.extend([f32::NAN, 6.0, -6.0, 1e-38, 5e3]);
@@ -161,6 +222,28 @@ mod tests {
             }
         }
         std::println!("thresholds: {cases} comparisons");
+    }
+
+    /// The zero shift's closed form against the search, wherever it answers: every scale
+    /// from 2^−24 up by quarter octaves, and either side of each 1/k (ties of m·s with 1/2).
+    #[test]
+    fn zero_shift_closed_form_is_the_search() {
+        let mut scales: Vec<f32> =
+            (0..=4 * 30).map(|k| 2.0f32.powf(k as f32 / 4.0 - 24.0)).collect();
+        for k in 1..2000 {
+            let s = 0.5 / k as f32;
+            scales.extend([s, from_key(key(s) + 1), from_key(key(s) - 1)]);
+        }
+        for &s in &scales {
+            let closed = zero_shift_threshold(s);
+            if s >= 3e-8 {
+                assert!(closed.is_some(), "scale {s:e}: no closed form");
+            }
+            if let Some(theta) = closed {
+                assert_eq!(theta.to_bits(), search(s, 0.0).to_bits(), "scale {s:e}");
+                assert_eq!(theta.to_bits(), search(s, -0.0).to_bits(), "scale {s:e}, −0");
+            }
+        }
     }
 
     #[test]

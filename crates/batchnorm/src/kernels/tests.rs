@@ -153,8 +153,9 @@ fn check<V: Vector>(dims: Dims) {
 /// passes that form `(x − mean)·scale` ([`GradSumsAct`], [`GradInputAct`]), on data packed
 /// around each channel's kink (x within 20 floats of `mean − shift/scale`; in odd channels
 /// every third value elsewhere). Even channels have mean 0, so that `x − mean` is exact and
-/// steps through every float near θ: with thresholds one float up, the maps differ (checked
-/// where a channel has 200 values or more, enough to reach θ's neighbour).
+/// steps through every float near θ: with thresholds one float up or down, the map and the
+/// sums differ (checked where a channel has 200 values or more, enough to reach θ's
+/// neighbours).
 fn check_sign_thresholds<V: Vector>(dims: Dims, dy: &[f32], ws: &mut Workspace) {
     use crate::activation::{LeakyRelu, Relu, SignActivation};
     use crate::threshold::{from_key, key, positive_thresholds};
@@ -180,47 +181,66 @@ fn check_sign_thresholds<V: Vector>(dims: Dims, dy: &[f32], ws: &mut Workspace) 
         .collect();
     let mut theta = vec![0f32; c_n];
     assert!(positive_thresholds(&scale, &shift, &mut theta));
-    let nudged: Vec<f32> = theta.iter().map(|&t| from_key(key(t) + 1)).collect();
-    fn one<V: Vector, A: SignActivation>(
+    // The next float up or down in value: past −0 from +0 (and back), which compare equal.
+    let moved = |by: i32| -> Vec<f32> {
+        let step = |t: f32| from_key(key(t).wrapping_add(by as u32));
+        theta.iter().map(|&t| if step(t) == t { step(step(t)) } else { step(t) }).collect()
+    };
+    let (up, down) = (moved(1), moved(-1));
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    /// dx, Σg and Σg·xc, by the threshold passes with thresholds `t`, or by the multiplying
+    /// ones when `t` is `None`.
+    fn passes<V: Vector, A: SignActivation>(
         act: A,
         dims: Dims,
         (x, dy): (&[f32], &[f32]),
         p: [&[f32]; 6],
-        (theta, nudged): (&[f32], &[f32]),
+        t: Option<&[f32]>,
         ws: &mut Workspace,
-    ) {
-        let n = dims.len();
-        let [mean, k_dy, k_xc, k_const, ..] = p;
-        let (mut want, mut got, mut off) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
-        // SAFETY: every buffer holds n floats.
+    ) -> [Vec<f32>; 3] {
+        let (n, c_n) = (dims.len(), dims.channels);
+        let [mean, k_dy, k_xc, k_const, scale, shift] = p;
+        let (mut dx, mut s0, mut s1) = (vec![0f32; n], vec![0f32; c_n], vec![0f32; c_n]);
+        let (xp, dyp, out) = (x.as_ptr(), dy.as_ptr(), dx.as_mut_ptr());
+        // SAFETY: x, dy and dx hold n floats.
         unsafe {
-            let (xp, dyp) = (x.as_ptr(), dy.as_ptr());
-            map::<V, _, 6>(GradInputAct(act), xp, dyp, want.as_mut_ptr(), dims, p, ws);
-            let above = [mean, k_dy, k_xc, k_const, theta];
-            map::<V, _, 5>(GradInputAbove(act), xp, dyp, got.as_mut_ptr(), dims, above, ws);
-            let above = [mean, k_dy, k_xc, k_const, nudged];
-            map::<V, _, 5>(GradInputAbove(act), xp, dyp, off.as_mut_ptr(), dims, above, ws);
+            if let Some(t) = t {
+                let above = [mean, k_dy, k_xc, k_const, t];
+                map::<V, _, 5>(GradInputAbove(act), xp, dyp, out, dims, above, ws);
+                let r = GradSumsAbove(act);
+                let _ =
+                    reduce_grads_with::<V, _, 2>(r, x, dy, dims, [mean, t], ws, &mut s0, &mut s1);
+            } else {
+                map::<V, _, 6>(GradInputAct(act), xp, dyp, out, dims, p, ws);
+                let ps = [mean, scale, shift];
+                let r = GradSumsAct(act);
+                let _ = reduce_grads_with::<V, _, 3>(r, x, dy, dims, ps, ws, &mut s0, &mut s1);
+            }
         }
-        for i in 0..n {
-            assert_eq!(want[i].to_bits(), got[i].to_bits(), "sign dx[{i}] {dims:?}");
-        }
-        if dims.outer * dims.inner >= 200 {
-            assert!(want != off, "thresholds one float off went unseen {dims:?}");
-        }
-        let c_n = dims.channels;
-        let (ps, pa) = ([mean, p[4], p[5]], [mean, theta]);
-        let (mut want0, mut want1) = (vec![0f32; c_n], vec![0f32; c_n]);
-        let (mut got0, mut got1) = (vec![0f32; c_n], vec![0f32; c_n]);
-        let r = GradSumsAct(act);
-        let _ = reduce_grads_with::<V, _, 3>(r, x, dy, dims, ps, ws, &mut want0, &mut want1);
-        let r = GradSumsAbove(act);
-        let _ = reduce_grads_with::<V, _, 2>(r, x, dy, dims, pa, ws, &mut got0, &mut got1);
-        assert_eq!((want0, want1), (got0, got1), "sign sums {dims:?}");
+        [dx, s0, s1]
     }
     let p = [&mean[..], &k_dy[..], &k_xc[..], &k_const[..], &scale[..], &shift[..]];
-    let thresholds = (&theta[..], &nudged[..]);
-    one::<V, _>(Relu::new(), dims, (&x, dy), p, thresholds, ws);
-    one::<V, _>(LeakyRelu(0.1), dims, (&x, dy), p, thresholds, ws);
+    let reach = dims.outer * dims.inner >= 200;
+    for act in [None, Some(0.1f32)] {
+        let run = |t: Option<&[f32]>, ws: &mut Workspace| match act {
+            None => passes::<V, _>(Relu::new(), dims, (&x, dy), p, t, ws),
+            Some(slope) => passes::<V, _>(LeakyRelu(slope), dims, (&x, dy), p, t, ws),
+        };
+        let want = run(None, ws);
+        let got = run(Some(&theta), ws);
+        for (k, name) in ["dx", "Σg", "Σg·xc"].iter().enumerate() {
+            assert_eq!(bits(&got[k]), bits(&want[k]), "sign {name}, slope {act:?}, {dims:?}");
+        }
+        for (off, way) in [(&up, "up"), (&down, "down")] {
+            let moved = run(Some(off), ws);
+            if reach {
+                for (k, name) in ["dx", "Σg"].iter().enumerate() {
+                    let seen = bits(&moved[k]) != bits(&want[k]);
+                    assert!(seen, "θ one float {way} unseen in {name}, slope {act:?}, {dims:?}");
+                }
+            }
+        }
+    }
 }
 
 /// One lane of `act` (the scalar build's arithmetic, which every lane of every build does).

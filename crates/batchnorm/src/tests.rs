@@ -1,0 +1,138 @@
+//! The exports' own host tests: the inference cache's refresh, the workspace's size, and the
+//! gradient exports' choice of kernels.
+
+extern crate std;
+use std::vec;
+use std::vec::Vec;
+
+/// The gradient exports of relu (1) and leakyRelu (3) against the multiplying kernels
+/// called directly, bit for bit: through the thresholds where every scale is positive and
+/// a channel has 512 values or more (and only there: the workspace's thresholds, NaN
+/// before, are then all written), through the multiply with a negative scale or shorter
+/// channels.
+#[test]
+fn sign_thresholds_are_used_where_they_apply() {
+    use super::*;
+    let channels = 3;
+    let wave = |n: usize, k: f32| -> Vec<f32> {
+        (0..n).map(|i| (i as f32 * 0.37 + k).sin() * 2.0).collect()
+    };
+    for (inner, signs, used) in [
+        (160, [1.0, 1.0, 1.0], true),
+        (160, [1.0, -1.0, 1.0], false),
+        (100, [1.0, 1.0, 1.0], false),
+    ] {
+        let dims = Dims { outer: 4, channels, inner };
+        let n = dims.len();
+        let (x, dy) = (wave(n, 0.0), wave(n, 1.0));
+        let mean = [0.1f32, -0.2, 0.0];
+        let scale: Vec<f32> = signs.iter().zip([0.7f32, 0.3, 1.9]).map(|(s, v)| s * v).collect();
+        let shift = [0.0f32, 0.4, -1.1];
+        let (k_dy, k_xc, k_const) =
+            ([0.5f32, 1.5, 0.8], [0.2f32, -0.1, 0.05], [0.01f32, 0.0, -0.3]);
+        for act in [1u32, 3] {
+            let bytes = bn_workspace_bytes(channels);
+            let mut ws = vec![u64::MAX; (bytes + 7) / 8];
+            let at = channels * 24 + Workspace::row_floats(channels).unwrap() * 4;
+            let ws_ptr = ws.as_mut_ptr() as *mut u8;
+            let (mut s0, mut s1, mut dx) = (vec![0f32; 3], vec![0f32; 3], vec![0f32; n]);
+            // SAFETY: every pointer holds what the exports read or write.
+            let thresholds = unsafe {
+                bn_grad_sums(
+                    x.as_ptr(),
+                    dy.as_ptr(),
+                    4,
+                    channels,
+                    inner,
+                    mean.as_ptr(),
+                    ws_ptr,
+                    s0.as_mut_ptr(),
+                    s1.as_mut_ptr(),
+                    act,
+                    0.2,
+                    scale.as_ptr(),
+                    shift.as_ptr(),
+                );
+                bn_grad_input(
+                    x.as_ptr(),
+                    dy.as_ptr(),
+                    dx.as_mut_ptr(),
+                    4,
+                    channels,
+                    inner,
+                    mean.as_ptr(),
+                    k_dy.as_ptr(),
+                    k_xc.as_ptr(),
+                    k_const.as_ptr(),
+                    ws_ptr,
+                    act,
+                    0.2,
+                    scale.as_ptr(),
+                    shift.as_ptr(),
+                );
+                from_raw_parts(ws_ptr.add(at) as *const f32, channels).to_vec()
+            };
+            assert_eq!(
+                thresholds.iter().all(|t| !t.is_nan()),
+                used,
+                "act {act}, inner {inner}, {signs:?}"
+            );
+            let (mut w0, mut w1, mut want) = (vec![0f32; 3], vec![0f32; 3], vec![0f32; n]);
+            let mut moments = vec![Moments::default(); channels];
+            let mut rows = vec![0f32; Workspace::row_floats(channels).unwrap()];
+            let mut own = Workspace { moments: &mut moments, rows: &mut rows, thresholds: &mut [] };
+            let p3 = [&mean[..], &scale[..], &shift[..]];
+            let p6 = [&mean[..], &k_dy[..], &k_xc[..], &k_const[..], &scale[..], &shift[..]];
+            with_activation!(act, 0.2, |a| {
+                let r = GradSumsAct(a);
+                let _ = kernels::reduce_grads_with::<Lanes, _, 3>(
+                    r, &x, &dy, dims, p3, &mut own, &mut w0, &mut w1,
+                );
+                // SAFETY: x, dy and want hold n floats.
+                unsafe {
+                    kernels::map::<Lanes, _, 6>(
+                        GradInputAct(a),
+                        x.as_ptr(),
+                        dy.as_ptr(),
+                        want.as_mut_ptr(),
+                        dims,
+                        p6,
+                        &mut own,
+                    );
+                }
+            });
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&s0), bits(&w0), "Σg act {act}, inner {inner}, {signs:?}");
+            assert_eq!(bits(&s1), bits(&w1), "Σg·xc act {act}, inner {inner}, {signs:?}");
+            assert_eq!(bits(&dx), bits(&want), "dx act {act}, inner {inner}, {signs:?}");
+        }
+    }
+}
+
+#[test]
+fn refresh_compares_bits_and_copies() {
+    use super::bn_refresh;
+    let nan_a = f32::from_bits(0x7fc0_0001).to_bits();
+    let src = [1u32, 0x8000_0000, nan_a, 7, 9];
+    let mut snapshot = [1u32, 0, nan_a, 7, 9];
+    // -0 against +0 differs in bits, and is copied.
+    assert_eq!(unsafe { bn_refresh(src.as_ptr(), snapshot.as_mut_ptr(), 5) }, 0);
+    assert_eq!(snapshot, src);
+    assert_eq!(unsafe { bn_refresh(src.as_ptr(), snapshot.as_mut_ptr(), 5) }, 1);
+    assert_eq!(unsafe { bn_refresh(src.as_ptr(), snapshot.as_mut_ptr(), 0) }, 1);
+}
+
+#[test]
+fn workspace_bytes_saturate() {
+    use super::bn_workspace_bytes as bytes;
+    // Float64 moments (24 bytes), 6 scratch rows of 16 floats per channel (64 at least)
+    // and 16 more, and a threshold.
+    let per_channel = 24 + 6 * 16 * 4 + 4;
+    assert_eq!(bytes(1), 24 + 6 * (64 + 16) * 4 + 4);
+    assert_eq!(bytes(1000), 1000 * per_channel + 384);
+    let largest = (usize::MAX - 384) / per_channel;
+    assert_eq!(bytes(largest), largest * per_channel + 384);
+    assert_eq!(bytes(largest + 1), usize::MAX);
+    assert_eq!(bytes(usize::MAX / 16 + 1), usize::MAX);
+    assert_eq!(bytes(usize::MAX), usize::MAX);
+}
