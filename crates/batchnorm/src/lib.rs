@@ -41,22 +41,34 @@ type Lanes = scalar::F32x1;
 /// exports (`bn_forward_coefficients`, `bn_update_running`, `bn_backward_coefficients`).
 const ABI_VERSION: u32 = 5;
 
-/// Runs `$body` with `$a` bound to the activation numbered `$code` (1 relu, 2 relu6,
-/// 3 leakyRelu with slope `$slope`, 4 sigmoid, 5 tanh, 6 silu: `ACTIVATION_CODES` in
-/// ts/activation.ts). Any other code is a bug of the wrapper, which checks it, and traps.
-macro_rules! with_activation {
+/// Runs `$body` with `$a` bound to relu (`$code` 1) or leakyRelu (3, slope `$slope`), the
+/// activations whose backward can test the sign of `z` against thresholds
+/// (`threshold::sign_thresholds`); [`with_activation!`] builds these two through it.
+macro_rules! with_sign_activation {
     ($code:expr, $slope:expr, |$a:ident| $body:expr) => {
         match $code {
             1 => {
                 let $a = $crate::activation::Relu::new();
                 $body
             }
-            2 => {
-                let $a = $crate::activation::Relu6;
-                $body
-            }
             3 => {
                 let $a = $crate::activation::LeakyRelu($slope);
+                $body
+            }
+            _ => panic!("not a sign activation"),
+        }
+    };
+}
+
+/// Runs `$body` with `$a` bound to the activation numbered `$code` (1 relu, 2 relu6,
+/// 3 leakyRelu with slope `$slope`, 4 sigmoid, 5 tanh, 6 silu: `ACTIVATION_CODES` in
+/// ts/activation.ts). Any other code is a bug of the wrapper, which checks it, and traps.
+macro_rules! with_activation {
+    ($code:expr, $slope:expr, |$a:ident| $body:expr) => {
+        match $code {
+            1 | 3 => with_sign_activation!($code, $slope, |$a| $body),
+            2 => {
+                let $a = $crate::activation::Relu6;
                 $body
             }
             4 => {
@@ -72,24 +84,6 @@ macro_rules! with_activation {
                 $body
             }
             _ => panic!("unknown activation"),
-        }
-    };
-}
-
-/// Runs `$body` with `$a` bound to relu (`$code` 1) or leakyRelu (3), the activations whose
-/// backward can test the sign of `z` against thresholds (`threshold::sign_thresholds`).
-macro_rules! with_sign_activation {
-    ($code:expr, $slope:expr, |$a:ident| $body:expr) => {
-        match $code {
-            1 => {
-                let $a = $crate::activation::Relu::new();
-                $body
-            }
-            3 => {
-                let $a = $crate::activation::LeakyRelu($slope);
-                $body
-            }
-            _ => panic!("not a sign activation"),
         }
     };
 }
