@@ -351,14 +351,16 @@ describe.each(BACKENDS)("fused activations on the %s back end", (backend) => {
     // `θ < x − mean` against exact per-channel thresholds where every weight is positive and a
     // channel has 512 values or more (crates/batchnorm/src/threshold.rs), and forms
     // (x − mean)·scale otherwise (a negative weight, or short channels): each must pass the
-    // gradient where y > 0 and no other. Channel 3's mean is 0, so x − mean steps through every
-    // float near the threshold. Negative control: on the wasm builds, z's sign in float64
-    // disagrees with y on some values of every long tensor, so a backward that decided the
-    // kink other than the forward did would be caught.
-    const C = 4;
-    const mean = [0.3, -1.1, 2.5, 0];
-    const variance = [0.8, 1.7, 0.3, 2.2];
-    const bias = [0, 0.7, -1.3, 2.1e-3];
+    // gradient where y > 0 and no other; the JS back end too, whose float64 z rounds to a
+    // float32 y. Channels 0, 3, 5 and 8 have mean 0, so x − mean steps through every float
+    // near the threshold (channel 0's a subnormal: zero bias, scale 0.3). Negative
+    // control: on the wasm builds, z's sign in float64 disagrees with y on some values of
+    // every long tensor, so a backward that decided the kink other than the forward did would
+    // be caught.
+    const C = 12;
+    const mean = [0, -1.1, 2.5, 0, 0.7, 0, -0.4, 1.9, 0, -2.2, 0.05, 3.1];
+    const variance = [0.8, 1.7, 0.3, 2.2, 1.1, 0.6, 2.9, 0.2, 1.4, 0.9, 0.45, 3.3];
+    const bias = [0, 0.7, -1.3, 2.1e-3, 0.2, -0.9, 3.5e-5, 1.7, 0, 0, 0, 0];
     const bits = new Uint32Array(1);
     const float = new Float32Array(bits.buffer);
     // The float `steps` floats above v (below, for negative steps), through ±0.
@@ -370,15 +372,14 @@ describe.each(BACKENDS)("fused activations on the %s back end", (backend) => {
       bits[0] = k >= 0x80000000 ? k - 0x80000000 : 0x80000000 + (0x7fffffff - k);
       return float[0] as number;
     };
-    for (const weight of [
-      [1.3, 0.7, 2.9, 0.45],
-      [1.3, -0.7, 2.9, 0.45],
-    ]) {
+    const positive = [0.3, 0.7, 2.9, 0.45, 0.8, 1.1, 0.3, 2.2, 1.3, 1.6, 0.9, 2.5];
+    for (const weight of [positive, positive.map((w, c) => (c === 9 ? -w : w))]) {
       for (const [layout, shape] of [
         ["NCHW", [1, C, 1024]],
         ["NHWC", [1024, C]],
         ["NCHW", [2, C, 40]],
         ["NHWC", [80, C]],
+        ["NHWC", [200, C]],
       ] as const) {
         const n = shape.reduce((a: number, b: number) => a * b, 1);
         const chan = channelOf([...shape], layout);

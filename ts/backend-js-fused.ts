@@ -24,9 +24,16 @@ function piecewise(act: Act): { slope: number; cap: number } | null {
   return null;
 }
 
-/** `dy·act′(z)` of a piecewise activation (0, not dy·0, where the slope is 0). */
-const piecewiseGrad = (z: number, dy: number, slope: number, cap: number): number =>
-  z > 0 ? (z < cap ? dy : 0) : slope === 0 ? 0 : dy * slope;
+/**
+ * `dy·act′(z)` of a piecewise activation (0, not dy·0, where the slope is 0), decided on `z`
+ * rounded to float32 as the forward stores it: the gradient passes exactly where the stored
+ * output is above 0 (and below the cap), also for the z that round to 0 (|z| ≤ 2^−150) or to
+ * the cap.
+ */
+const piecewiseGrad = (z: number, dy: number, slope: number, cap: number): number => {
+  const stored = Math.fround(z);
+  return stored > 0 ? (stored < cap ? dy : 0) : slope === 0 ? 0 : dy * slope;
+};
 
 export function scaleShiftAct(
   xb: F32Buffer,
