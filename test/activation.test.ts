@@ -349,11 +349,13 @@ describe.each(BACKENDS)("fused activations on the %s back end", (backend) => {
     // x within 300 floats of each channel's kink (z = 0 at x0 = mean − bias·sqrt(var + eps)/
     // weight), where z's float32 rounding decides its sign. The wasm builds' backward tests
     // `θ < x − mean` against exact per-channel thresholds where every weight is positive and a
-    // channel has 512 values or more (crates/batchnorm/src/threshold.rs), and forms
+    // channel has 128 values or more (crates/batchnorm/src/threshold.rs), and forms
     // (x − mean)·scale otherwise (a negative weight, or short channels): each must pass the
-    // gradient where y > 0 and no other; the JS back end too, whose float64 z rounds to a
-    // float32 y. Channels 0, 3, 5 and 8 have mean 0, so x − mean steps through every float
-    // near the threshold (channel 0's a subnormal: zero bias, scale 0.3). Negative
+    // gradient where y > 0 and no other. The SIMD build finds θ four channels at a time in
+    // three ways, one per group of four channels here: one by one (a zero bias among others),
+    // from the quotient −bias/scale (every bias nonzero), and +0 for all four (zero biases,
+    // scales above 1/2). Channels 0, 3, 5 and 8 have mean 0, so x − mean steps through every
+    // float near the threshold (channel 0's a subnormal: zero bias, scale 0.3). Negative
     // control: on the wasm builds, z's sign in float64 disagrees with y on some values of
     // every long tensor, so a backward that decided the kink other than the forward did would
     // be caught.

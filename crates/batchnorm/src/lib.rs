@@ -227,7 +227,7 @@ pub unsafe extern "C" fn bn_grad_sums(
     // Whether the float64 sums are in the workspace too: only the threaded runner asks.
     let _in_workspace = if act == 0 {
         kernels::reduce_grads::<Lanes>(x, dy, dims, mean, ws, sum_dy, sum_dy_xc)
-    } else if let Some(theta) = threshold::sign_thresholds(act, dims, scale, shift, ws) {
+    } else if let Some(theta) = threshold::sign_thresholds::<Lanes>(act, dims, scale, shift, ws) {
         with_sign_activation!(act, slope, |a| {
             grad_sums_out_of_line(
                 GradSumsAbove(a),
@@ -282,7 +282,9 @@ pub unsafe extern "C" fn bn_grad_input(
     let mut ws = workspace(workspace_ptr, channels);
     if act == 0 {
         kernels::map::<Lanes, _, 4>(GradInput, x, dy, dx, dims, params, &mut ws);
-    } else if let Some(theta) = threshold::sign_thresholds(act, dims, scale, shift, &mut ws) {
+    } else if let Some(theta) =
+        threshold::sign_thresholds::<Lanes>(act, dims, scale, shift, &mut ws)
+    {
         let [m, k_dy, k_xc, k_const] = params;
         let params = [m, k_dy, k_xc, k_const, theta];
         with_sign_activation!(act, slope, |a| {

@@ -4,8 +4,8 @@
 use crate::vector::Vector;
 use core::arch::wasm32::{
     f32x4_add, f32x4_div, f32x4_extract_lane, f32x4_lt, f32x4_mul, f32x4_pmin, f32x4_splat,
-    f32x4_sub, i32x4_add, i32x4_eq, i32x4_shl, i32x4_splat, u32x4_min, v128, v128_bitselect,
-    v128_load, v128_store,
+    f32x4_sub, i32x4_add, i32x4_eq, i32x4_shl, i32x4_shr, i32x4_splat, i32x4_sub, u32x4_min, v128,
+    v128_bitselect, v128_load, v128_or, v128_store,
 };
 
 #[derive(Clone, Copy)]
@@ -83,6 +83,13 @@ impl Vector for F32x4 {
     #[inline(always)]
     fn pow2_rounded(self) -> Self {
         F32x4(i32x4_add(i32x4_shl(self.0, 23), i32x4_splat(0x3f80_0000)))
+    }
+
+    #[inline(always)]
+    fn adjacent(self) -> [Self; 2] {
+        // Away from zero is +1 on the bits of a positive float and −1 on a negative one's.
+        let away = v128_or(i32x4_shr(self.0, 31), i32x4_splat(1));
+        [F32x4(i32x4_sub(self.0, away)), F32x4(i32x4_add(self.0, away))]
     }
 
     #[inline(always)]

@@ -7,9 +7,9 @@ use std::vec::Vec;
 
 /// The gradient exports of relu (1) and leakyRelu (3) against the multiplying kernels
 /// called directly, bit for bit: through the thresholds where every scale is positive and
-/// a channel has 512 values or more (and only there: the workspace's thresholds, NaN
-/// before, are then all written), through the multiply with a negative scale or shorter
-/// channels.
+/// a channel has `THRESHOLDS_FROM` values or more (and only there: the workspace's
+/// thresholds, NaN before, are then all written), through the multiply with a negative scale
+/// or shorter channels.
 #[test]
 fn sign_thresholds_are_used_where_they_apply() {
     use super::*;
@@ -17,11 +17,13 @@ fn sign_thresholds_are_used_where_they_apply() {
     let wave = |n: usize, k: f32| -> Vec<f32> {
         (0..n).map(|i| (i as f32 * 0.37 + k).sin() * 2.0).collect()
     };
-    for (inner, signs, used) in [
-        (160, [1.0, 1.0, 1.0], true),
-        (160, [1.0, -1.0, 1.0], false),
-        (100, [1.0, 1.0, 1.0], false),
+    let from = threshold::THRESHOLDS_FROM;
+    for (values, signs, used) in [
+        (from, [1.0, 1.0, 1.0], true),
+        (from + 40, [1.0, -1.0, 1.0], false),
+        (from - 4, [1.0, 1.0, 1.0], false),
     ] {
+        let inner = values / 4;
         let dims = Dims { outer: 4, channels, inner };
         let n = dims.len();
         let (x, dy) = (wave(n, 0.0), wave(n, 1.0));

@@ -8,18 +8,25 @@
 //! is monotone), so the `xc` that pass the test are exactly those above one float,
 //! `θ = max{v : fl(v·scale) ≤ −shift}`, and `θ < xc` gives the same lanes with the multiply
 //! gone: also for `xc` = ±∞ (θ ranges over ±∞ too) and NaN (false both ways), and for a NaN
-//! `shift` (θ = NaN: false both ways). The search evaluates `fl(v·scale)` with the float32
-//! multiply the kernels use, so θ is exact by construction, not by an error bound.
+//! `shift` (θ = NaN: false both ways).
+//!
+//! θ is found three ways, each exact: a zero shift's in closed form
+//! ([`zero_shift_threshold`]); most others next to the quotient `−shift/scale`, four channels
+//! at a time ([`quotient_threshold`]); the rest by a search over the floats in order
+//! ([`search`]). The last two evaluate `fl(v·scale)` with the float32 multiply the kernels
+//! use, so their θ is exact by construction, not by an error bound.
 
 use crate::kernels::{Dims, Workspace};
+use crate::vector::Vector;
 use core::slice::from_raw_parts;
 
 /// Values a channel from which the backward of relu and leakyRelu tests `θ < x − mean` against
 /// per-channel thresholds (this module) instead of forming `(x − mean)·scale`: finding θ
-/// costs about 5 ns a channel in each pass, the test saves a multiply and a parameter per
-/// vector. Measured (SIMD build, each pass alone): even at about 256 values a channel; from
-/// 512 on, 0.81–0.97× the time ([512, 1000], [64, 256, 8], [1, 64, 512]); at 64, 1.1–1.3×.
-pub(crate) const THRESHOLDS_FROM: usize = 512;
+/// costs about 2 ns a channel in each pass (5 for shifts [`positive_thresholds`] leaves to
+/// the search), the test saves a multiply and a parameter per vector. Measured (SIMD build,
+/// each pass alone, thresholds always against never, [r, 1000] and [1, 64, r]): 1.04–1.1×
+/// the time at 64 values a channel, 0.95–0.97× at 128, 0.93–1.0× at 256.
+pub(crate) const THRESHOLDS_FROM: usize = 128;
 
 /// For relu (`act` 1) and leakyRelu (3) on at least [`THRESHOLDS_FROM`] values a channel, with
 /// every `scale` finite and positive: the thresholds of the sign test, taken out of the
@@ -27,7 +34,7 @@ pub(crate) const THRESHOLDS_FROM: usize = 512;
 ///
 /// # Safety
 /// `scale` and `shift` hold `dims.channels` floats.
-pub(crate) unsafe fn sign_thresholds<'a>(
+pub(crate) unsafe fn sign_thresholds<'a, V: Vector>(
     act: u32,
     dims: Dims,
     scale: *const f32,
@@ -40,22 +47,75 @@ pub(crate) unsafe fn sign_thresholds<'a>(
     }
     let out = core::mem::take(&mut ws.thresholds);
     let (scale, shift) = (from_raw_parts(scale, channels), from_raw_parts(shift, channels));
-    positive_thresholds(scale, shift, out).then_some(out)
+    positive_thresholds::<V>(scale, shift, out).then_some(out)
 }
 
 /// Fills `out` with each channel's θ for `−shift < fl(xc·scale)` (see the module). Returns
 /// false, leaving `out` partly written, when some `scale` is not finite and positive: zero, a
 /// negative or an infinite scale makes the lanes that pass a down-set or no interval, and the
 /// caller keeps the multiply.
-pub(crate) fn positive_thresholds(scale: &[f32], shift: &[f32], out: &mut [f32]) -> bool {
-    assert!(shift.len() >= scale.len() && out.len() >= scale.len());
-    for ((&s, &b), t) in scale.iter().zip(shift).zip(out.iter_mut()) {
-        if !(s > 0.0 && s < f32::INFINITY) {
-            return false;
+///
+/// `V` channels at a time through [`quotient_threshold`] (about 2 ns a channel on the SIMD
+/// build, against 5 for the search), and one at a time through [`threshold`] where that
+/// leaves a lane unanswered, for the last channels, and where a shift is zero: the
+/// quotient's neighbours would then be subnormals, and each product of one costs the CPU a
+/// microcode assist (the threshold passes at [60, 1000] ran 2.5× slower), while a zero
+/// shift's θ is quickly found apart ([`zero_shift_threshold`]; a whole vector of +0 at once
+/// where every scale is above 1/2).
+pub(crate) fn positive_thresholds<V: Vector>(
+    scale: &[f32],
+    shift: &[f32],
+    out: &mut [f32],
+) -> bool {
+    let n = scale.len();
+    assert!(shift.len() >= n && out.len() >= n);
+    if !scale.iter().all(|&s| s > 0.0 && s < f32::INFINITY) {
+        return false;
+    }
+    let channels = scale.chunks(V::LANES).zip(shift[..n].chunks(V::LANES));
+    for ((s, b), theta) in channels.zip(out.chunks_mut(V::LANES)) {
+        if b.iter().all(|&b| b == 0.0) && s.iter().all(|&s| s > 0.5) {
+            // θ = +0 (see zero_shift_threshold): the usual bias of a module's first steps.
+            theta.fill(0.0);
+            continue;
         }
-        *t = threshold(s, -b);
+        if s.len() == V::LANES && b.iter().all(|&b| b != 0.0) {
+            // SAFETY: s, b and theta hold LANES floats.
+            unsafe {
+                let (vs, vb) = (V::load(s.as_ptr()), V::load(b.as_ptr()));
+                let th = quotient_threshold(vs, V::splat(0.0).sub(vb));
+                // Every lane finite (x − x = +0): none is NaN, the mark of a lane not answered.
+                if th.sub(th).sum_lanes() == 0.0 {
+                    th.store(theta.as_mut_ptr());
+                    continue;
+                }
+            }
+        }
+        for ((&s, &b), theta) in s.iter().zip(b).zip(theta) {
+            *theta = threshold(s, -b);
+        }
     }
     true
+}
+
+/// θ for `t < fl(xc·s)` per lane where it is the quotient `fl(t/s)`, the float below it or
+/// one of the two above (all the ordinary scales and nonzero shifts of the host test), NaN
+/// elsewhere. Whether a float `v` is at most θ, `!(t < fl(v·s))`, is the kernels' own test,
+/// and it holds for every float up to θ and none above: so `v` is θ exactly when it passes
+/// and the float above it does not, whatever the quotient's rounding. (A NaN product passes
+/// too, but only ±0 and ±∞ step to NaN, and each meets that step only where the answer is NaN
+/// anyway or in a case it does not reach.) A division and four multiplies a vector; the lanes
+/// not answered (θ among the subnormals, products that overflow, a NaN or infinite `t`) are
+/// left to [`threshold`].
+#[inline(always)]
+fn quotient_threshold<V: Vector>(s: V, t: V) -> V {
+    let quotient = t.div(s);
+    let [below, above] = quotient.adjacent();
+    let above2 = above.adjacent()[1];
+    let nan = V::splat(f32::NAN);
+    let fails = |v: V, then: V, otherwise: V| t.lt_select(v.mul(s), then, otherwise);
+    let at_or_above = fails(above, quotient, fails(above2, above, nan));
+    fails(quotient, fails(below, nan, below), at_or_above)
 }
 
 /// `max{v : fl(v·s) ≤ t}` for a finite `s > 0` (NaN for a NaN `t`).
@@ -120,21 +180,31 @@ fn search(s: f32, t: f32) -> f32 {
 /// assist each (90–940 ns a channel for s from 0.45 down to 1e-4; a backward at [8, 32, 16, 16]
 /// ran 1.2× slower). fl(v·s) ≤ 0 for every v ≤ 0; a positive v rounds to 0 exactly when
 /// v·s ≤ 2^−150 (a tie goes to the even 0), and the positive floats below 2^−125 are m·2^−149
-/// for their bits m. So θ has the bits m = max{m : m·s ≤ 1/2}, the products exact in float64
-/// (m < 2^24, s has 24 bits); `None` when that m reaches 2^24 (s below about 3·10⁻⁸).
+/// for their bits m. So θ has the bits m = max{m : m·s ≤ 1/2} = floor(1/(2s)); `None` where
+/// m might reach 2^24 (s below about 3·10⁻⁸).
 fn zero_shift_threshold(s: f32) -> Option<f32> {
-    const LINEAR_BITS: f64 = 16_777_216.0; // 2^24
+    if s > 0.5 {
+        // m = 0: the smallest positive float times s rounds up to it, not to 0.
+        return Some(0.0);
+    }
+    // 2^24; and 2^52, adding which rounds a smaller positive float to an integer whose bits
+    // are then the low bits of the sum's (no float-to-integer conversion: on wasm32, a dozen
+    // instructions and branches).
+    const LINEAR_BITS: f64 = 16_777_216.0;
+    const ROUND: f64 = 4_503_599_627_370_496.0;
     let s = s as f64;
-    // Truncated by the cast (core has no `floor`): the quotient is positive.
-    let mut m = (0.5 / s).min(LINEAR_BITS) as u32 as f64;
-    // The division rounded: step to the exact m (a step or two).
-    while m > 0.0 && m * s > 0.5 {
-        m -= 1.0;
+    let q = 0.5 / s;
+    if q >= LINEAR_BITS - 1.0 {
+        return None;
     }
-    while (m + 1.0) * s <= 0.5 && m + 1.0 < LINEAR_BITS {
-        m += 1.0;
-    }
-    ((m + 1.0) * s > 0.5).then(|| f32::from_bits(m as u32))
+    // m = floor(0.5/s) is floor(q): no integer n < 2^24 lies between them. 0.5/s is n only for
+    // s = 0.5/n, a float only for n a power of 2, where q is exact; for the other n, a float s
+    // is at least 2^−24/n relatively away from 0.5/n (0.5/n = 2^−k/o for an odd o > 1, and
+    // M·o ≠ 2^j for 24-bit M), far more than q's rounding, 2^−53.
+    let mut m = (q + ROUND) - ROUND;
+    // Rounded to nearest: one less where that rounded up.
+    m -= f64::from(u8::from(m > q));
+    Some(f32::from_bits((m + ROUND).to_bits() as u32))
 }
 
 /// The floats other than NaN in order as integers: −∞ lowest, −0 just below +0, +∞ highest.
@@ -160,6 +230,7 @@ mod tests {
     //! infinite and NaN.
     extern crate std;
     use super::*;
+    use crate::scalar::F32x1;
     use std::vec::Vec;
 
     fn neighbours(v: f32) -> impl Iterator<Item = f32> {
@@ -204,7 +275,7 @@ mod tests {
         for &s in &scales {
             for &b in &shifts {
                 let mut theta = [0f32];
-                assert!(positive_thresholds(&[s], &[b], &mut theta));
+                assert!(positive_thresholds::<F32x1>(&[s], &[b], &mut theta));
                 let th = theta[0];
                 let t = -b;
                 let near_t: Vec<f32> =
@@ -246,12 +317,54 @@ mod tests {
         }
     }
 
+    /// The quotient's θ against [`threshold`]'s wherever it answers, on pseudo-random bit
+    /// patterns (every kind of float for the shift, every finite positive one for the scale)
+    /// and on ordinary scales and shifts, where it must answer nearly always.
+    #[test]
+    fn quotient_threshold_is_the_search() {
+        let mut state = 0x9e37_79b9u32;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state
+        };
+        for ordinary in [false, true] {
+            let (mut answered, mut total) = (0u32, 0u32);
+            for _ in 0..400_000 {
+                let (s, b) = if ordinary {
+                    let u = |r: u32| r as f32 / u32::MAX as f32;
+                    (1e-3f32 * 1e6f32.powf(u(next())), (u(next()) - 0.5) * 20.0)
+                } else {
+                    (f32::from_bits(next() % 0x7f80_0000), f32::from_bits(next()))
+                };
+                // A zero shift goes to zero_shift_threshold instead (tested below).
+                if s == 0.0 || b == 0.0 {
+                    continue;
+                }
+                total += 1;
+                let q = quotient_threshold(F32x1::splat(s), F32x1::splat(-b)).sum_lanes();
+                if q.is_nan() {
+                    continue;
+                }
+                answered += 1;
+                let th = threshold(s, -b);
+                // ±0 compare the same: the quotient gives +0 where the search may give −0.
+                assert!(q == th && !th.is_nan(), "s {s:e}, shift {b:e}: {q:e} vs {th:e}");
+            }
+            std::println!("quotient answered {answered} of {total} (ordinary: {ordinary})");
+            if ordinary {
+                assert!(answered as f64 >= 0.999 * total as f64, "{answered} of {total}");
+            }
+        }
+    }
+
     #[test]
     fn refuses_scales_without_an_up_set() {
         let mut out = [0f32];
         for s in [0.0f32, -0.0, -1.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
-            assert!(!positive_thresholds(&[s], &[0.5], &mut out), "scale {s}");
+            assert!(!positive_thresholds::<F32x1>(&[s], &[0.5], &mut out), "scale {s}");
         }
-        assert!(!positive_thresholds(&[1.0, -1.0], &[0.0, 0.0], &mut [0.0, 0.0]));
+        assert!(!positive_thresholds::<F32x1>(&[1.0, -1.0], &[0.0, 0.0], &mut [0.0, 0.0]));
     }
 }

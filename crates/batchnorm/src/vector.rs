@@ -44,6 +44,11 @@ pub(crate) trait Vector: Copy {
     /// float are `n`, and shifting them into the exponent field makes `2^n`.
     fn pow2_rounded(self) -> Self;
 
+    /// The floats one step of the bits below and above each lane: `[next down, next up]` for
+    /// every float but these, where a step gives NaN: below +0, above −0, beyond ±∞ (−0 and
+    /// +0, equal in every compare, are not each other's neighbours).
+    fn adjacent(self) -> [Self; 2];
+
     /// The sum of the lanes, always added in the same order so results are deterministic.
     fn sum_lanes(self) -> f32;
 }

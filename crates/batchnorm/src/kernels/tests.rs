@@ -55,6 +55,10 @@ impl Vector for Emu4 {
     fn pow2_rounded(self) -> Self {
         Emu4(self.0.map(|v| f32::from_bits((v.to_bits() << 23).wrapping_add(0x3f80_0000))))
     }
+    fn adjacent(self) -> [Self; 2] {
+        let each = self.0.map(|v| F32x1::splat(v).adjacent());
+        [0, 1].map(|j| Emu4(core::array::from_fn(|k| each[k][j].sum_lanes())))
+    }
     fn sum_lanes(self) -> f32 {
         (self.0[0] + self.0[1]) + (self.0[2] + self.0[3])
     }
@@ -149,6 +153,41 @@ fn check<V: Vector>(dims: Dims) {
     check_sign_thresholds::<V>(dims, &dy, &mut ws);
 }
 
+/// The thresholds of vectors of every kind, four lanes and one: all shifts nonzero (the
+/// quotient's), all zero with scales above 1/2, mixed, extreme (products that overflow, NaN
+/// and infinite shifts), and a tail of single channels. Each θ must be the largest float
+/// whose product passes: `fl(θ·s) ≤ t` and not so for the next float up (NaN for a NaN t).
+#[test]
+fn thresholds_of_every_kind_of_vector() {
+    use crate::threshold::{from_key, key, positive_thresholds};
+    let tiny = f32::from_bits(1);
+    let scale = [0.7f32, 1.9, 0.3, 1e-3, 0.7, 0.51, 3.0, 1.2, 0.3, 0.5, 0.7, 2.0, 1e30, tiny];
+    let scale = [&scale[..], &[0.7, 0.7, 1.0, 0.6, 0.9]].concat();
+    let shift = [0.1f32, -2.5, 1e-3, 7.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -0.0, 0.4, 1e20];
+    let shift =
+        [&shift[..], &[-1e-40, f32::NAN, f32::INFINITY, 0.0, -0.3, f32::NEG_INFINITY]].concat();
+    let check = |theta: &[f32], lanes: usize| {
+        for (c, ((&s, &b), &th)) in scale.iter().zip(&shift).zip(theta).enumerate() {
+            let (t, at) =
+                (-b, std::format!("{lanes} lanes, channel {c}: s {s:e}, shift {b:e}, θ {th:e}"));
+            if t.is_nan() {
+                assert!(th.is_nan(), "{at}");
+                continue;
+            }
+            assert!(th * s <= t, "{at}: does not pass");
+            if th != f32::INFINITY {
+                assert!(t < from_key(key(th) + 1) * s, "{at}: not the largest");
+            }
+        }
+    };
+    let mut theta = vec![f32::NAN; scale.len()];
+    assert!(positive_thresholds::<Emu4>(&scale, &shift, &mut theta));
+    check(&theta, 4);
+    theta.fill(f32::NAN);
+    assert!(positive_thresholds::<F32x1>(&scale, &shift, &mut theta));
+    check(&theta, 1);
+}
+
 /// The sign-threshold passes ([`GradSumsAbove`], [`GradInputAbove`]) bit for bit against the
 /// passes that form `(x − mean)·scale` ([`GradSumsAct`], [`GradInputAct`]), on data packed
 /// around each channel's kink (x within 20 floats of `mean − shift/scale`; in odd channels
@@ -163,9 +202,15 @@ fn check_sign_thresholds<V: Vector>(dims: Dims, dy: &[f32], ws: &mut Workspace) 
     let p: [Vec<f32>; 5] = core::array::from_fn(|k| data(c_n, 80 + k as u32, 0.0));
     let [mean, k_dy, k_xc, k_const, shift] = &p;
     let mean: Vec<f32> = mean.iter().enumerate().map(|(c, &m)| m * (c % 2) as f32).collect();
+    // Zero shifts: channel 0's with a scale under 1/2 (θ a subnormal: x − mean = x steps
+    // through the subnormals), and channels 4 to 7's with scales above (θ = +0, a whole
+    // vector of them at once in the SIMD build); the other channels' θ are quotients.
+    let mut scale: Vec<f32> = data(c_n, 90, 0.0).iter().map(|s| s.abs() + 0.05).collect();
     let mut shift = shift.clone();
-    shift[0] = 0.0;
-    let scale: Vec<f32> = data(c_n, 90, 0.0).iter().map(|s| s.abs() + 0.05).collect();
+    (shift[0], scale[0]) = (0.0, 0.3);
+    for c in 4..c_n.min(8) {
+        (shift[c], scale[c]) = (0.0, scale[c].max(0.6));
+    }
     let other = data(n, 91, 0.0);
     let x: Vec<f32> = (0..n)
         .map(|i| {
@@ -180,7 +225,7 @@ fn check_sign_thresholds<V: Vector>(dims: Dims, dy: &[f32], ws: &mut Workspace) 
         })
         .collect();
     let mut theta = vec![0f32; c_n];
-    assert!(positive_thresholds(&scale, &shift, &mut theta));
+    assert!(positive_thresholds::<V>(&scale, &shift, &mut theta));
     // The next float up or down in value: past −0 from +0 (and back), which compare equal.
     let moved = |by: i32| -> Vec<f32> {
         let step = |t: f32| from_key(key(t).wrapping_add(by as u32));
