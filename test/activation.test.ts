@@ -345,9 +345,10 @@ describe.each(BACKENDS)("fused activations on the %s back end", (backend) => {
     }
   });
 
-  it("relu and leakyRelu: the gradient passes exactly where the forward's y is positive", () => {
-    // x within 300 floats of each channel's kink (z = 0 at x0 = mean − bias·sqrt(var + eps)/
-    // weight), where z's float32 rounding decides its sign. The wasm builds' backward tests
+  it("relu, relu6, leakyRelu: the gradient passes exactly where the forward's y is in (0, 6)", () => {
+    // x within 300 floats of each channel's kink (z = k at x0 = mean + (k − bias)·sqrt(var +
+    // eps)/weight, for k = 0, and alternately 0 and 6 for relu6), where z's float32 rounding
+    // decides which side it is on. The wasm builds' backward tests
     // `θ < x − mean` against exact per-channel thresholds where every weight is positive and a
     // channel has 128 values or more (crates/batchnorm/src/threshold.rs), and forms
     // (x − mean)·scale otherwise (a negative weight, or short channels): each must pass the
@@ -355,10 +356,10 @@ describe.each(BACKENDS)("fused activations on the %s back end", (backend) => {
     // three ways, one per group of four channels here: one by one (a zero bias among others),
     // from the quotient −bias/scale (every bias nonzero), and +0 for all four (zero biases,
     // scales above 1/2). Channels 0, 3, 5 and 8 have mean 0, so x − mean steps through every
-    // float near the threshold (channel 0's a subnormal: zero bias, scale 0.3). Negative
-    // control: on the wasm builds, z's sign in float64 disagrees with y on some values of
-    // every long tensor, so a backward that decided the kink other than the forward did would
-    // be caught.
+    // float near the threshold (channel 0's a subnormal: zero bias, weight 0.3, scale about
+    // 0.335). Negative control: on the wasm builds, z's side of a kink in float64 disagrees
+    // with y's on some values of every long tensor, so a backward that decided the kink other
+    // than the forward did would be caught.
     const C = 12;
     const mean = [0, -1.1, 2.5, 0, 0.7, 0, -0.4, 1.9, 0, -2.2, 0.05, 3.1];
     const variance = [0.8, 1.7, 0.3, 2.2, 1.1, 0.6, 2.9, 0.2, 1.4, 0.9, 0.45, 3.3];
@@ -385,21 +386,23 @@ describe.each(BACKENDS)("fused activations on the %s back end", (backend) => {
       ] as const) {
         const n = shape.reduce((a: number, b: number) => a * b, 1);
         const chan = channelOf([...shape], layout);
-        const kink = mean.map(
-          (m, c) =>
-            m -
-            ((bias[c] as number) * Math.sqrt((variance[c] as number) + EPS)) /
-              (weight[c] as number),
-        );
-        const seen = new Array<number>(C).fill(0);
-        const x = Float32Array.from({ length: n }, (_, i) => {
-          const c = chan[i] as number;
-          const j = (seen[c] as number) + 1;
-          seen[c] = j;
-          return step(Math.fround(kink[c] as number), (j % 601) - 300);
-        });
         const dy = Float32Array.from({ length: n }, (_, i) => 1 + (i % 7) * 0.1);
-        for (const kind of ["relu", "leakyRelu"] as const) {
+        for (const kind of ["relu", "relu6", "leakyRelu"] as const) {
+          const zKinks = kind === "relu6" ? [0, 6] : [0];
+          const seen = new Array<number>(C).fill(0);
+          const x = Float32Array.from({ length: n }, (_, i) => {
+            const c = chan[i] as number;
+            const j = (seen[c] as number) + 1;
+            seen[c] = j;
+            const k = zKinks[j % zKinks.length] as number;
+            const sd = Math.sqrt((variance[c] as number) + EPS);
+            const kink =
+              (mean[c] as number) + ((k - (bias[c] as number)) * sd) / (weight[c] as number);
+            return step(Math.fround(kink), (j % 601) - 300);
+          });
+          // act′ as the forward's y shows it; and whether z in float64 is on the same side.
+          const inside = (v: number) => v > 0 && (kind !== "relu6" || v < 6);
+          const slope = (yi: number) => (inside(yi) ? 1 : kind === "leakyRelu" ? SLOPE : 0);
           let disagreements = 0;
           const bn = new BatchNorm(C, { layout, backend, activation: kind, negativeSlope: SLOPE });
           bn.eval();
@@ -416,8 +419,7 @@ describe.each(BACKENDS)("fused activations on the %s back end", (backend) => {
             const kDy =
               Math.fround(bn.weight?.[c] as number) /
               Math.sqrt(Math.fround(variance[c] as number) + EPS);
-            const want =
-              (dy[i] as number) * kDy * ((y[i] as number) > 0 ? 1 : kind === "relu" ? 0 : SLOPE);
+            const want = (dy[i] as number) * kDy * slope(y[i] as number);
             // dx = dy·kDy·act′(z), rounded to float32 two or three times (1e-6 is 8 ulp): the
             // cases apart differ 5× (SLOPE) or by all of dx (relu).
             if (Math.abs((dx[i] as number) - want) > 1e-6 * Math.abs((dy[i] as number) * kDy)) {
@@ -426,7 +428,7 @@ describe.each(BACKENDS)("fused activations on the %s back end", (backend) => {
             const z =
               ((x[i] as number) - Math.fround(mean[c] as number)) * kDy +
               Math.fround(bias[c] as number);
-            if (z > 0 !== (y[i] as number) > 0) disagreements++;
+            if (inside(z) !== inside(y[i] as number)) disagreements++;
           }
           expect(wrong, `${label}: dx[${wrong}] = ${dx[wrong]} for y = ${y[wrong]}`).toBe(-1);
           if (backend !== "js" && n >= 4096) expect(disagreements, label).toBeGreaterThan(0);

@@ -26,9 +26,8 @@ function piecewise(act: Act): { slope: number; cap: number } | null {
 
 /**
  * `dy·act′(z)` of a piecewise activation (0, not dy·0, where the slope is 0), decided on `z`
- * rounded to float32 as the forward stores it: the gradient passes exactly where the stored
- * output is above 0 (and below the cap), also for the z that round to 0 (|z| ≤ 2^−150) or to
- * the cap.
+ * rounded to float32 as the forward stores it (> 0, < cap): so also for the z that round to 0
+ * (|z| ≤ 2^−150) or to the cap, the side of the kink is the stored output's.
  */
 const piecewiseGrad = (z: number, dy: number, slope: number, cap: number): number => {
   const stored = Math.fround(z);

@@ -89,9 +89,9 @@ impl Vector for F32x1 {
     #[inline(always)]
     fn adjacent(self) -> [Self; 2] {
         let bits = self.0.to_bits() as i32;
-        let away = (bits >> 31) | 1;
+        let up = (bits >> 31) | 1;
         let step = |b: i32| F32x1(f32::from_bits(b as u32));
-        [step(bits.wrapping_sub(away)), step(bits.wrapping_add(away))]
+        [step(bits.wrapping_sub(up)), step(bits.wrapping_add(up))]
     }
 
     #[inline(always)]

@@ -87,9 +87,9 @@ impl Vector for F32x4 {
 
     #[inline(always)]
     fn adjacent(self) -> [Self; 2] {
-        // Away from zero is +1 on the bits of a positive float and −1 on a negative one's.
-        let away = v128_or(i32x4_shr(self.0, 31), i32x4_splat(1));
-        [F32x4(i32x4_sub(self.0, away)), F32x4(i32x4_add(self.0, away))]
+        // Up in value is +1 on the bits of a positive float and −1 on a negative one's.
+        let up = v128_or(i32x4_shr(self.0, 31), i32x4_splat(1));
+        [F32x4(i32x4_sub(self.0, up)), F32x4(i32x4_add(self.0, up))]
     }
 
     #[inline(always)]

@@ -51,7 +51,7 @@ pub(crate) unsafe fn sign_thresholds<'a, V: Vector>(
 }
 
 /// Fills `out` with each channel's θ for `−shift < fl(xc·scale)` (see the module). Returns
-/// false, leaving `out` partly written, when some `scale` is not finite and positive: zero, a
+/// false, leaving `out` untouched, when some `scale` is not finite and positive: zero, a
 /// negative or an infinite scale makes the lanes that pass a down-set or no interval, and the
 /// caller keeps the multiply.
 ///
@@ -98,15 +98,15 @@ pub(crate) fn positive_thresholds<V: Vector>(
     true
 }
 
-/// θ for `t < fl(xc·s)` per lane where it is the quotient `fl(t/s)`, the float below it or
-/// one of the two above (all the ordinary scales and nonzero shifts of the host test), NaN
-/// elsewhere. Whether a float `v` is at most θ, `!(t < fl(v·s))`, is the kernels' own test,
+/// θ for `t < fl(xc·s)` per lane where it is the quotient `fl(t/s)`, the float below it or the
+/// one above (the second above is only checked: all the ordinary scales and nonzero shifts of
+/// the host test), NaN elsewhere. Whether a float `v` is at most θ, `!(t < fl(v·s))`, is the kernels' own test,
 /// and it holds for every float up to θ and none above: so `v` is θ exactly when it passes
 /// and the float above it does not, whatever the quotient's rounding. (A NaN product passes
 /// too, but only ±0 and ±∞ step to NaN, and each meets that step only where the answer is NaN
 /// anyway or in a case it does not reach.) A division and four multiplies a vector; the lanes
-/// not answered (θ among the subnormals, products that overflow, a NaN or infinite `t`) are
-/// left to [`threshold`].
+/// not answered (a NaN or +∞ `t`, θ further from the quotient, as among the subnormals) and
+/// an infinite θ (which the caller's finiteness check turns away) are left to [`threshold`].
 #[inline(always)]
 fn quotient_threshold<V: Vector>(s: V, t: V) -> V {
     let quotient = t.div(s);
@@ -349,8 +349,7 @@ mod tests {
                 }
                 answered += 1;
                 let th = threshold(s, -b);
-                // ±0 compare the same: the quotient gives +0 where the search may give −0.
-                assert!(q == th && !th.is_nan(), "s {s:e}, shift {b:e}: {q:e} vs {th:e}");
+                assert_eq!(q.to_bits(), th.to_bits(), "s {s:e}, shift {b:e}: {q:e} vs {th:e}");
             }
             std::println!("quotient answered {answered} of {total} (ordinary: {ordinary})");
             if ordinary {

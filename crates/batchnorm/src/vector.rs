@@ -46,7 +46,8 @@ pub(crate) trait Vector: Copy {
 
     /// The floats one step of the bits below and above each lane: `[next down, next up]` for
     /// every float but these, where a step gives NaN: below +0, above −0, beyond ±∞ (−0 and
-    /// +0, equal in every compare, are not each other's neighbours).
+    /// +0, equal in every compare, are not each other's neighbours). A NaN lane gives bits
+    /// that may not be NaN.
     fn adjacent(self) -> [Self; 2];
 
     /// The sum of the lanes, always added in the same order so results are deterministic.

@@ -153,19 +153,27 @@ fn check<V: Vector>(dims: Dims) {
     check_sign_thresholds::<V>(dims, &dy, &mut ws);
 }
 
-/// The thresholds of vectors of every kind, four lanes and one: all shifts nonzero (the
-/// quotient's), all zero with scales above 1/2, mixed, extreme (products that overflow, NaN
-/// and infinite shifts), and a tail of single channels. Each θ must be the largest float
-/// whose product passes: `fl(θ·s) ≤ t` and not so for the next float up (NaN for a NaN t).
+/// The thresholds of vectors of every kind, four lanes and one, in groups of four channels:
+/// all shifts nonzero (the quotient's), all zero with scales above 1/2 (+0), mixed (one by
+/// one), extreme (a huge and a subnormal scale, a product that overflows), NaN and infinite
+/// shifts, and a tail of three channels. Each θ must be the largest float whose product
+/// passes: `fl(θ·s) ≤ t` and not so for the next float up (NaN for a NaN t).
 #[test]
 fn thresholds_of_every_kind_of_vector() {
     use crate::threshold::{from_key, key, positive_thresholds};
     let tiny = f32::from_bits(1);
-    let scale = [0.7f32, 1.9, 0.3, 1e-3, 0.7, 0.51, 3.0, 1.2, 0.3, 0.5, 0.7, 2.0, 1e30, tiny];
-    let scale = [&scale[..], &[0.7, 0.7, 1.0, 0.6, 0.9]].concat();
-    let shift = [0.1f32, -2.5, 1e-3, 7.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -0.0, 0.4, 1e20];
-    let shift =
-        [&shift[..], &[-1e-40, f32::NAN, f32::INFINITY, 0.0, -0.3, f32::NEG_INFINITY]].concat();
+    let (inf, max) = (f32::INFINITY, f32::MAX);
+    let groups: [([f32; 4], [f32; 4]); 5] = [
+        ([0.7, 1.9, 0.3, 1e-3], [0.1, -2.5, 1e-3, 7.0]),
+        ([0.7, 0.51, 3.0, 1.2], [0.0; 4]),
+        ([0.3, 0.5, 0.7, 2.0], [0.0, 0.0, -0.0, 0.4]),
+        ([1e30, tiny, 2.0, 1e-30], [1e20, -1e-40, -max, 3.0]),
+        ([0.7, 0.7, 0.9, 1.0], [f32::NAN, inf, -inf, 0.5]),
+    ];
+    let mut scale: Vec<f32> = groups.iter().flat_map(|g| g.0).collect();
+    let mut shift: Vec<f32> = groups.iter().flat_map(|g| g.1).collect();
+    scale.extend([1.0, 0.6, 0.9]);
+    shift.extend([0.0, -0.3, 0.2]);
     let check = |theta: &[f32], lanes: usize| {
         for (c, ((&s, &b), &th)) in scale.iter().zip(&shift).zip(theta).enumerate() {
             let (t, at) =
@@ -204,7 +212,8 @@ fn check_sign_thresholds<V: Vector>(dims: Dims, dy: &[f32], ws: &mut Workspace) 
     let mean: Vec<f32> = mean.iter().enumerate().map(|(c, &m)| m * (c % 2) as f32).collect();
     // Zero shifts: channel 0's with a scale under 1/2 (θ a subnormal: x − mean = x steps
     // through the subnormals), and channels 4 to 7's with scales above (θ = +0, a whole
-    // vector of them at once in the SIMD build); the other channels' θ are quotients.
+    // vector of them at once with four lanes). The other channels' θ are quotients (with four
+    // lanes, channels 1 to 3 share channel 0's vector and are found one by one).
     let mut scale: Vec<f32> = data(c_n, 90, 0.0).iter().map(|s| s.abs() + 0.05).collect();
     let mut shift = shift.clone();
     (shift[0], scale[0]) = (0.0, 0.3);
