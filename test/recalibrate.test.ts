@@ -1,7 +1,8 @@
 /**
- * `BatchNorm.recalibrate`: Algorithm 2's population statistics, against the float64 reference
- * (test/variants-reference.ts) and against the module's own cumulative average
- * (`momentum: null`) over the same batches; what it leaves alone; refusal midway.
+ * `BatchNorm.recalibrate` and its functional form `populationStatistics`: Algorithm 2's
+ * population statistics, against the float64 reference (test/variants-reference.ts) and
+ * against the module's own cumulative average (`momentum: null`) over the same batches; what
+ * it leaves alone; refusal midway.
  *
  * ## Tolerance
  * RUN_TOL = 1e-5 of the scale √var + |mean| (means) or var (variances): float32 batch
@@ -10,7 +11,7 @@
  * control (biased variances, without m/(m − 1) = 16/15) misses it by four orders of magnitude.
  */
 import { beforeAll, describe, expect, it } from "vitest";
-import { BatchNorm, type Tensor } from "../ts/index.node.js";
+import { BatchNorm, populationStatistics, type Tensor } from "../ts/index.node.js";
 import { assertClose } from "./compare.js";
 import { Rng } from "./random.js";
 import { BACKENDS, initFromDist } from "./setup-backends.js";
@@ -41,15 +42,15 @@ function batches(layout: "NCHW" | "NHWC", sizes: readonly number[], seed: number
 }
 
 function checkAgainst(
-  bn: BatchNorm,
+  got: { runningMean: Float32Array | null; runningVar: Float32Array | null },
   want: { mean: ArrayLike<number>; variance: ArrayLike<number> },
 ) {
   const mScale = Float64Array.from(
     want.mean,
     (m, c) => Math.abs(m) + Math.sqrt(want.variance[c] as number),
   );
-  const rm = bn.runningMean as Float32Array;
-  const rv = bn.runningVar as Float32Array;
+  const rm = got.runningMean as Float32Array;
+  const rv = got.runningVar as Float32Array;
   return Math.max(
     assertClose("runningMean", rm, want.mean, mScale, RUN_TOL),
     assertClose("runningVar", rv, want.variance, want.variance, RUN_TOL),
@@ -94,10 +95,55 @@ describe.each(BACKENDS)("recalibrate: %s back end", (backend) => {
       const m = (sizes[0] as number) * 3;
       const wrong = { mean: biased.mean, variance: biased.variance.map((v) => (v * (m - 1)) / m) };
       expect(() => checkAgainst(bn, wrong)).toThrow(/runningVar/);
+      // The functional form: the module's bits, and the reference's statistics.
+      const fn = populationStatistics(data, C, { layout, backend });
+      expect(fn.batches).toBe(sizes.length);
+      expectSameBits("runningMean", fn.runningMean, bn.runningMean);
+      expectSameBits("runningVar", fn.runningVar, bn.runningVar);
+      worst = Math.max(worst, checkAgainst(fn, populationStats(data, layout, C)));
       cumulative.dispose();
       bn.dispose();
     },
   );
+
+  it("populationStatistics: async iterables give a Promise of the same result; bad arguments are named", async () => {
+    const data = batches("NHWC", [3, 5], 14);
+    const options = { layout: "NHWC", backend } as const;
+    const sync = populationStatistics(data, C, options);
+    async function* stream() {
+      yield* data;
+    }
+    const result = populationStatistics(stream(), C, options);
+    expect(result).toBeInstanceOf(Promise);
+    const fromStream = await result;
+    expectSameBits("runningMean", fromStream.runningMean, sync.runningMean);
+    expectSameBits("runningVar", fromStream.runningVar, sync.runningVar);
+    expect(fromStream.batches).toBe(2);
+    for (const bad of [0, 2.5, "5", Number.NaN]) {
+      expect(() => populationStatistics(data, bad as number, options)).toThrow(
+        /populationStatistics: channels must be a positive integer/,
+      );
+    }
+    expect(() => populationStatistics(data, C + 1, options)).toThrow(/batches\[0\]\.shape/);
+    expect(() => populationStatistics(data, C, "NHWC" as never)).toThrow(
+      /options must be an object/,
+    );
+    expect(() => populationStatistics(data, C, { layout: "CHW" as never })).toThrow(
+      /options\.layout/,
+    );
+    expect(() => populationStatistics([], C, options)).toThrow(/at least one/);
+    expect(() => populationStatistics(5 as never, C, options)).toThrow(/iterable/);
+    // A tensor of another back end is named, with the back end the call runs on.
+    const other = backend === "js" ? "scalar" : "js";
+    const owner = new BatchNorm(C, { backend: other });
+    const t = owner.tensor([2, C]);
+    expect(() => populationStatistics([t], C, { backend })).toThrow(
+      new RegExp(
+        `batches\\[0\\] belongs to the ${other} back end's memory, but options\\.backend is "${backend}"`,
+      ),
+    );
+    owner.dispose();
+  });
 
   it("takes Tensors, { x: Tensor }, and async iterables (a Promise) with the same result", async () => {
     const data = batches("NCHW", [3, 3, 3], 12);

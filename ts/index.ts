@@ -42,7 +42,12 @@ export {
 } from "./functional.js";
 export { type InitOptions, type InitResult, memoryBytes, type WasmSource } from "./init.js";
 export type { BatchNormOptions, RunningVarEstimator } from "./options.js";
-export type { CalibrationBatch } from "./recalibrate.js";
+export {
+  type CalibrationBatch,
+  type PopulationOptions,
+  type PopulationStatistics,
+  populationStatistics,
+} from "./recalibrate.js";
 export type { Layout } from "./shape.js";
 export type { StateDict, StateDictInput } from "./state.js";
 export { allReduceSum, type BatchNormSync } from "./sync.js";

@@ -6,10 +6,18 @@
  *
  * @module
  */
-import { type Backend, dimsLength, type F32Buffer, perChannel } from "./backend.js";
+import {
+  type Backend,
+  type BackendKind,
+  dimsLength,
+  type F32Buffer,
+  perChannel,
+} from "./backend.js";
 import { batchMoments } from "./core.js";
-import { isTyped, show, typeName } from "./errors.js";
+import { checkOptions, isTyped, show, typeName } from "./errors.js";
+import { resolveBackend } from "./init.js";
 import { BufferSet } from "./lifetime.js";
+import { checkBackend, checkLayout } from "./options.js";
 import { allocScratch, type ChannelScratch } from "./scratch.js";
 import { dimsOf, type Layout } from "./shape.js";
 import { checkTensor, Tensor } from "./tensor.js";
@@ -19,13 +27,15 @@ export type CalibrationBatch =
   | Tensor
   | { readonly x: Float32Array | Tensor; readonly shape?: readonly number[] };
 
-/** What recalibration needs of a module. */
+/** What recalibration needs of a module, or of {@link populationStatistics}. */
 export interface CalibrationTarget {
   readonly backend: Backend;
   readonly channels: number;
   readonly layout: Layout;
   /** Writes the result; called once, only after every batch was accepted. */
   commit(mean: Float64Array, variance: Float64Array, batches: number): void;
+  /** What a tensor of another back end is told (the module's message by default). */
+  readonly backendOwner?: string;
 }
 
 /**
@@ -60,7 +70,7 @@ class Accumulator {
     let dims: ReturnType<typeof dimsOf>;
     let xb: F32Buffer;
     if (x instanceof Tensor) {
-      checkTensor(x, t.backend, where, name);
+      checkTensor(x, t.backend, where, name, t.backendOwner);
       if (shape !== undefined && shape.join() !== x.shape.join()) {
         throw new RangeError(
           `${where}: ${name}.shape [${shape.join(", ")}] is not the tensor's [${x.shape.join(", ")}]`,
@@ -183,4 +193,71 @@ export function recalibrate(
   } finally {
     acc.free();
   }
+}
+
+/** The result of {@link populationStatistics}. */
+export interface PopulationStatistics {
+  /** E[x]: the average of the batches' means, per channel. */
+  readonly runningMean: Float32Array;
+  /** Var[x]: the average of the batches' unbiased variances, per channel. */
+  readonly runningVar: Float32Array;
+  /** The number of batches. */
+  readonly batches: number;
+}
+
+/** Options of {@link populationStatistics}. */
+export interface PopulationOptions {
+  /** `"NCHW"` (default: channels second) or `"NHWC"` (channels last), for every batch. */
+  readonly layout?: Layout;
+  /** The back end that computes the statistics (default `"auto"`); Tensor batches must be its. */
+  readonly backend?: "auto" | BackendKind;
+}
+
+/**
+ * Population statistics (Ioffe & Szegedy 2015, Algorithm 2), the functional form of
+ * `bn.recalibrate`: the average of the batches' means and of their unbiased variances, each
+ * batch counting once, as the module computes them, for `batchNorm(x, shape, { runningMean,
+ * runningVar })`.
+ *
+ * @param batches an iterable (or async iterable: a Promise is returned) of Tensors or
+ *   `{ x, shape }` with `x` a Float32Array or Tensor.
+ * @param channels the number of channels, C, of every batch.
+ * @throws TypeError / RangeError naming the bad argument or batch.
+ */
+export function populationStatistics(
+  batches: Iterable<CalibrationBatch>,
+  channels: number,
+  options?: PopulationOptions,
+): PopulationStatistics;
+export function populationStatistics(
+  batches: AsyncIterable<CalibrationBatch>,
+  channels: number,
+  options?: PopulationOptions,
+): Promise<PopulationStatistics>;
+export function populationStatistics(
+  batches: Iterable<CalibrationBatch> | AsyncIterable<CalibrationBatch>,
+  channels: number,
+  options?: PopulationOptions,
+): PopulationStatistics | Promise<PopulationStatistics> {
+  const where = "populationStatistics";
+  if (!Number.isSafeInteger(channels) || channels <= 0) {
+    throw new RangeError(`${where}: channels must be a positive integer, got ${show(channels)}`);
+  }
+  const o = checkOptions(options, where) as PopulationOptions;
+  const layout = checkLayout(o.layout ?? "NCHW", where);
+  const kind = checkBackend(o.backend ?? "auto", where);
+  const backend = resolveBackend(kind);
+  let result: PopulationStatistics | undefined;
+  const commit = (mean: Float64Array, variance: Float64Array, count: number) => {
+    result = {
+      runningMean: Float32Array.from(mean),
+      runningVar: Float32Array.from(variance),
+      batches: count,
+    };
+  };
+  const backendOwner = `options.backend is "${kind}" (${backend.kind})`;
+  const target = { backend, channels, layout, commit, backendOwner };
+  const done = recalibrate(target, batches, where);
+  const got = () => result as PopulationStatistics;
+  return done instanceof Promise ? done.then(got) : got();
 }

@@ -83,7 +83,13 @@ export class Tensor {
 }
 
 /** Checks that `t` is a live tensor of `backend`'s memory. */
-export function checkTensor(t: unknown, backend: Backend, where: string, name: string): Tensor {
+export function checkTensor(
+  t: unknown,
+  backend: Backend,
+  where: string,
+  name: string,
+  owner = `this module runs on ${backend.kind}: make it with this module's tensor()`,
+): Tensor {
   if (!(t instanceof Tensor)) {
     throw new TypeError(`${where}: ${name} must be a Tensor, got ${typeName(t)}`);
   }
@@ -92,8 +98,7 @@ export function checkTensor(t: unknown, backend: Backend, where: string, name: s
   }
   if (t.backend !== backend) {
     throw new TypeError(
-      `${where}: ${name} belongs to the ${t.backend.kind} back end's memory, ` +
-        `but this module runs on ${backend.kind}: make it with this module's tensor()`,
+      `${where}: ${name} belongs to the ${t.backend.kind} back end's memory, but ${owner}`,
     );
   }
   return t;
