@@ -34,8 +34,8 @@ export interface CalibrationTarget {
   readonly layout: Layout;
   /** Writes the result; called once, only after every batch was accepted. */
   commit(mean: Float64Array, variance: Float64Array, batches: number): void;
-  /** What a tensor of another back end is told (the module's message by default). */
-  readonly backendOwner?: string;
+  /** Ends the refusal of another back end's tensor (`checkTensor`'s `runsOn`). */
+  readonly runsOn?: string;
 }
 
 /**
@@ -70,7 +70,7 @@ class Accumulator {
     let dims: ReturnType<typeof dimsOf>;
     let xb: F32Buffer;
     if (x instanceof Tensor) {
-      checkTensor(x, t.backend, where, name, t.backendOwner);
+      checkTensor(x, t.backend, where, name, t.runsOn);
       if (shape !== undefined && shape.join() !== x.shape.join()) {
         throw new RangeError(
           `${where}: ${name}.shape [${shape.join(", ")}] is not the tensor's [${x.shape.join(", ")}]`,
@@ -255,8 +255,8 @@ export function populationStatistics(
       batches: count,
     };
   };
-  const backendOwner = `options.backend is "${kind}" (${backend.kind})`;
-  const target = { backend, channels, layout, commit, backendOwner };
+  const runsOn = `options.backend is "${kind}" (${backend.kind})`;
+  const target = { backend, channels, layout, commit, runsOn };
   const done = recalibrate(target, batches, where);
   const got = () => result as PopulationStatistics;
   return done instanceof Promise ? done.then(got) : got();

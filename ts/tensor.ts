@@ -82,13 +82,16 @@ export class Tensor {
   }
 }
 
-/** Checks that `t` is a live tensor of `backend`'s memory. */
+/**
+ * Checks that `t` is a live tensor of `backend`'s memory; `runsOn` ends the refusal of another
+ * back end's tensor, after "but" (the module's words by default).
+ */
 export function checkTensor(
   t: unknown,
   backend: Backend,
   where: string,
   name: string,
-  owner = `this module runs on ${backend.kind}: make it with this module's tensor()`,
+  runsOn = `this module runs on ${backend.kind}: make it with this module's tensor()`,
 ): Tensor {
   if (!(t instanceof Tensor)) {
     throw new TypeError(`${where}: ${name} must be a Tensor, got ${typeName(t)}`);
@@ -98,7 +101,7 @@ export function checkTensor(
   }
   if (t.backend !== backend) {
     throw new TypeError(
-      `${where}: ${name} belongs to the ${t.backend.kind} back end's memory, but ${owner}`,
+      `${where}: ${name} belongs to the ${t.backend.kind} back end's memory, but ${runsOn}`,
     );
   }
   return t;
