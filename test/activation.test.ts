@@ -348,18 +348,18 @@ describe.each(BACKENDS)("fused activations on the %s back end", (backend) => {
   it("relu, relu6, leakyRelu: the gradient passes exactly where the forward's y is in (0, 6)", () => {
     // x within 300 floats of each channel's kink (z = k at x0 = mean + (k − bias)·sqrt(var +
     // eps)/weight, for k = 0, and alternately 0 and 6 for relu6), where z's float32 rounding
-    // decides which side it is on. The wasm builds' backward tests
+    // decides which side it is on. For relu and leakyRelu the wasm builds' backward tests
     // `θ < x − mean` against exact per-channel thresholds where every weight is positive and a
     // channel has 128 values or more (crates/batchnorm/src/threshold.rs), and forms
-    // (x − mean)·scale otherwise (a negative weight, or short channels): each must pass the
-    // gradient where y > 0 and no other. The SIMD build finds θ four channels at a time in
-    // three ways, one per group of four channels here: one by one (a zero bias among others),
-    // from the quotient −bias/scale (every bias nonzero), and +0 for all four (zero biases,
-    // scales above 1/2). Channels 0, 3, 5 and 8 have mean 0, so x − mean steps through every
-    // float near the threshold (channel 0's a subnormal: zero bias, weight 0.3, scale about
-    // 0.335). Negative control: on the wasm builds, z's side of a kink in float64 disagrees
-    // with y's on some values of every long tensor, so a backward that decided the kink other
-    // than the forward did would be caught.
+    // (x − mean)·scale otherwise (a negative weight, or short channels; always for relu6):
+    // each must pass the gradient where y is inside the kinks and no other. The SIMD build
+    // finds θ four channels at a time in three ways, one per group of four channels here: one
+    // by one (a zero bias among others), from the quotient −bias/scale (every bias nonzero),
+    // and +0 for all four (zero biases, scales above 1/2). Channels 0, 3, 5 and 8 have mean 0,
+    // so x − mean steps through every float near the threshold (channel 0's a subnormal: zero
+    // bias, weight 0.3, scale about 0.335). Negative control: on the wasm builds, z's side of
+    // a kink in float64 disagrees with y's on some values of every long tensor, so a backward
+    // that decided the kink other than the forward did would be caught.
     const C = 12;
     const mean = [0, -1.1, 2.5, 0, 0.7, 0, -0.4, 1.9, 0, -2.2, 0.05, 3.1];
     const variance = [0.8, 1.7, 0.3, 2.2, 1.1, 0.6, 2.9, 0.2, 1.4, 0.9, 0.45, 3.3];
