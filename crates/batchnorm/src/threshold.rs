@@ -100,9 +100,9 @@ pub(crate) fn positive_thresholds<V: Vector>(
 
 /// θ for `t < fl(xc·s)` per lane where it is the quotient `fl(t/s)`, the float below it or the
 /// one above (the second above is only checked: all the ordinary scales and nonzero shifts of
-/// the host test), NaN elsewhere. Whether a float `v` is at most θ, `!(t < fl(v·s))`, is the kernels' own test,
-/// and it holds for every float up to θ and none above: so `v` is θ exactly when it passes
-/// and the float above it does not, whatever the quotient's rounding. (A NaN product passes
+/// the host test), NaN elsewhere. Whether a float `v` is at most θ, `!(t < fl(v·s))`, is the
+/// kernels' own test, and it holds for every float up to θ and none above: so `v` is θ exactly
+/// when it passes and the float above it does not, whatever the quotient's rounding. (A NaN product passes
 /// too, but only ±0 and ±∞ step to NaN, and each meets that step only where the answer is NaN
 /// anyway or in a case it does not reach.) A division and four multiplies a vector; the lanes
 /// not answered (a NaN or +∞ `t`, θ further from the quotient, as among the subnormals) and
