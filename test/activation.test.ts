@@ -350,7 +350,7 @@ describe.each(BACKENDS)("fused activations on the %s back end", (backend) => {
     // eps)/weight, for k = 0, and alternately 0 and 6 for relu6), where z's float32 rounding
     // decides which side it is on. For relu and leakyRelu the wasm builds' backward tests
     // `θ < x − mean` against exact per-channel thresholds where every weight is positive and a
-    // channel has 128 values or more (crates/batchnorm/src/threshold.rs), and forms
+    // channel has 48 values or more (crates/batchnorm/src/threshold.rs), and forms
     // (x − mean)·scale otherwise (a negative weight, or short channels; always for relu6):
     // each must pass the gradient where y is inside the kinks and no other. The SIMD build
     // finds θ four channels at a time in three ways, one per group of four channels here: one
@@ -380,7 +380,8 @@ describe.each(BACKENDS)("fused activations on the %s back end", (backend) => {
       for (const [layout, shape] of [
         ["NCHW", [1, C, 1024]],
         ["NHWC", [1024, C]],
-        ["NCHW", [2, C, 40]],
+        ["NCHW", [2, C, 20]],
+        ["NHWC", [40, C]],
         ["NHWC", [80, C]],
         ["NHWC", [200, C]],
       ] as const) {

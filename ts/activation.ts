@@ -42,6 +42,13 @@ export interface Fused {
   /** `z = (x − mean)·scale + shift`, with the `mean` (centre) the pass is given. */
   readonly scale: F32Buffer;
   readonly shift: F32Buffer;
+  /**
+   * For `gradInput` only: true where `gradSums` with the same tensors, `mean`, `scale`,
+   * `shift` and `ws` returned true, nothing having used `ws` since. The pass then takes what
+   * `gradSums` left in `ws` (the wasm builds' sign thresholds of relu and leakyRelu) instead of
+   * finding it again.
+   */
+  readonly thresholdsReady?: boolean;
 }
 
 /**

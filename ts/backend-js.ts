@@ -217,7 +217,10 @@ export const jsBackend: Backend = {
   },
 
   gradSums(xb, dyb, dims, meanb, _ws, sumDyb, sumDyXcb, fused) {
-    if (fused) return gradSumsAct(xb, dyb, dims, meanb, sumDyb, sumDyXcb, fused);
+    if (fused) {
+      gradSumsAct(xb, dyb, dims, meanb, sumDyb, sumDyXcb, fused);
+      return false;
+    }
     const { outer, channels: C, inner } = dims;
     const x = v(xb);
     const dy = v(dyb);
@@ -280,6 +283,7 @@ export const jsBackend: Backend = {
       }
     }
     sumsOut(acc, C, sumDyb, sumDyXcb);
+    return false;
   },
 
   gradInput(xb, dyb, dxb, dims, meanb, kDyb, kXcb, kConstb, _ws, fused) {

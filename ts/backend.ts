@@ -85,6 +85,8 @@ export interface Backend {
   /**
    * Per-channel `Σg` and `Σg·(x − mean)`, where `g = dy`, or with `fused`,
    * `g = dy·act′((x − mean)·scale + shift)` (the pre-activation recomputed in the pass).
+   * Returns true when it left in `ws` what a `gradInput` with the same `fused` can take (see
+   * {@link Fused.thresholdsReady}); back ends without such a thing return false.
    */
   gradSums(
     x: F32Buffer,
@@ -95,7 +97,7 @@ export interface Backend {
     sumDy: F32Buffer,
     sumDyXc: F32Buffer,
     fused?: Fused | null,
-  ): void;
+  ): boolean;
   /**
    * `dx = kDy·g + kXc·(x − mean) + kConst`, per channel, with `g` as in `gradSums`; `dx` may be
    * `dy`.

@@ -232,9 +232,21 @@ export function backwardPasses(
   reduce?: ((local: GradSums) => GradSums) | null,
 ): ParamGradients {
   const { dims } = f;
-  const fused: Fused | null = f.act ? { act: f.act, scale: s.scale, shift: s.shift } : null;
-  if (fused === null) be.gradSums(x, dy, dims, f.center, s.ws, s.sumDy, s.sumDyXc);
-  else be.gradSums(x, dy, dims, f.center, s.ws, s.sumDy, s.sumDyXc, fused);
+  let fused: Fused | null = null;
+  const { act } = f;
+  if (!act) be.gradSums(x, dy, dims, f.center, s.ws, s.sumDy, s.sumDyXc);
+  else {
+    const { scale, shift } = s;
+    const ready = be.gradSums(x, dy, dims, f.center, s.ws, s.sumDy, s.sumDyXc, {
+      act,
+      scale,
+      shift,
+    });
+    // gradInput takes what gradSums left in s.ws, if anything (nothing below uses s.ws before).
+    // Written out, not spread from gradSums' object: with `...` the fused backward at
+    // [8, 32, 16, 16] took about 6 µs a call more (70 → 76).
+    fused = { act, scale, shift, thresholdsReady: ready };
+  }
   const local = { sumDy: s.sumDy.view(), sumDyXc: s.sumDyXc.view(), n: perChannel(dims) };
   const sums = reduce ? reduce(local) : local;
   const plain = !reduce && !f.correction && f.batchStats;

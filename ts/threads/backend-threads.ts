@@ -203,13 +203,13 @@ export class ThreadedBackend extends WasmBackend {
 
   override readonly gradSums: Backend["gradSums"] = (x, dy, d, m, ws, s0, s1, f) => {
     const plan = this.#plan(d);
-    if (plan === undefined) this.#whole.gradSums(x, dy, d, m, ws, s0, s1, f);
-    else {
-      const params = f ? [m, f.scale, f.shift] : [m];
-      const outputs = [s0, s1];
-      const pass = { op: OP.gradSums, x, b: dy, out: x, params, act: f?.act, outputs };
-      mergeGradSums(this.#run(d, plan, pass), plan, d, s0.view(), s1.view());
-    }
+    if (plan === undefined) return this.#whole.gradSums(x, dy, d, m, ws, s0, s1, f);
+    const params = f ? [m, f.scale, f.shift] : [m];
+    const outputs = [s0, s1];
+    const pass = { op: OP.gradSums, x, b: dy, out: x, params, act: f?.act, outputs };
+    mergeGradSums(this.#run(d, plan, pass), plan, d, s0.view(), s1.view());
+    // The chunks form z and leave no thresholds.
+    return false;
   };
 
   override readonly gradInput: Backend["gradInput"] = (x, dy, dx, d, m, k0, k1, k2, ws, f) => {

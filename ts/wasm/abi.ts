@@ -10,9 +10,10 @@
  * `slope` after the map and gradient exports' arguments; `scale`, `shift` after the gradient
  * ones'). 3: `bn_refresh`. 4: the threaded back end's job (`threads.rs`'s `Job`) carries the
  * activation, its slope and six parameters. 5: the SIMD builds' per-channel exports
- * ({@link ChannelExports}).
+ * ({@link ChannelExports}). 6: `bn_grad_sums` returns whether it left sign thresholds in the
+ * workspace, and `bn_grad_input` takes them (`thresholdsReady`).
  */
-export const ABI_VERSION = 5;
+export const ABI_VERSION = 6;
 
 type Ptr = number;
 
@@ -60,7 +61,7 @@ export interface BatchNormExports {
     /** The forward's scale and shift (read only when `act` is not 0). */
     scale: Ptr,
     shift: Ptr,
-  ): void;
+  ): /** 1: sign thresholds left in `ws` for `bn_grad_input`'s `thresholdsReady`. */ number;
   bn_grad_input(
     x: Ptr,
     dy: Ptr,
@@ -77,6 +78,8 @@ export interface BatchNormExports {
     slope: number,
     scale: Ptr,
     shift: Ptr,
+    /** 1 only where `bn_grad_sums` with the same arguments and `ws` returned 1. */
+    thresholdsReady: number,
   ): void;
   bn_copy(src: Ptr, dst: Ptr, len: number): void;
   /** 1 when `snapshot` holds `src`'s bits (`len` words); else copies them there and gives 0. */

@@ -124,7 +124,7 @@ export class WasmBackend implements Backend {
 
   readonly gradSums: Backend["gradSums"] = (x, dy, d, mean, ws, sumDy, sumDyXc, fused) => {
     const [outer, channels, inner] = [d.outer, d.channels, d.inner];
-    this.#abi.bn_grad_sums(
+    const thresholds = this.#abi.bn_grad_sums(
       this.#p(x),
       this.#p(dy),
       outer,
@@ -136,6 +136,7 @@ export class WasmBackend implements Backend {
       this.#p(sumDyXc),
       ...this.#fused(fused),
     );
+    return thresholds === 1;
   };
 
   readonly gradInput: Backend["gradInput"] = (x, dy, dx, d, mean, kDy, kXc, kConst, ws, fused) => {
@@ -152,10 +153,11 @@ export class WasmBackend implements Backend {
       this.#p(kConst),
       this.#p(ws),
       ...this.#fused(fused),
+      fused?.thresholdsReady ? 1 : 0,
     );
   };
 
-  /** The gradient exports' trailing `act, slope, scale, shift` (0s when not fused). */
+  /** The gradient exports' `act, slope, scale, shift` (0s when not fused). */
   #fused(f: Fused | null | undefined): [number, number, number, number] {
     if (!f) return [0, 0, 0, 0];
     return [ACTIVATION_CODES[f.act.kind], f.act.negativeSlope, this.#p(f.scale), this.#p(f.shift)];

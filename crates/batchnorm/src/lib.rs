@@ -39,7 +39,9 @@ type Lanes = scalar::F32x1;
 /// the gradient ones). 3: `bn_refresh`. 4: the threaded back end's job (`threads.rs`'s `Job`)
 /// carries the activation, its slope and six parameters. 5: the SIMD builds' per-channel
 /// exports (`bn_forward_coefficients`, `bn_update_running`, `bn_backward_coefficients`).
-const ABI_VERSION: u32 = 5;
+/// 6: `bn_grad_sums` says whether it left sign thresholds in the workspace, and
+/// `bn_grad_input` can take them (`thresholds_ready`).
+const ABI_VERSION: u32 = 6;
 
 /// Runs `$body` with `$a` bound to relu (`$code` 1) or leakyRelu (3, slope `$slope`), the
 /// activations whose backward can test the sign of `z` against thresholds
@@ -198,6 +200,10 @@ pub unsafe extern "C" fn bn_scale_shift(
 /// `act` is 0, else `g = dy·act′(z)` with `z = (x − mean[c])·scale[c] + shift[c]` (the
 /// forward's pre-activation, recomputed here).
 ///
+/// Returns 1 when it tested the sign of `z` against thresholds (relu and leakyRelu: see
+/// `threshold.rs`), which it then left in the workspace for [`bn_grad_input`]'s
+/// `thresholds_ready`; 0 otherwise.
+///
 /// # Safety
 /// As for [`bn_moments`], with `dy` as long as `x` and `mean` holding `channels` floats; when
 /// `act` is not 0, `scale` and `shift` too (otherwise they are not read).
@@ -217,7 +223,7 @@ pub unsafe extern "C" fn bn_grad_sums(
     slope: f32,
     scale: *const f32,
     shift: *const f32,
-) {
+) -> u32 {
     let dims = Dims { outer, channels, inner };
     let (x, dy) = (from_raw_parts(x, dims.len()), from_raw_parts(dy, dims.len()));
     let mean = from_raw_parts(mean, channels);
@@ -227,8 +233,10 @@ pub unsafe extern "C" fn bn_grad_sums(
     // Whether the float64 sums are in the workspace too: only the threaded runner asks.
     let _in_workspace = if act == 0 {
         kernels::reduce_grads::<Lanes>(x, dy, dims, mean, ws, sum_dy, sum_dy_xc)
-    } else if let Some(theta) = threshold::sign_thresholds::<Lanes>(act, dims, scale, shift, ws) {
-        with_sign_activation!(act, slope, |a| {
+    } else if let Some(theta) =
+        threshold::sign_thresholds::<Lanes>(act, dims, scale, shift, ws, false)
+    {
+        let _ = with_sign_activation!(act, slope, |a| {
             grad_sums_out_of_line(
                 GradSumsAbove(a),
                 x,
@@ -239,13 +247,15 @@ pub unsafe extern "C" fn bn_grad_sums(
                 sum_dy,
                 sum_dy_xc,
             )
-        })
+        });
+        return 1;
     } else {
         let params = [mean, from_raw_parts(scale, channels), from_raw_parts(shift, channels)];
         with_activation!(act, slope, |a| {
             grad_sums_out_of_line(GradSumsAct(a), x, dy, dims, params, ws, sum_dy, sum_dy_xc)
         })
     };
+    0
 }
 
 /// `dx = k_dy[c]·g + k_xc[c]·(x − mean[c]) + k_const[c]`, with `g` as in [`bn_grad_sums`].
@@ -253,6 +263,10 @@ pub unsafe extern "C" fn bn_grad_sums(
 /// # Safety
 /// As for [`bn_scale_shift`]; `dx` may be the same pointer as `dy` (or `x`) but must not
 /// overlap either otherwise; `scale` and `shift` hold `channels` floats when `act` is not 0.
+/// `thresholds_ready` is 1 only where [`bn_grad_sums`] returned 1 for the same `act`, `dims`,
+/// `scale`, `shift` and workspace, nothing having written the workspace since: the
+/// thresholds are then taken from it instead of found again (for relu and leakyRelu; the
+/// other activations ignore it).
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn bn_grad_input(
@@ -271,6 +285,7 @@ pub unsafe extern "C" fn bn_grad_input(
     slope: f32,
     scale: *const f32,
     shift: *const f32,
+    thresholds_ready: u32,
 ) {
     let params = [
         from_raw_parts(mean, channels),
@@ -283,7 +298,7 @@ pub unsafe extern "C" fn bn_grad_input(
     if act == 0 {
         kernels::map::<Lanes, _, 4>(GradInput, x, dy, dx, dims, params, &mut ws);
     } else if let Some(theta) =
-        threshold::sign_thresholds::<Lanes>(act, dims, scale, shift, &mut ws)
+        threshold::sign_thresholds::<Lanes>(act, dims, scale, shift, &mut ws, thresholds_ready == 1)
     {
         let [m, k_dy, k_xc, k_const] = params;
         let params = [m, k_dy, k_xc, k_const, theta];

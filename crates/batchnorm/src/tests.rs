@@ -7,9 +7,11 @@ use std::vec::Vec;
 
 /// The gradient exports of relu (1) and leakyRelu (3) against the multiplying kernels
 /// called directly, bit for bit: through the thresholds where every scale is positive and
-/// a channel has `THRESHOLDS_FROM` values or more (and only there: the workspace's
-/// thresholds, NaN before, are then all written), through the multiply with a negative scale
-/// or shorter channels.
+/// a channel has `THRESHOLDS_FROM` values or more (and only there: `bn_grad_sums` returns 1
+/// and the workspace's thresholds, NaN before, are then all written), through the multiply
+/// with a negative scale or shorter channels. `bn_grad_input` gives the same bits whether it
+/// finds the thresholds again or takes them (`thresholds_ready`), and takes them indeed:
+/// with +∞ written over them it passes no gradient (negative control).
 #[test]
 fn sign_thresholds_are_used_where_they_apply() {
     use super::*;
@@ -37,9 +39,9 @@ fn sign_thresholds_are_used_where_they_apply() {
             let mut ws = vec![u64::MAX; (bytes + 7) / 8];
             let at = channels * 24 + Workspace::row_floats(channels).unwrap() * 4;
             let ws_ptr = ws.as_mut_ptr() as *mut u8;
-            let (mut s0, mut s1, mut dx) = (vec![0f32; 3], vec![0f32; 3], vec![0f32; n]);
-            // SAFETY: every pointer holds what the exports read or write.
-            let thresholds = unsafe {
+            let (mut s0, mut s1) = (vec![0f32; 3], vec![0f32; 3]);
+            // SAFETY: every pointer holds what the export reads or writes.
+            let ready = unsafe {
                 bn_grad_sums(
                     x.as_ptr(),
                     dy.as_ptr(),
@@ -54,31 +56,43 @@ fn sign_thresholds_are_used_where_they_apply() {
                     0.2,
                     scale.as_ptr(),
                     shift.as_ptr(),
-                );
-                bn_grad_input(
-                    x.as_ptr(),
-                    dy.as_ptr(),
-                    dx.as_mut_ptr(),
-                    4,
-                    channels,
-                    inner,
-                    mean.as_ptr(),
-                    k_dy.as_ptr(),
-                    k_xc.as_ptr(),
-                    k_const.as_ptr(),
-                    ws_ptr,
-                    act,
-                    0.2,
-                    scale.as_ptr(),
-                    shift.as_ptr(),
-                );
-                from_raw_parts(ws_ptr.add(at) as *const f32, channels).to_vec()
+                )
             };
+            // SAFETY: the workspace holds the thresholds at `at`.
+            let thresholds = unsafe { from_raw_parts(ws_ptr.add(at) as *const f32, channels) };
+            let thresholds = thresholds.to_vec();
+            assert_eq!(ready == 1, used, "act {act}, inner {inner}, {signs:?}");
             assert_eq!(
                 thresholds.iter().all(|t| !t.is_nan()),
                 used,
                 "act {act}, inner {inner}, {signs:?}"
             );
+            let grad_input = |thresholds_ready: u32| {
+                let mut dx = vec![0f32; n];
+                // SAFETY: every pointer holds what the export reads or writes.
+                unsafe {
+                    bn_grad_input(
+                        x.as_ptr(),
+                        dy.as_ptr(),
+                        dx.as_mut_ptr(),
+                        4,
+                        channels,
+                        inner,
+                        mean.as_ptr(),
+                        k_dy.as_ptr(),
+                        k_xc.as_ptr(),
+                        k_const.as_ptr(),
+                        ws_ptr,
+                        act,
+                        0.2,
+                        scale.as_ptr(),
+                        shift.as_ptr(),
+                        thresholds_ready,
+                    )
+                };
+                dx
+            };
+            let (dx, dx_taken) = (grad_input(0), grad_input(ready));
             let (mut w0, mut w1, mut want) = (vec![0f32; 3], vec![0f32; 3], vec![0f32; n]);
             let mut moments = vec![Moments::default(); channels];
             let mut rows = vec![0f32; Workspace::row_floats(channels).unwrap()];
@@ -107,6 +121,13 @@ fn sign_thresholds_are_used_where_they_apply() {
             assert_eq!(bits(&s0), bits(&w0), "Σg act {act}, inner {inner}, {signs:?}");
             assert_eq!(bits(&s1), bits(&w1), "Σg·xc act {act}, inner {inner}, {signs:?}");
             assert_eq!(bits(&dx), bits(&want), "dx act {act}, inner {inner}, {signs:?}");
+            assert_eq!(bits(&dx_taken), bits(&want), "dx taken act {act}, {signs:?}");
+            if used {
+                // SAFETY: as above; nothing else refers to the thresholds now.
+                unsafe { from_raw_parts_mut(ws_ptr.add(at) as *mut f32, channels) }
+                    .fill(f32::INFINITY);
+                assert_ne!(bits(&grad_input(1)), bits(&want), "act {act}: thresholds not taken");
+            }
         }
     }
 }

@@ -21,16 +21,20 @@ use crate::vector::Vector;
 use core::slice::from_raw_parts;
 
 /// Values a channel from which the backward of relu and leakyRelu tests `θ < x − mean` against
-/// per-channel thresholds (this module) instead of forming `(x − mean)·scale`: finding θ
-/// costs about 2 ns a channel in each pass (5 for shifts [`positive_thresholds`] leaves to
-/// the search), the test saves a multiply and a parameter per vector. Measured (SIMD build,
-/// each pass alone, thresholds always against never, [r, 1000] and [1, 64, r]): 1.04–1.1×
-/// the time at 64 values a channel, 0.95–0.97× at 128, 0.93–1.0× at 256.
-pub(crate) const THRESHOLDS_FROM: usize = 128;
+/// per-channel thresholds (this module) instead of forming `(x − mean)·scale`: θ is found
+/// once a backward (`bn_grad_sums` leaves it for `bn_grad_input`), for about 1–3 ns a
+/// channel (4–5 for zero shifts with scales up to 1/2 and for shifts [`positive_thresholds`]
+/// leaves to the search), and the test saves a multiply and a parameter per vector in both
+/// passes. Measured (SIMD build, both passes, thresholds always against never, [r, 1000]):
+/// with nonzero shifts 0.97–1.0× the time at 48 values a channel, 0.96× at 60–64, 0.93× at
+/// 96–128, and 1.03–1.1× at 24–32; with zero shifts and scales 0.3, 1.02–1.06× at 48–64
+/// and even from 96.
+pub(crate) const THRESHOLDS_FROM: usize = 48;
 
 /// For relu (`act` 1) and leakyRelu (3) on at least [`THRESHOLDS_FROM`] values a channel, with
 /// every `scale` finite and positive: the thresholds of the sign test, taken out of the
-/// workspace, for `GradSumsAbove` and `GradInputAbove`; otherwise `None`.
+/// workspace, for `GradSumsAbove` and `GradInputAbove`; otherwise `None`. With `ready` (the
+/// caller knows a call with the same arguments left them there), the workspace's as they are.
 ///
 /// # Safety
 /// `scale` and `shift` hold `dims.channels` floats.
@@ -40,12 +44,16 @@ pub(crate) unsafe fn sign_thresholds<'a, V: Vector>(
     scale: *const f32,
     shift: *const f32,
     ws: &mut Workspace<'a>,
+    ready: bool,
 ) -> Option<&'a [f32]> {
     let channels = dims.channels;
     if !(act == 1 || act == 3) || dims.outer * dims.inner < THRESHOLDS_FROM {
         return None;
     }
     let out = core::mem::take(&mut ws.thresholds);
+    if ready {
+        return Some(out);
+    }
     let (scale, shift) = (from_raw_parts(scale, channels), from_raw_parts(shift, channels));
     positive_thresholds::<V>(scale, shift, out).then_some(out)
 }
