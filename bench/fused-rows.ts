@@ -13,10 +13,17 @@
  *   writes y once); for backward, an activation-backward pass (reads y and dy, writes
  *   dy·act′: the back end's `gradInput` with k_dy = 1 and the activation) before the plain
  *   backward.
+ * - "separate JS": the same with plain JS loops over the same wasm memory, in place, as a user
+ *   would write them: for ReLU `y = Math.max(y, 0)`, and `dx = y > 0 ? dy : 0` (before the
+ *   plain backward, into dx's tensor); for other activations activation.ts's `activate` and
+ *   `derivative` per element.
+ *
+ * The modules have weights and biases away from 1 and 0, as after training: with a fresh
+ * module's zero bias the relu backward's thresholds are +0, found for nothing.
  *
  * @module
  */
-import type { Act } from "../ts/activation.js";
+import { type Act, activate, derivative } from "../ts/activation.js";
 import { BatchNorm, type Dims, type Layout, resolveBackend } from "./lib.js";
 import { quantile } from "./stats.js";
 import { collect, now } from "./timing.js";
@@ -38,7 +45,7 @@ export interface Timed {
   p90Ms: number;
 }
 
-/** One row: a shape and op, the three contestants, and the ratios of their medians. */
+/** One row: a shape and op, the four contestants, and the ratios of their medians. */
 export interface FusedRow {
   shapeLabel: string;
   op: "train fwd" | "fwd+bwd";
@@ -46,8 +53,10 @@ export interface FusedRow {
   plain: Timed;
   fused: Timed;
   separate: Timed;
+  separateJs: Timed;
   fusedOverPlain: number;
   separateOverFused: number;
+  separateJsOverFused: number;
 }
 
 /**
@@ -107,6 +116,12 @@ export function benchFused(
     const n = shape.reduce((a, b) => a * b, 1);
     const plain = new BatchNorm(C, { layout, backend: "simd" });
     const fused = new BatchNorm(C, { layout, backend: "simd", activation: kind });
+    for (const m of [plain, fused]) {
+      for (let c = 0; c < C; c++) {
+        (m.weight as Float32Array)[c] = 1 + 0.2 * Math.cos(1.3 * c);
+        (m.bias as Float32Array)[c] = 0.5 * Math.sin(c);
+      }
+    }
     const [X, Y, DY, DX] = [0, 1, 2, 3].map(() => plain.tensor(shape)) as [
       ReturnType<BatchNorm["tensor"]>,
       ReturnType<BatchNorm["tensor"]>,
@@ -131,8 +146,31 @@ export function benchFused(
     // dz = dy·act′(y) (for ReLU, act′(z) = [y > 0]), in place over dx's tensor.
     const separateBack = () =>
       be.gradInput(Y.buffer, DY.buffer, DX.buffer, dims, zero, one, zero, zero, ws, fused3);
+    // The views are taken per call: a memory growth detaches old ones.
+    const separateJsPass =
+      kind === "relu"
+        ? () => {
+            const y = Y.data;
+            for (let i = 0; i < n; i++) y[i] = Math.max(y[i] as number, 0);
+          }
+        : () => {
+            const y = Y.data;
+            for (let i = 0; i < n; i++) y[i] = activate(act, y[i] as number);
+          };
+    const separateJsBack =
+      kind === "relu"
+        ? () => {
+            const [y, dy, dx] = [Y.data, DY.data, DX.data];
+            for (let i = 0; i < n; i++) dx[i] = (y[i] as number) > 0 ? (dy[i] as number) : 0;
+          }
+        : () => {
+            const [y, dy, dx] = [Y.data, DY.data, DX.data];
+            for (let i = 0; i < n; i++) {
+              dx[i] = (dy[i] as number) * derivative(act, y[i] as number);
+            }
+          };
 
-    const [trainPlain, trainFused, trainSep] = timeAll(
+    const [trainPlain, trainFused, trainSep, trainSepJs] = timeAll(
       [
         () => plain.forward(X, { out: Y }),
         () => fused.forward(X, { out: Y }),
@@ -140,10 +178,14 @@ export function benchFused(
           plain.forward(X, { out: Y });
           separatePass();
         },
+        () => {
+          plain.forward(X, { out: Y });
+          separateJsPass();
+        },
       ],
       quick,
-    ) as [Timed, Timed, Timed];
-    const [fbPlain, fbFused, fbSep] = timeAll(
+    ) as [Timed, Timed, Timed, Timed];
+    const [fbPlain, fbFused, fbSep, fbSepJs] = timeAll(
       [
         () => {
           plain.forward(X, { out: Y });
@@ -159,13 +201,19 @@ export function benchFused(
           separateBack();
           plain.backward(DX, { out: DX });
         },
+        () => {
+          plain.forward(X, { out: Y });
+          separateJsPass();
+          separateJsBack();
+          plain.backward(DX, { out: DX });
+        },
       ],
       quick,
-    ) as [Timed, Timed, Timed];
+    ) as [Timed, Timed, Timed, Timed];
     const label = `${layout} ${shape.join("x")}`;
-    for (const [op, plainT, fusedT, separate] of [
-      ["train fwd", trainPlain, trainFused, trainSep],
-      ["fwd+bwd", fbPlain, fbFused, fbSep],
+    for (const [op, plainT, fusedT, separate, separateJs] of [
+      ["train fwd", trainPlain, trainFused, trainSep, trainSepJs],
+      ["fwd+bwd", fbPlain, fbFused, fbSep, fbSepJs],
     ] as const) {
       const row: FusedRow = {
         shapeLabel: label,
@@ -174,13 +222,17 @@ export function benchFused(
         plain: plainT,
         fused: fusedT,
         separate,
+        separateJs,
         fusedOverPlain: fusedT.medianMs / plainT.medianMs,
         separateOverFused: separate.medianMs / fusedT.medianMs,
+        separateJsOverFused: separateJs.medianMs / fusedT.medianMs,
       };
       rows.push(row);
       print(
-        `${label} ${op}: plain ${ms(plainT)}, fused ${ms(fusedT)}, separate ${ms(separate)}; ` +
-          `fused/plain ${row.fusedOverPlain.toFixed(2)}×, separate/fused ${row.separateOverFused.toFixed(2)}×`,
+        `${label} ${op}: plain ${ms(plainT)}, fused ${ms(fusedT)}, separate ${ms(separate)}, ` +
+          `separate JS ${ms(separateJs)}; fused/plain ${row.fusedOverPlain.toFixed(2)}×, ` +
+          `separate/fused ${row.separateOverFused.toFixed(2)}×, ` +
+          `separate JS/fused ${row.separateJsOverFused.toFixed(2)}×`,
       );
     }
     for (const t of [X, Y, DY, DX]) t.dispose();

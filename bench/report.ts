@@ -75,11 +75,11 @@ export function markdownTable(results: BenchResults): string {
   return lines.join("\n");
 }
 
-/** The fused-activation rows: plain BN, fused, BN then a separate pass, and the ratios. */
+/** The fused-activation rows: plain BN, fused, BN then a separate pass (wasm SIMD, JS), ratios. */
 export function fusedTable(rows: readonly FusedRow[]): string {
   const lines = [
-    "| shape | op | plain BN | BN+ReLU fused | BN, then a ReLU pass | fused / plain | separate / fused |",
-    "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    "| shape | op | plain BN | BN+ReLU fused | BN, then a SIMD ReLU pass | BN, then a JS ReLU loop | fused / plain | SIMD separate / fused | JS separate / fused |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
   ];
   for (const r of rows) {
     const t = (x: { medianMs: number }) => `${ms(x.medianMs)} ms`;
@@ -89,8 +89,10 @@ export function fusedTable(rows: readonly FusedRow[]): string {
       t(r.plain),
       t(r.fused),
       t(r.separate),
+      t(r.separateJs),
       `${r.fusedOverPlain.toFixed(2)}×`,
       `${r.separateOverFused.toFixed(2)}×`,
+      `${r.separateJsOverFused.toFixed(2)}×`,
     ];
     lines.push(`| ${cells.join(" | ")} |`);
   }
