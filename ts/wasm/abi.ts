@@ -46,6 +46,7 @@ export interface BatchNormExports {
     act: number,
     slope: number,
   ): void;
+  /** Returns 1 when it left sign thresholds in `ws` for `bn_grad_input`'s `thresholdsReady`. */
   bn_grad_sums(
     x: Ptr,
     dy: Ptr,
@@ -61,7 +62,7 @@ export interface BatchNormExports {
     /** The forward's scale and shift (read only when `act` is not 0). */
     scale: Ptr,
     shift: Ptr,
-  ): /** 1: sign thresholds left in `ws` for `bn_grad_input`'s `thresholdsReady`. */ number;
+  ): number;
   bn_grad_input(
     x: Ptr,
     dy: Ptr,

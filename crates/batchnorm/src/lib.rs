@@ -230,43 +230,36 @@ pub unsafe extern "C" fn bn_grad_sums(
     let ws = &mut workspace(workspace_ptr, channels);
     let sum_dy = from_raw_parts_mut(sum_dy, channels);
     let sum_dy_xc = from_raw_parts_mut(sum_dy_xc, channels);
-    // Whether the float64 sums are in the workspace too: only the threaded runner asks.
-    let _in_workspace = if act == 0 {
-        kernels::reduce_grads::<Lanes>(x, dy, dims, mean, ws, sum_dy, sum_dy_xc)
-    } else if let Some(theta) =
-        threshold::sign_thresholds::<Lanes>(act, dims, scale, shift, ws, false)
-    {
+    // The kernels' result (whether the float64 sums are in the workspace too) is for the
+    // threaded runner only; the return value says whether the thresholds are.
+    if act == 0 {
+        let _ = kernels::reduce_grads::<Lanes>(x, dy, dims, mean, ws, sum_dy, sum_dy_xc);
+        return 0;
+    }
+    if let Some(theta) = threshold::sign_thresholds::<Lanes>(act, dims, scale, shift, ws, false) {
+        let params = [mean, theta];
         let _ = with_sign_activation!(act, slope, |a| {
-            grad_sums_out_of_line(
-                GradSumsAbove(a),
-                x,
-                dy,
-                dims,
-                [mean, theta],
-                ws,
-                sum_dy,
-                sum_dy_xc,
-            )
+            grad_sums_out_of_line(GradSumsAbove(a), x, dy, dims, params, ws, sum_dy, sum_dy_xc)
         });
         return 1;
-    } else {
-        let params = [mean, from_raw_parts(scale, channels), from_raw_parts(shift, channels)];
-        with_activation!(act, slope, |a| {
-            grad_sums_out_of_line(GradSumsAct(a), x, dy, dims, params, ws, sum_dy, sum_dy_xc)
-        })
-    };
+    }
+    let params = [mean, from_raw_parts(scale, channels), from_raw_parts(shift, channels)];
+    let _ = with_activation!(act, slope, |a| {
+        grad_sums_out_of_line(GradSumsAct(a), x, dy, dims, params, ws, sum_dy, sum_dy_xc)
+    });
     0
 }
 
 /// `dx = k_dy[c]·g + k_xc[c]·(x − mean[c]) + k_const[c]`, with `g` as in [`bn_grad_sums`].
 ///
+/// `thresholds_ready` 1 takes the thresholds from the workspace instead of finding them again
+/// (relu and leakyRelu; the other activations ignore it). Give it only where [`bn_grad_sums`]
+/// returned 1 for the same `act`, `dims`, `scale`, `shift` and workspace, nothing having
+/// written the workspace since: otherwise the gradients are wrong (no memory is misused).
+///
 /// # Safety
 /// As for [`bn_scale_shift`]; `dx` may be the same pointer as `dy` (or `x`) but must not
 /// overlap either otherwise; `scale` and `shift` hold `channels` floats when `act` is not 0.
-/// `thresholds_ready` is 1 only where [`bn_grad_sums`] returned 1 for the same `act`, `dims`,
-/// `scale`, `shift` and workspace, nothing having written the workspace since: the
-/// thresholds are then taken from it instead of found again (for relu and leakyRelu; the
-/// other activations ignore it).
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn bn_grad_input(

@@ -10,8 +10,9 @@ use std::vec::Vec;
 /// a channel has `THRESHOLDS_FROM` values or more (and only there: `bn_grad_sums` returns 1
 /// and the workspace's thresholds, NaN before, are then all written), through the multiply
 /// with a negative scale or shorter channels. `bn_grad_input` gives the same bits whether it
-/// finds the thresholds again or takes them (`thresholds_ready`), and takes them indeed:
-/// with +∞ written over them it passes no gradient (negative control).
+/// takes the thresholds `bn_grad_sums` left (`thresholds_ready`) or finds them again, and
+/// takes them indeed: with +∞ written over them, every lane is on the side z ≤ 0 (negative
+/// control).
 #[test]
 fn sign_thresholds_are_used_where_they_apply() {
     use super::*;
@@ -37,7 +38,8 @@ fn sign_thresholds_are_used_where_they_apply() {
         for act in [1u32, 3] {
             let bytes = bn_workspace_bytes(channels);
             let mut ws = vec![u64::MAX; (bytes + 7) / 8];
-            let at = channels * 24 + Workspace::row_floats(channels).unwrap() * 4;
+            let moments = channels * core::mem::size_of::<Moments>();
+            let at = moments + Workspace::row_floats(channels).unwrap() * 4;
             let ws_ptr = ws.as_mut_ptr() as *mut u8;
             let (mut s0, mut s1) = (vec![0f32; 3], vec![0f32; 3]);
             // SAFETY: every pointer holds what the export reads or writes.
@@ -92,7 +94,9 @@ fn sign_thresholds_are_used_where_they_apply() {
                 };
                 dx
             };
-            let (dx, dx_taken) = (grad_input(0), grad_input(ready));
+            // Taken first: finding them again rewrites them.
+            let dx_taken = grad_input(ready);
+            let dx = grad_input(0);
             let (mut w0, mut w1, mut want) = (vec![0f32; 3], vec![0f32; 3], vec![0f32; n]);
             let mut moments = vec![Moments::default(); channels];
             let mut rows = vec![0f32; Workspace::row_floats(channels).unwrap()];

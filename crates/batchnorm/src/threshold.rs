@@ -25,10 +25,11 @@ use core::slice::from_raw_parts;
 /// once a backward (`bn_grad_sums` leaves it for `bn_grad_input`), for about 1–3 ns a
 /// channel (4–5 for zero shifts with scales up to 1/2 and for shifts [`positive_thresholds`]
 /// leaves to the search), and the test saves a multiply and a parameter per vector in both
-/// passes. Measured (SIMD build, both passes, thresholds always against never, [r, 1000]):
-/// with nonzero shifts 0.97–1.0× the time at 48 values a channel, 0.96× at 60–64, 0.93× at
-/// 96–128, and 1.03–1.1× at 24–32; with zero shifts and scales 0.3, 1.02–1.06× at 48–64
-/// and even from 96.
+/// passes. Measured (SIMD build, both passes, thresholds always against never): at
+/// [r, 1000] with nonzero shifts 0.97–1.0× the time at 48 values a channel, 0.96× at 60–64,
+/// 0.93× at 96–128, and 1.03–1.1× at 24–32; with zero shifts and scales 0.3, 1.02–1.06× at
+/// 48–64 and 1.0× at 96; at [1, 256, r] (runs of r floats) 1.01–1.02× at 48–64, 0.97× at
+/// 96 and 0.88× at 128.
 pub(crate) const THRESHOLDS_FROM: usize = 48;
 
 /// For relu (`act` 1) and leakyRelu (3) on at least [`THRESHOLDS_FROM`] values a channel, with
