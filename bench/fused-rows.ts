@@ -18,8 +18,14 @@
  *   plain backward, into dx's tensor); for other activations activation.ts's `activate` and
  *   `derivative` per element.
  *
+ * Before timing, each separate contestant's y, and for relu, relu6 and leakyRelu its dx, are
+ * checked against the fused module's; a mismatch stops the run. For sigmoid, tanh and silu
+ * (`--act`) the separate backward passes take act′ at y, not z (they have only y): their
+ * times are the cost of such a pass, their dx not the gradient.
+ *
  * The modules have weights and biases away from 1 and 0, as after training: with a fresh
- * module's zero bias the relu backward's thresholds are +0, found for nothing.
+ * module's zero biases the relu backward's thresholds are all +0, filled in at almost no
+ * cost, which would hide what finding them costs.
  *
  * @module
  */
@@ -61,8 +67,9 @@ export interface FusedRow {
 
 /**
  * Ms per call of each of `fs`, timed in interleaved rounds (each round runs every function's
- * batch once, so that a change of machine load hits all of them alike), each batch lasting
- * about `sampleMs`, after a warm-up.
+ * batch once, so that a change of machine load hits all of them alike, starting one function
+ * later than the round before, so that none always runs after the same other), each batch
+ * lasting about `sampleMs`, after a warm-up.
  */
 function timeAll(fs: readonly (() => void)[], quick: boolean): Timed[] {
   const sampleMs = quick ? 3 : 10;
@@ -80,18 +87,66 @@ function timeAll(fs: readonly (() => void)[], quick: boolean): Timed[] {
   });
   const samples: number[][] = fs.map(() => []);
   for (let k = 0; k < rounds; k++) {
-    fs.forEach((f, j) => {
-      const n = runs[j] as number;
+    for (let i = 0; i < fs.length; i++) {
+      const j = (i + k) % fs.length;
+      const [f, n] = [fs[j] as () => void, runs[j] as number];
       const s = now();
-      for (let i = 0; i < n; i++) f();
+      for (let r = 0; r < n; r++) f();
       samples[j]?.push((now() - s) / n);
-    });
+    }
   }
   return samples.map((v) => ({
     medianMs: quantile(v, 0.5),
     p10Ms: quantile(v, 0.1),
     p90Ms: quantile(v, 0.9),
   }));
+}
+
+type Tensor = ReturnType<BatchNorm["tensor"]>;
+
+/** The largest |got − want| over the largest |want|. */
+function relativeError(got: Float32Array, want: Float32Array): number {
+  let err = 0;
+  let size = 0;
+  for (let i = 0; i < want.length; i++) {
+    err = Math.max(err, Math.abs((got[i] as number) - (want[i] as number)));
+    size = Math.max(size, Math.abs(want[i] as number));
+  }
+  return err / size;
+}
+
+/**
+ * Throws unless each separate pipeline (plain BN, then `pass`; for backward, `back`, then the
+ * plain backward) gives the fused module's y, and for relu, relu6 and leakyRelu its dx: the
+ * contestants must do the same work. 1e-4 of the largest value: the same float32 operations
+ * give y (exactly but for −0 against +0), and dx differs only by the order of float32
+ * additions over at most 10⁵ values a channel (about 10⁻⁵ at worst in these tensors), where a
+ * wrong derivative is off by the size of dx itself.
+ */
+function checkSeparate(
+  kind: Act["kind"],
+  t: { plain: BatchNorm; fused: BatchNorm; X: Tensor; Y: Tensor; DY: Tensor; DX: Tensor },
+  pipelines: readonly (readonly [string, () => void, () => void])[],
+): void {
+  t.fused.forward(t.X, { out: t.Y });
+  t.fused.backward(t.DY, { out: t.DX });
+  const want = { y: t.Y.data.slice(), dx: t.DX.data.slice() };
+  const tolerance = 1e-4;
+  for (const [name, pass, back] of pipelines) {
+    t.plain.forward(t.X, { out: t.Y });
+    pass();
+    const errors: [string, number][] = [["y", relativeError(t.Y.data, want.y)]];
+    if (kind === "relu" || kind === "relu6" || kind === "leakyRelu") {
+      back();
+      t.plain.backward(t.DX, { out: t.DX });
+      errors.push(["dx", relativeError(t.DX.data, want.dx)]);
+    }
+    for (const [what, err] of errors) {
+      if (!(err <= tolerance)) {
+        throw new Error(`fused rows: ${name}'s ${what} is off the fused module's by ${err}`);
+      }
+    }
+  }
 }
 
 const ms = (t: Timed) => `${t.medianMs.toFixed(4)} (${t.p10Ms.toFixed(4)}–${t.p90Ms.toFixed(4)})`;
@@ -123,10 +178,10 @@ export function benchFused(
       }
     }
     const [X, Y, DY, DX] = [0, 1, 2, 3].map(() => plain.tensor(shape)) as [
-      ReturnType<BatchNorm["tensor"]>,
-      ReturnType<BatchNorm["tensor"]>,
-      ReturnType<BatchNorm["tensor"]>,
-      ReturnType<BatchNorm["tensor"]>,
+      Tensor,
+      Tensor,
+      Tensor,
+      Tensor,
     ];
     const xs = X.data;
     for (let i = 0; i < n; i++) xs[i] = Math.sin(i * 0.37) * 2 + 0.3;
@@ -169,6 +224,10 @@ export function benchFused(
               dx[i] = (dy[i] as number) * derivative(act, y[i] as number);
             }
           };
+    checkSeparate(kind, { plain, fused, X, Y, DY, DX }, [
+      ["separate", separatePass, separateBack],
+      ["separate JS", separateJsPass, separateJsBack],
+    ]);
 
     const [trainPlain, trainFused, trainSep, trainSepJs] = timeAll(
       [
