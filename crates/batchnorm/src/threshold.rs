@@ -29,7 +29,7 @@ use core::slice::from_raw_parts;
 /// [r, 1000] with nonzero shifts 0.97–1.0× the time at 48 values a channel, 0.96× at 60–64,
 /// 0.93× at 96–128, and 1.03–1.1× at 24–32; with zero shifts and scales 0.3, 1.02–1.06× at
 /// 48–64 and 1.0× at 96; at [1, 256, r] (runs of r floats) 1.01–1.02× at 48–64, 0.97× at
-/// 96 and 0.88× at 128.
+/// 96 and 0.88× at 128. The scalar build, at [r, 1000]: 0.92–0.96× at 48–64, 0.9× at 128.
 pub(crate) const THRESHOLDS_FROM: usize = 48;
 
 /// For relu (`act` 1) and leakyRelu (3) on at least [`THRESHOLDS_FROM`] values a channel, with
