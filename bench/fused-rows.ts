@@ -31,7 +31,7 @@
  */
 import { type Act, activate, derivative } from "../ts/activation.js";
 import { BatchNorm, type Dims, type Layout, resolveBackend } from "./lib.js";
-import { quantile } from "./stats.js";
+import { quantile, relError } from "./stats.js";
 import { collect, now } from "./timing.js";
 
 const SHAPES: { layout: Layout; shape: number[] }[] = [
@@ -104,17 +104,6 @@ function timeAll(fs: readonly (() => void)[], quick: boolean): Timed[] {
 
 type Tensor = ReturnType<BatchNorm["tensor"]>;
 
-/** The largest |got − want| over the largest |want|. */
-function relativeError(got: Float32Array, want: Float32Array): number {
-  let err = 0;
-  let size = 0;
-  for (let i = 0; i < want.length; i++) {
-    err = Math.max(err, Math.abs((got[i] as number) - (want[i] as number)));
-    size = Math.max(size, Math.abs(want[i] as number));
-  }
-  return err / size;
-}
-
 /**
  * Throws unless each separate pipeline (plain BN, then `pass`; for backward, `back`, then the
  * plain backward) gives the fused module's y, and for relu, relu6 and leakyRelu its dx: the
@@ -135,11 +124,11 @@ function checkSeparate(
   for (const [name, pass, back] of pipelines) {
     t.plain.forward(t.X, { out: t.Y });
     pass();
-    const errors: [string, number][] = [["y", relativeError(t.Y.data, want.y)]];
+    const errors: [string, number][] = [["y", relError(t.Y.data, want.y)]];
     if (kind === "relu" || kind === "relu6" || kind === "leakyRelu") {
       back();
       t.plain.backward(t.DX, { out: t.DX });
-      errors.push(["dx", relativeError(t.DX.data, want.dx)]);
+      errors.push(["dx", relError(t.DX.data, want.dx)]);
     }
     for (const [what, err] of errors) {
       if (!(err <= tolerance)) {
