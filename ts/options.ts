@@ -140,17 +140,20 @@ export const checkLayout = (layout: unknown, where: string): Layout =>
 export const checkBackend = (backend: unknown, where: string): "auto" | BackendKind =>
   checkChoice(backend, BACKEND_CHOICES, where, "options.backend");
 
+/** Checks a channel count: a positive integer; RangeError naming `name` otherwise. */
+export function checkChannelCount(channels: unknown, where: string, name: string): void {
+  if (!Number.isSafeInteger(channels) || (channels as number) <= 0) {
+    throw new RangeError(`${where}: ${name} must be a positive integer, got ${show(channels)}`);
+  }
+}
+
 /** The module's options, defaults filled in; throws naming the bad argument or option. */
 export function moduleConfig(
   numFeatures: number,
   options: InternalOptions,
   where: string,
 ): ModuleConfig {
-  if (!Number.isSafeInteger(numFeatures) || numFeatures <= 0) {
-    throw new RangeError(
-      `${where}: numFeatures must be a positive integer, got ${show(numFeatures)}`,
-    );
-  }
+  checkChannelCount(numFeatures, where, "numFeatures");
   if (typeof options !== "object" || options === null || Array.isArray(options)) {
     throw new TypeError(`${where}: options must be an object, got ${show(options)}`);
   }

@@ -17,7 +17,7 @@ import { batchMoments } from "./core.js";
 import { checkOptions, isTyped, show, typeName } from "./errors.js";
 import { resolveBackend } from "./init.js";
 import { BufferSet } from "./lifetime.js";
-import { checkBackend, checkLayout } from "./options.js";
+import { checkBackend, checkChannelCount, checkLayout } from "./options.js";
 import { allocScratch, type ChannelScratch } from "./scratch.js";
 import { dimsOf, type Layout } from "./shape.js";
 import { checkTensor, Tensor } from "./tensor.js";
@@ -240,9 +240,7 @@ export function populationStatistics(
   options?: PopulationOptions,
 ): PopulationStatistics | Promise<PopulationStatistics> {
   const where = "populationStatistics";
-  if (!Number.isSafeInteger(channels) || channels <= 0) {
-    throw new RangeError(`${where}: channels must be a positive integer, got ${show(channels)}`);
-  }
+  checkChannelCount(channels, where, "channels");
   const o = checkOptions(options, where) as PopulationOptions;
   const layout = checkLayout(o.layout ?? "NCHW", where);
   const kind = checkBackend(o.backend ?? "auto", where);
