@@ -13,7 +13,7 @@ use std::vec;
 use std::vec::Vec;
 
 #[derive(Clone, Copy)]
-struct Emu4([f32; 4]);
+pub(super) struct Emu4([f32; 4]);
 
 impl Vector for Emu4 {
     const LANES: usize = 4;
