@@ -95,26 +95,27 @@ pub(crate) fn moments<V: Vector>(
         // storage order, holding several runs of each channel, whose sums add up before one
         // merge per channel.
         let inner = dims.inner;
-        let plane = channels * inner;
+        let plane_len = channels * inner;
         let [shift, sum_d, sum_d2] = split_rows::<3>(ws.rows, channels);
-        for band in x.chunks(band_planes(dims) * plane) {
+        for band in x.chunks(band_planes(dims) * plane_len) {
             let n = band.len() / channels;
             for (c, s) in shift.iter_mut().enumerate() {
                 *s = if before > 0.0 {
                     ws.moments[c].mean as f32
                 } else {
-                    sample_mean(n, |t| band[t / inner * plane + c * inner + t % inner])
+                    sample_mean(n, |t| band[t / inner * plane_len + c * inner + t % inner])
                 };
             }
-            // The sums of channel `c` around `s`, run after run.
+            // The sums of channel `c` around `s`, run after run (the order of the sweep below,
+            // so a channel summed again alone gets the bits a whole sweep would give).
             let band_sums = |c: usize, s: f32| {
-                let runs = band.chunks_exact(plane).map(|p| &p[c * inner..(c + 1) * inner]);
+                let runs = band.chunks_exact(plane_len).map(|p| &p[c * inner..(c + 1) * inner]);
                 runs.fold([0.0, 0.0], |[d, d2], run| {
                     let [e, e2] = reduce_run::<V, ShiftedSums>(run, run, s);
                     [d + e, d2 + e2]
                 })
             };
-            for (k, plane) in band.chunks_exact(plane).enumerate() {
+            for (k, plane) in band.chunks_exact(plane_len).enumerate() {
                 for (c, run) in plane.chunks_exact(inner).enumerate() {
                     let [d, d2] = reduce_run::<V, ShiftedSums>(run, run, shift[c]);
                     if k == 0 {

@@ -5,24 +5,16 @@
 
 extern crate std;
 use super::stats::{spread, SHIFT_SAMPLES};
-use super::tests::Emu4;
+use super::tests::{data, Emu4};
 use super::*;
 use crate::scalar::F32x1;
 use crate::vector::Vector;
 use std::vec;
 use std::vec::Vec;
 
-/// Values around `centre` with a spread of about 0.01, from a fixed xorshift sequence.
+/// Values around `centre` with a spread of about 0.01 (`tests.rs`'s data, narrowed).
 fn near(n: usize, centre: f32, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2654435761) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            centre + (s as f32 / u32::MAX as f32 - 0.5) * 0.04
-        })
-        .collect()
+    data(n, seed, 0.0).iter().map(|v| centre + v * 0.01).collect()
 }
 
 /// Float64 mean and biased variance of each channel.

@@ -64,7 +64,7 @@ impl Vector for Emu4 {
     }
 }
 
-fn data(n: usize, seed: u32, offset: f32) -> Vec<f32> {
+pub(super) fn data(n: usize, seed: u32, offset: f32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
     (0..n)
         .map(|_| {
