@@ -237,27 +237,17 @@ fn block_moments_rows<W: Vector>(
     reduce_rows::<W, ShiftedSums>(block, block, rows, expanded, acc0, acc1, group);
     // Channels whose shift was far take their block's mean and the block is swept again;
     // the others keep their shifts and so get the same sums again, bit for bit (a channel's
-    // results never depend on another's values). A first block is merged (overwritten) while
-    // it is checked, and again after a second sweep; a separate loop to check it first cost
-    // 2 µs at C = 1000, as much as the merge.
-    let merge = BlockMerge::new(n, before);
-    let again = if exact {
-        false
-    } else if before > 0.0 {
-        recentre_all(n, own, acc0, acc1, channels)
-    } else {
-        merge_first(merge, n, stats, own, acc0, acc1)
-    };
-    if again {
+    // results never depend on another's values).
+    if !exact && recentre_all(n, own, acc0, acc1, channels) {
         let expanded = rows.expand::<W>(&own[..channels], shift);
         reduce_rows::<W, ShiftedSums>(block, block, rows, expanded, acc0, acc1, true);
     }
-    if exact || before > 0.0 || again {
-        merge_all(merge, stats, own, acc0, acc1);
-    }
+    merge_all(BlockMerge::new(n, before), stats, own, acc0, acc1);
 }
 
 /// Re-centres the shift of every channel whose sums are not [`centred`]; whether any was not.
+/// (This check costs about 2 µs at C = 1000, as much as the merge, whether written as its own
+/// loop, a branch-free count, or inside the merge loop; not understood.)
 fn recentre_all(
     n: usize,
     shift: &mut [f32],
@@ -267,30 +257,6 @@ fn recentre_all(
 ) -> bool {
     let mut any = false;
     for ((s, &d), &d2) in shift.iter_mut().zip(sum_d).zip(sum_d2).take(channels) {
-        if !centred(n, d, d2) {
-            *s = recentred(n, *s, d);
-            any = true;
-        }
-    }
-    any
-}
-
-/// [`merge_all`] of a channel's first block, re-centring (as [`recentre_all`]) the shifts of
-/// channels that are not [`centred`] as it goes; whether any was not.
-fn merge_first(
-    merge: BlockMerge,
-    n: usize,
-    stats: &mut [Moments],
-    shift: &mut [f32],
-    sum_d: &[f32],
-    sum_d2: &[f32],
-) -> bool {
-    let channels = stats.len();
-    assert!(shift.len() >= channels && sum_d.len() >= channels && sum_d2.len() >= channels);
-    let mut any = false;
-    let sums = shift.iter_mut().zip(sum_d).zip(sum_d2);
-    for (m, ((s, &d), &d2)) in stats.iter_mut().zip(sums) {
-        m.merge(merge, *s, d, d2);
         if !centred(n, d, d2) {
             *s = recentred(n, *s, d);
             any = true;
