@@ -266,8 +266,8 @@ fn recentre_all(
 }
 
 /// [`sample_mean`] of the row layout into `own` (per channel): the mean of super-rows spread
-/// evenly over `block`, as many as hold [`SHIFT_SAMPLES`] values per channel, added position
-/// by position into `acc0`, then folded. When that would be half the block or more, the mean
+/// evenly over `block`, as many as hold [`SHIFT_SAMPLES`] values per channel
+/// ([`sum_picked_rows`]), then folded. When that would be half the block or more, the mean
 /// of all of it, by the row kernel (a sample of 8 rows out of 16 measured slower than that
 /// sweep); then it returns true. `p`, `acc1`: scratch rows.
 fn sample_rows_mean<W: Vector>(
@@ -280,20 +280,30 @@ fn sample_rows_mean<W: Vector>(
     let supers = block.len() / width;
     let per_super = rows.r * rows.inner;
     let picks = (SHIFT_SAMPLES + per_super - 1) / per_super;
-    if 2 * picks >= supers {
+    let (summed, exact) = if 2 * picks >= supers {
         reduce_rows::<W, Sum>(block, block, rows, p, acc0, acc1, true);
-        let inv = 1.0 / (supers * per_super) as f32;
-        for (s, &sum) in own.iter_mut().zip(acc0.iter()).take(channels) {
-            *s = sum * inv;
-        }
-        return true;
+        (supers, true)
+    } else {
+        sum_picked_rows::<W>(block, width, picks, acc0);
+        rows.fold(acc0);
+        (picks, false)
+    };
+    let inv = 1.0 / (summed * per_super) as f32;
+    for (s, &sum) in own.iter_mut().zip(acc0.iter()).take(channels) {
+        *s = sum * inv;
     }
+    exact
+}
+
+/// Adds `picks` super-rows (of `width` floats) spread evenly over `block` position by position
+/// into `acc` (one super-row long).
+fn sum_picked_rows<W: Vector>(block: &[f32], width: usize, picks: usize, acc: &mut [f32]) {
+    let supers = block.len() / width;
     let mut picked = [0; SHIFT_SAMPLES];
     for (i, at) in picked.iter_mut().enumerate().take(picks) {
         *at = spread(i, supers, picks) * width;
     }
     let picked = &picked[..picks];
-    let acc = acc0;
     let vectors = width / W::LANES * W::LANES;
     for j in (0..vectors).step_by(W::LANES) {
         // SAFETY: every picked super-row lies in `block`, and j + LANES <= width.
@@ -306,12 +316,6 @@ fn sample_rows_mean<W: Vector>(
     for j in vectors..width {
         acc[j] = picked.iter().map(|&at| block[at + j]).sum();
     }
-    rows.fold(acc);
-    let inv = 1.0 / (picks * per_super) as f32;
-    for (s, &sum) in own.iter_mut().zip(acc.iter()).take(rows.channels) {
-        *s = sum * inv;
-    }
-    false
 }
 
 /// Merges a block's sums into each channel's moments (as many as `stats` holds), over zipped
