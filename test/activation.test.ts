@@ -345,6 +345,56 @@ describe.each(BACKENDS)("fused activations on the %s back end", (backend) => {
     }
   });
 
+  it("sigmoid, tanh and silu saturate beyond exp's range and keep NaN, in vector lanes and tails", () => {
+    // The wasm builds clamp exp's argument to [−87.33, 88] on the floats' bits (integer
+    // minimums, then NaN lanes set back to NaN): z beyond it, ±∞ and NaN, in runs of 21
+    // floats (five vectors and a lane) and rows of 3. Against float64 (activation.ts):
+    // sigmoid and tanh within 1e-6 absolute (their values are O(1); a clamp that moved a
+    // NaN would give ~0 or ±1 here and fail the NaN check), silu as silu(z)/z against
+    // sigmoid(z), so that |z| up to 1e30 is checked to the same 1e-6, and silu(+∞) = +∞.
+    // silu(−∞) is left out: −∞·0, NaN in the JS back end, −∞ in the wasm builds.
+    const values = [Number.NaN, Infinity, -Infinity, 1e30, -1e30, 100, -100, 88.5, -88.5];
+    values.push(87.5, -87.5, 50, -50, 10, -10, 0.5, -0.5, 0, -0, 3, 1e-30);
+    const scale = 1 / Math.sqrt(1 + EPS); // weight 1, running mean 0 and variance 1
+    for (const kind of ["sigmoid", "tanh", "silu"] as const) {
+      const act = actOf(kind);
+      for (const [layout, shape, C] of [
+        ["NCHW", [1, 2, 21], 2],
+        ["NHWC", [21, 3], 3],
+      ] as const) {
+        const bn = new BatchNorm(C, { layout, backend, activation: kind }).eval();
+        const x = Float32Array.from({ length: 21 * C }, (_, i) => values[i % 21] as number);
+        const y = bn.forward(x, [...shape]);
+        const g = bn.backward(new Float32Array(x.length).fill(1)).dx;
+        for (let i = 0; i < x.length; i++) {
+          const z = Math.fround(x[i] as number) * scale;
+          const at = `${backend} ${kind} ${layout} z = ${z}`;
+          if (Number.isNaN(z)) {
+            expect(Number.isNaN(y[i] as number), `${at}: y = ${y[i]}`).toBe(true);
+            expect(Number.isNaN(g[i] as number), `${at}: dx = ${g[i]}`).toBe(true);
+            continue;
+          }
+          if (kind === "silu" && !Number.isFinite(z)) {
+            if (z > 0) expect(y[i], at).toBe(Infinity);
+            continue;
+          }
+          const got = kind === "silu" && Math.abs(z) > 1 ? (y[i] as number) / z : (y[i] as number);
+          const want =
+            kind === "silu" && Math.abs(z) > 1 ? 1 / (1 + Math.exp(-z)) : activate(act, z);
+          expect(Math.abs(got - want), `${at}: y = ${y[i]}`).toBeLessThanOrEqual(1e-6);
+          if (Number.isFinite(z)) {
+            // dx = scale·act′(z): 0 in the saturated tails, where exp is clamped.
+            const dWant = scale * derivative(act, z);
+            expect(Math.abs((g[i] as number) - dWant), `${at}: dx = ${g[i]}`).toBeLessThanOrEqual(
+              1e-6,
+            );
+          }
+        }
+        bn.dispose();
+      }
+    }
+  });
+
   it("relu, relu6, leakyRelu: the gradient passes exactly where the forward's y is in (0, 6)", () => {
     // x within 300 floats of each channel's kink (z = k at x0 = mean + (k − bias)·sqrt(var +
     // eps)/weight, for k = 0, and alternately 0 and 6 for relu6), where z's float32 rounding

@@ -206,9 +206,7 @@ pub(crate) fn exp<W: Vector>(x: W) -> W {
     const ROUND: f32 = 12_582_912.0; // 1.5·2^23
     const P: [f32; 6] =
         [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5];
-    let (lo, hi) = (W::splat(EXP_LO), W::splat(EXP_HI));
-    let x = x.lt_select(lo, lo, x);
-    let x = hi.lt_select(x, hi, x);
+    let x = x.clamp(W::splat(EXP_LO), W::splat(EXP_HI));
     let t = x.mul(W::splat(LOG2E)).add(W::splat(ROUND));
     let n = t.sub(W::splat(ROUND));
     let r = x.sub(n.mul(W::splat(LN2_HI))).sub(n.mul(W::splat(LN2_LO)));

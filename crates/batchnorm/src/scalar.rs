@@ -54,6 +54,11 @@ impl Vector for F32x1 {
     }
 
     #[inline(always)]
+    fn clamp(self, lo: Self, hi: Self) -> Self {
+        self.lt_select(lo, lo, hi.lt_select(self, hi, self))
+    }
+
+    #[inline(always)]
     fn lt_select(self, other: Self, then: Self, otherwise: Self) -> Self {
         if self.0 < other.0 {
             then

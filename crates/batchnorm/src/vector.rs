@@ -33,6 +33,11 @@ pub(crate) trait Vector: Copy {
     /// Per lane, `value` where `self < other` and +0 elsewhere (a compare and one bitwise op).
     fn lt_keep(self, other: Self, value: Self) -> Self;
 
+    /// `lo` where `self < lo`, `hi` where `hi < self`, `self` elsewhere, NaN kept NaN (its bits
+    /// may change), for `lo` negative and `hi` positive (the SIMD build orders the lanes' bits
+    /// as integers, which holds a float's order only where the sign is known).
+    fn clamp(self, lo: Self, hi: Self) -> Self;
+
     /// ReLU as wasm's `f32x4.pmax(self, 0)` computes it: +0 where `self < 0`, else `self`
     /// (−0 and NaN kept). `zero` must be +0.0 in every lane; one the compiler cannot see is
     /// zero ([`Relu`](crate::activation::Relu)'s) saves the SIMD build an instruction (see
