@@ -395,6 +395,42 @@ describe.each(BACKENDS)("fused activations on the %s back end", (backend) => {
     }
   });
 
+  it("dx has the same bits whether the first backward pass writes g = dy·act′(z) to dx's memory or not", () => {
+    // The wasm builds' gradSums writes g into a dx apart from x and dy (sigmoid, tanh, silu;
+    // relu6 in the cache), and gradInput then reads it without the activation: the same
+    // float32 operations as recomputing g. dx = dy (the tensor API's out: dy) keeps the
+    // recomputing passes; the copy API gives dx a buffer of its own for the first three.
+    for (const kind of ["relu6", "sigmoid", "tanh", "silu"] as const) {
+      for (const [layout, shape] of [
+        ["NCHW", [4, 3, 40]],
+        ["NHWC", [37, 5]],
+      ] as const) {
+        const k = makeCase([...shape], layout, 23);
+        const bn = new BatchNorm(k.C, { layout, backend, activation: kind });
+        bn.weight?.set(k.weight);
+        bn.bias?.set(k.bias);
+        const dxOf = (how: "apart" | "onDy" | "copy"): Float32Array => {
+          if (how === "copy") {
+            bn.forward(k.x, [...shape]);
+            return bn.backward(k.dy).dx;
+          }
+          const [x, dy] = [bn.tensor([...shape]), bn.tensor([...shape])];
+          x.data.set(k.x);
+          dy.data.set(k.dy);
+          const y = bn.forward(x);
+          const out = how === "onDy" ? dy : bn.tensor([...shape]);
+          const dx = bn.backward(dy, { out }).dx.data.slice();
+          for (const t of new Set([x, y, dy, out])) t.dispose();
+          return dx;
+        };
+        const apart = dxOf("apart");
+        expectSameBits(`${backend} ${kind} ${layout}: dx over dy`, dxOf("onDy"), apart);
+        expectSameBits(`${backend} ${kind} ${layout}: the copy API's dx`, dxOf("copy"), apart);
+        bn.dispose();
+      }
+    }
+  });
+
   it("relu, relu6, leakyRelu: the gradient passes exactly where the forward's y is in (0, 6)", () => {
     // x within 300 floats of each channel's kink (z = k at x0 = mean + (k − bias)·sqrt(var +
     // eps)/weight, for k = 0, and alternately 0 and 6 for relu6), where z's float32 rounding

@@ -1,7 +1,8 @@
 /**
  * Fused activations: `act(z)` applied to the normalized `z = (x − center)·scale + shift` in the
  * same pass over memory as the normalization. Backward needs no mask: the two backward passes
- * recompute `z` from `x` and the forward's coefficients and use `g = dy·act′(z)` for `dy`.
+ * recompute `z` from `x` and the forward's coefficients and use `g = dy·act′(z)` for `dy`
+ * (or the first writes `g` into dx's memory for the second: {@link Fused.gradOut}).
  *
  * @module
  */
@@ -43,12 +44,30 @@ export interface Fused {
   readonly scale: F32Buffer;
   readonly shift: F32Buffer;
   /**
+   * For `gradSums` only: where it may write `g` (as many floats as `x`), when a back end can
+   * and it is worth it (the wasm builds, where no sign thresholds apply: `act′` is then
+   * evaluated once, not in both passes), saying so by returning `"g"`. A buffer that overlaps
+   * `x` or `dy` is not written.
+   */
+  readonly gradOut?: F32Buffer | null;
+  /**
    * For `gradInput` only: true where `gradSums` with the same tensors, `mean`, `scale`,
    * `shift` and `ws` returned true, nothing having used `ws` since. The pass then takes what
    * `gradSums` left in `ws` (the wasm builds' sign thresholds of relu and leakyRelu) instead of
    * finding it again.
    */
   readonly thresholdsReady?: boolean;
+}
+
+/**
+ * Whether a backward through `act` gains from a `dx` apart from `dy` and `x`, which the copy
+ * paths then allocate: the wasm builds' first pass writes `g = dy·act′(z)` there for the
+ * second (see {@link Fused.gradOut}), so sigmoid, tanh and silu evaluate `exp` once, not
+ * twice, at any size. (The wasm builds write g for the other activations only on tensors in
+ * the cache, where no sign thresholds apply, and gain less: not worth a buffer.)
+ */
+export function gradOutHelps(act: Act | null): boolean {
+  return act !== null && (act.kind === "sigmoid" || act.kind === "tanh" || act.kind === "silu");
 }
 
 /**

@@ -10,7 +10,7 @@
  * @module
  */
 
-import type { Backend, F32Buffer } from "./backend.js";
+import type { Backend, F32Buffer, GradSumsLeft } from "./backend.js";
 import { gradInputAct, gradSumsAct, scaleShiftAct } from "./backend-js-fused.js";
 import { scratchFor, sumsOut, v } from "./js-scratch.js";
 
@@ -216,10 +216,10 @@ export const jsBackend: Backend = {
     }
   },
 
-  gradSums(xb, dyb, dims, meanb, _ws, sumDyb, sumDyXcb, fused) {
+  gradSums(xb, dyb, dims, meanb, _ws, sumDyb, sumDyXcb, fused): GradSumsLeft {
     if (fused) {
       gradSumsAct(xb, dyb, dims, meanb, sumDyb, sumDyXcb, fused);
-      return false;
+      return null;
     }
     const { outer, channels: C, inner } = dims;
     const x = v(xb);
@@ -283,7 +283,7 @@ export const jsBackend: Backend = {
       }
     }
     sumsOut(acc, C, sumDyb, sumDyXcb);
-    return false;
+    return null;
   },
 
   gradInput(xb, dyb, dxb, dims, meanb, kDyb, kXcb, kConstb, _ws, fused) {

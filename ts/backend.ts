@@ -34,6 +34,9 @@ export interface F32Buffer {
  * One implementation of the batch-norm passes, and the memory its buffers live in. Buffers
  * must come from the same back end. Everything a module needs to know of memory is asked here.
  */
+/** What {@link Backend.gradSums} left for the second backward pass. */
+export type GradSumsLeft = "thresholds" | "g" | null;
+
 export interface Backend {
   readonly kind: BackendKind;
   /** The most floats one buffer can hold (wasm32: 2^30, its 4 GiB). */
@@ -85,8 +88,10 @@ export interface Backend {
   /**
    * Per-channel `Σg` and `Σg·(x − mean)`, where `g = dy`, or with `fused`,
    * `g = dy·act′((x − mean)·scale + shift)` (the pre-activation recomputed in the pass).
-   * Returns true when it left in `ws` what a `gradInput` with the same `fused` can take (see
-   * {@link Fused.thresholdsReady}); back ends without such a thing return false.
+   * Returns what it left for the second pass: `"thresholds"` in `ws`, which a `gradInput`
+   * with the same `fused` can take (see {@link Fused.thresholdsReady}); `"g"` in
+   * `fused.gradOut` (see {@link Fused.gradOut}), from which a `gradInput` without `fused`
+   * gives the same `dx`; or null.
    */
   gradSums(
     x: F32Buffer,
@@ -97,7 +102,7 @@ export interface Backend {
     sumDy: F32Buffer,
     sumDyXc: F32Buffer,
     fused?: Fused | null,
-  ): boolean;
+  ): GradSumsLeft;
   /**
    * `dx = kDy·g + kXc·(x − mean) + kConst`, per channel, with `g` as in `gradSums`; `dx` may be
    * `dy`.

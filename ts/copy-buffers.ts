@@ -12,6 +12,7 @@ export class CopyBuffers {
   readonly #buffers: BufferSet;
   #x: F32Buffer | undefined;
   #y: F32Buffer | undefined;
+  #dx: F32Buffer | undefined;
 
   constructor(buffers: BufferSet) {
     this.#buffers = buffers;
@@ -47,6 +48,16 @@ export class CopyBuffers {
     const y = this.#fit(this.#y, length, []);
     this.#y = this.#swap(this.#y, y);
     return y;
+  }
+
+  /**
+   * A third buffer of `length` floats, for a backward's dx apart from its dy (see
+   * `gradOutHelps` in activation.ts); made on first use.
+   */
+  gradient(length: number): F32Buffer {
+    const dx = this.#fit(this.#dx, length, []);
+    this.#dx = this.#swap(this.#dx, dx);
+    return dx;
   }
 
   /** `b` when it has `length` floats, else a new buffer (listed in `fresh`). */

@@ -233,20 +233,24 @@ export function backwardPasses(
 ): ParamGradients {
   const { dims } = f;
   let fused: Fused | null = null;
+  // The second pass's dy: dx's memory where the first pass wrote g = dy·act′(z) there.
+  let upstream = dy;
   const { act } = f;
   if (!act) be.gradSums(x, dy, dims, f.center, s.ws, s.sumDy, s.sumDyXc);
   else {
     const { scale, shift } = s;
-    const ready = be.gradSums(x, dy, dims, f.center, s.ws, s.sumDy, s.sumDyXc, {
+    const left = be.gradSums(x, dy, dims, f.center, s.ws, s.sumDy, s.sumDyXc, {
       act,
       scale,
       shift,
+      gradOut: dx,
     });
-    // gradInput takes what gradSums left in s.ws, if anything: nothing below uses s.ws
-    // before it (reduce, with a sync module's allGather hook, works on its own arrays).
-    // Written out, not spread from gradSums' object: with `...` the fused backward at
-    // [8, 32, 16, 16] took about 6 µs a call more (70 → 76).
-    fused = { act, scale, shift, thresholdsReady: ready };
+    // gradInput takes what gradSums left in s.ws or dx, if anything: nothing below uses
+    // either before it (reduce, with a sync module's allGather hook, works on its own
+    // arrays). Written out, not spread from gradSums' object: with `...` the fused backward
+    // at [8, 32, 16, 16] took about 6 µs a call more (70 → 76).
+    if (left === "g") upstream = dx;
+    else fused = { act, scale, shift, thresholdsReady: left === "thresholds" };
   }
   const local = { sumDy: s.sumDy.view(), sumDyXc: s.sumDyXc.view(), n: perChannel(dims) };
   const sums = reduce ? reduce(local) : local;
@@ -256,14 +260,15 @@ export function backwardPasses(
     stage === undefined
       ? gradientCoefficients(f, s, sums)
       : gradientCoefficientsByChannelMath(be.channelMath as ChannelMath, f, s, stage, sums.n);
-  if (f.batchStats) {
-    if (fused === null) be.gradInput(x, dy, dx, dims, f.center, s.kDy, s.kXc, s.kConst, s.ws);
+  if (f.batchStats || act) {
+    if (!f.batchStats) {
+      // dx = kDy·g: the statistics are constants; g needs z (or gradSums wrote it), so the
+      // gradient map, kXc·xc being 0 (NaN for an infinite x, on every back end alike).
+      s.kXc.view().fill(0);
+      s.kConst.view().fill(0);
+    }
+    if (fused === null) be.gradInput(x, upstream, dx, dims, f.center, s.kDy, s.kXc, s.kConst, s.ws);
     else be.gradInput(x, dy, dx, dims, f.center, s.kDy, s.kXc, s.kConst, s.ws, fused);
-  } else if (fused !== null) {
-    // dx = kDy·dy·act′(z): the statistics are constants, z needs x, so the gradient map.
-    s.kXc.view().fill(0);
-    s.kConst.view().fill(0);
-    be.gradInput(x, dy, dx, dims, f.center, s.kDy, s.kXc, s.kConst, s.ws, fused);
   } else {
     s.kXc.view().fill(0);
     be.scaleShift(dy, dx, dims, s.kXc, s.kDy, s.kXc, s.ws);

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { type Activation, checkActivation } from "./activation.js";
+import { type Activation, checkActivation, gradOutHelps } from "./activation.js";
 import type { BackendKind, F32Buffer } from "./backend.js";
 import { dimsLength, perChannel } from "./backend.js";
 import {
@@ -348,7 +348,8 @@ export function batchNormBackward(
       }
     }
     const dyb = copyIn(buffers, { values: upstream });
-    const grads = passes(dyb, dyb);
-    return { dx: dyb.view().slice(), ...grads };
+    const dxb = gradOutHelps(act) ? buffers.alloc(dyb.length) : dyb;
+    const grads = passes(dyb, dxb);
+    return { dx: dxb.view().slice(), ...grads };
   });
 }

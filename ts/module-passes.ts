@@ -7,7 +7,7 @@
  *
  * @module
  */
-import type { Act } from "./activation.js";
+import { type Act, gradOutHelps } from "./activation.js";
 import { type Backend, type Dims, dimsLength, type F32Buffer, perChannel } from "./backend.js";
 import { CoefficientCache, coefficientCacheArrays } from "./coefficient-cache.js";
 import { CopyBuffers } from "./copy-buffers.js";
@@ -224,9 +224,10 @@ export class ModulePasses {
     }
     const upstream = this.impl.pin(dy);
     const dyb = this.#copy.output(n);
+    const dxb = gradOutHelps(this.#settings.act) ? this.#copy.gradient(n) : dyb;
     dyb.view().set(upstream());
-    const grads = this.#differentiate(saved, x, dyb, dyb);
-    return { dx: dyb.view().slice(), ...grads };
+    const grads = this.#differentiate(saved, x, dyb, dxb);
+    return { dx: dxb.view().slice(), ...grads };
   }
 
   /** Frees every buffer; the passes are not used again. */

@@ -208,8 +208,8 @@ export class ThreadedBackend extends WasmBackend {
     const outputs = [s0, s1];
     const pass = { op: OP.gradSums, x, b: dy, out: x, params, act: f?.act, outputs };
     mergeGradSums(this.#run(d, plan, pass), plan, d, s0.view(), s1.view());
-    // The chunks form z and leave no thresholds.
-    return false;
+    // The chunks form z and leave no thresholds, nor g.
+    return null;
   };
 
   override readonly gradInput: Backend["gradInput"] = (x, dy, dx, d, m, k0, k1, k2, ws, f) => {

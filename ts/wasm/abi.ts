@@ -11,9 +11,10 @@
  * ones'). 3: `bn_refresh`. 4: the threaded back end's job (`threads.rs`'s `Job`) carries the
  * activation, its slope and six parameters. 5: the SIMD builds' per-channel exports
  * ({@link ChannelExports}). 6: `bn_grad_sums` returns whether it left sign thresholds in the
- * workspace, and `bn_grad_input` takes them (`thresholdsReady`).
+ * workspace, and `bn_grad_input` takes them (`thresholdsReady`). 7: `bn_grad_sums` writes `g`
+ * to a `gOut` it is given (returning 2).
  */
-export const ABI_VERSION = 6;
+export const ABI_VERSION = 7;
 
 type Ptr = number;
 
@@ -46,7 +47,10 @@ export interface BatchNormExports {
     act: number,
     slope: number,
   ): void;
-  /** Returns 1 when it left sign thresholds in `ws` for `bn_grad_input`'s `thresholdsReady`. */
+  /**
+   * Returns 1 when it left sign thresholds in `ws` for `bn_grad_input`'s `thresholdsReady`, 2
+   * when it wrote `g` to `gOut` (not 0; apart from `x` and `dy`), 0 otherwise.
+   */
   bn_grad_sums(
     x: Ptr,
     dy: Ptr,
@@ -62,6 +66,7 @@ export interface BatchNormExports {
     /** The forward's scale and shift (read only when `act` is not 0). */
     scale: Ptr,
     shift: Ptr,
+    gOut: Ptr,
   ): number;
   bn_grad_input(
     x: Ptr,

@@ -124,7 +124,9 @@ export class WasmBackend implements Backend {
 
   readonly gradSums: Backend["gradSums"] = (x, dy, d, mean, ws, sumDy, sumDyXc, fused) => {
     const [outer, channels, inner] = [d.outer, d.channels, d.inner];
-    const thresholds = this.#abi.bn_grad_sums(
+    const out = fused?.gradOut;
+    const gOut = out && !this.#overlaps(out, x) && !this.#overlaps(out, dy) ? this.#p(out) : 0;
+    const left = this.#abi.bn_grad_sums(
       this.#p(x),
       this.#p(dy),
       outer,
@@ -135,9 +137,16 @@ export class WasmBackend implements Backend {
       this.#p(sumDy),
       this.#p(sumDyXc),
       ...this.#fused(fused),
+      gOut,
     );
-    return thresholds === 1;
+    return left === 1 ? "thresholds" : left === 2 ? "g" : null;
   };
+
+  /** Whether two buffers share memory (subranges of one tensor are distinct objects). */
+  #overlaps(a: F32Buffer, b: F32Buffer): boolean {
+    const [pa, pb] = [this.#p(a), this.#p(b)];
+    return pa < pb + 4 * b.length && pb < pa + 4 * a.length;
+  }
 
   readonly gradInput: Backend["gradInput"] = (x, dy, dx, d, mean, kDy, kXc, kConst, ws, fused) => {
     this.#abi.bn_grad_input(

@@ -97,8 +97,9 @@ pub(crate) use grads::{reduce_grads, reduce_grads_with};
 pub(crate) use maps::{copy, map};
 pub(crate) use ops::{
     GradInput, GradInputAbove, GradInputAct, GradSumsAbove, GradSumsAct, Map, Reduce, ScaleShift,
-    ScaleShiftAct,
+    ScaleShiftAct, Storing,
 };
+pub(crate) use rows::CACHED_FLOATS;
 pub(crate) use stats::{moments, Moments};
 
 /// Floats per statistics block: 16 KiB, so a block's second sweep hits the L1 cache.

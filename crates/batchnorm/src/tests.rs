@@ -12,7 +12,8 @@ use std::vec::Vec;
 /// with a negative scale or shorter channels. `bn_grad_input` gives the same bits whether it
 /// takes the thresholds `bn_grad_sums` left (`thresholds_ready`) or finds them again, and
 /// takes them indeed: with +∞ written over them, every lane is on the side z ≤ 0 (negative
-/// control).
+/// control). Given a `g_out`, `bn_grad_sums` writes `g` there where it does not use
+/// thresholds, and `bn_grad_input` without the activation then gives `dx`'s bits from it.
 #[test]
 fn sign_thresholds_are_used_where_they_apply() {
     use super::*;
@@ -58,6 +59,7 @@ fn sign_thresholds_are_used_where_they_apply() {
                     0.2,
                     scale.as_ptr(),
                     shift.as_ptr(),
+                    core::ptr::null_mut(),
                 )
             };
             // SAFETY: the workspace holds the thresholds at `at`.
@@ -104,12 +106,12 @@ fn sign_thresholds_are_used_where_they_apply() {
             let p3 = [&mean[..], &scale[..], &shift[..]];
             let p6 = [&mean[..], &k_dy[..], &k_xc[..], &k_const[..], &scale[..], &shift[..]];
             with_activation!(act, 0.2, |a| {
-                let r = GradSumsAct(a);
-                let _ = kernels::reduce_grads_with::<Lanes, _, 3>(
-                    r, &x, &dy, dims, p3, &mut own, &mut w0, &mut w1,
-                );
-                // SAFETY: x, dy and want hold n floats.
+                let (r, none) = (GradSumsAct(a), core::ptr::null_mut());
+                // SAFETY: x, dy and want hold n floats; GradSumsAct does not store.
                 unsafe {
+                    let _ = kernels::reduce_grads_with::<Lanes, _, 3>(
+                        r, &x, &dy, dims, p3, &mut own, &mut w0, &mut w1, none,
+                    );
                     kernels::map::<Lanes, _, 6>(
                         GradInputAct(a),
                         x.as_ptr(),
@@ -126,6 +128,33 @@ fn sign_thresholds_are_used_where_they_apply() {
             assert_eq!(bits(&s1), bits(&w1), "Σg·xc act {act}, inner {inner}, {signs:?}");
             assert_eq!(bits(&dx), bits(&want), "dx act {act}, inner {inner}, {signs:?}");
             assert_eq!(bits(&dx_taken), bits(&want), "dx taken act {act}, {signs:?}");
+            // Given somewhere to put g, the export writes it where it does not test thresholds
+            // (returning 2), and dx from g without the activation is dx's bits.
+            let mut g = vec![f32::NAN; n];
+            let (mut t0, mut t1) = (vec![0f32; 3], vec![0f32; 3]);
+            let (xp, dyp, gp, m) = (x.as_ptr(), dy.as_ptr(), g.as_mut_ptr(), mean.as_ptr());
+            let (sp, hp) = (scale.as_ptr(), shift.as_ptr());
+            let (t0p, t1p) = (t0.as_mut_ptr(), t1.as_mut_ptr());
+            // SAFETY: every pointer holds what the export reads or writes; g is apart.
+            let left = unsafe {
+                bn_grad_sums(xp, dyp, 4, channels, inner, m, ws_ptr, t0p, t1p, act, 0.2, sp, hp, gp)
+            };
+            assert_eq!(left, if used { 1 } else { 2 }, "act {act}, inner {inner}, {signs:?}");
+            assert_eq!(bits(&t0), bits(&w0), "stored Σg act {act}, inner {inner}, {signs:?}");
+            assert_eq!(bits(&t1), bits(&w1), "stored Σg·xc act {act}, inner {inner}");
+            assert_eq!(g.iter().all(|v| v.is_nan()), used, "g act {act}, inner {inner}");
+            if !used {
+                let mut dx_g = vec![0f32; n];
+                let (k0, k1, k2) = (k_dy.as_ptr(), k_xc.as_ptr(), k_const.as_ptr());
+                let (gp, dxp) = (g.as_ptr(), dx_g.as_mut_ptr());
+                // SAFETY: as above, with no activation (scale and shift not read).
+                unsafe {
+                    bn_grad_input(
+                        xp, gp, dxp, 4, channels, inner, m, k0, k1, k2, ws_ptr, 0, 0.0, sp, hp, 0,
+                    )
+                };
+                assert_eq!(bits(&dx_g), bits(&want), "dx from g act {act}, inner {inner}");
+            }
             if used {
                 // SAFETY: as above; nothing else refers to the thresholds now.
                 unsafe { from_raw_parts_mut(ws_ptr.add(at) as *mut f32, channels) }
@@ -162,4 +191,33 @@ fn workspace_bytes_saturate() {
     assert_eq!(bytes(largest + 1), usize::MAX);
     assert_eq!(bytes(usize::MAX / 16 + 1), usize::MAX);
     assert_eq!(bytes(usize::MAX), usize::MAX);
+}
+
+/// `bn_grad_sums` writes `g` for sigmoid, tanh and silu at any size, and for the activations
+/// that test z's sign only on tensors in the cache (past it, a third stream of memory costs
+/// more than the test): relu6 on 2^18 + 4 floats returns 0 and leaves `g_out` alone.
+#[test]
+fn g_is_written_where_it_pays() {
+    use super::*;
+    for (act, inner, written) in
+        [(2u32, 1 << 16, true), (2, (1 << 16) + 1, false), (4, (1 << 16) + 1, true)]
+    {
+        let dims = Dims { outer: 4, channels: 1, inner };
+        let n = dims.len();
+        let (x, dy) = (vec![0.5f32; n], vec![1f32; n]);
+        let (mean, scale, shift) = ([0.25f32], [2f32], [-0.1f32]);
+        let mut ws = vec![0u64; (bn_workspace_bytes(1) + 7) / 8];
+        let (mut s0, mut s1, mut g) = ([0f32], [0f32], vec![f32::NAN; n]);
+        // SAFETY: every pointer holds what the export reads or writes; g is apart.
+        let left = unsafe {
+            let (m, w) = (mean.as_ptr(), ws.as_mut_ptr() as *mut u8);
+            let (sp, hp) = (scale.as_ptr(), shift.as_ptr());
+            let (p0, p1, gp) = (s0.as_mut_ptr(), s1.as_mut_ptr(), g.as_mut_ptr());
+            bn_grad_sums(x.as_ptr(), dy.as_ptr(), 4, 1, inner, m, w, p0, p1, act, 0.0, sp, hp, gp)
+        };
+        assert_eq!(left == 2, written, "act {act}, {n} floats");
+        // z = 0.25·2 − 0.1 = 0.4: inside relu6's (0, 6), so g = dy = 1; sigmoid's σ(1 − σ).
+        let want = if act == 2 { 1.0 } else { 0.4f32.exp() / (1.0 + 0.4f32.exp()).powi(2) };
+        assert!(g.iter().all(|&v| if written { (v - want).abs() < 1e-6 } else { v.is_nan() }));
+    }
 }

@@ -26,14 +26,34 @@ pub(crate) fn reduce_grads<V: Vector>(
     sum_dy: &mut [f32],
     sum_dy_xc: &mut [f32],
 ) -> bool {
-    reduce_grads_with::<V, GradSums, 1>(GradSums, x, dy, dims, [mean], ws, sum_dy, sum_dy_xc)
+    let out = core::ptr::null_mut();
+    // SAFETY: GradSums does not store.
+    unsafe {
+        reduce_grads_with::<V, GradSums, 1>(
+            GradSums,
+            x,
+            dy,
+            dims,
+            [mean],
+            ws,
+            sum_dy,
+            sum_dy_xc,
+            out,
+        )
+    }
 }
 
 /// [`reduce_grads`] with the reduction `r` and its per-channel parameters `params` (the first
-/// is the mean): [`GradSums`], or [`GradSumsAct`](super::GradSumsAct) with `[mean, scale, shift]`.
+/// is the mean): [`GradSums`], or [`GradSumsAct`](super::GradSumsAct) with `[mean, scale, shift]`;
+/// where `R` stores ([`Storing`](super::Storing)), each step's `g` goes to `out` at its
+/// position.
+///
+/// # Safety
+/// Where `R::STORES`, `out` is valid for writing `x.len()` floats that overlap neither `x`
+/// nor `dy`.
 #[allow(clippy::too_many_arguments)]
 #[must_use]
-pub(crate) fn reduce_grads_with<V: Vector, R: Reduce<P>, const P: usize>(
+pub(crate) unsafe fn reduce_grads_with<V: Vector, R: Reduce<P>, const P: usize>(
     r: R,
     x: &[f32],
     dy: &[f32],
@@ -42,6 +62,7 @@ pub(crate) fn reduce_grads_with<V: Vector, R: Reduce<P>, const P: usize>(
     ws: &mut Workspace,
     sum_dy: &mut [f32],
     sum_dy_xc: &mut [f32],
+    out: *mut f32,
 ) -> bool {
     let channels = dims.channels;
     // Reuse the float64 accumulators: `mean` holds Σdy and `m2` holds Σdy·(x − mean).
@@ -62,13 +83,14 @@ pub(crate) fn reduce_grads_with<V: Vector, R: Reduce<P>, const P: usize>(
                 add_all(sums, acc0, acc1, blocks == 1);
             }
             blocks += 1;
-            let dy_block = &dy[at..][..block.len()];
+            let (dy_block, g) = (&dy[at..][..block.len()], out.wrapping_add(at));
             at += block.len();
             let (a0, a1) = (&mut *acc0, &mut *acc1);
+            // SAFETY: out, if it stores, holds as many floats from `at` as the block.
             if vector {
-                reduce_rows_with::<V, R, P>(r, block, dy_block, rows_r, reps, a0, a1, group);
+                reduce_rows_with::<V, R, P>(r, block, dy_block, g, rows_r, reps, a0, a1, group);
             } else {
-                reduce_rows_with::<F32x1, R, P>(r, block, dy_block, rows_r, reps, a0, a1, group);
+                reduce_rows_with::<F32x1, R, P>(r, block, dy_block, g, rows_r, reps, a0, a1, group);
             }
         });
         if blocks == 1 {
@@ -91,7 +113,9 @@ pub(crate) fn reduce_grads_with<V: Vector, R: Reduce<P>, const P: usize>(
             for (c, (xr, dyr)) in runs.enumerate() {
                 for (k, (xb, dyb)) in xr.chunks(BLOCK).zip(dyr.chunks(BLOCK)).enumerate() {
                     let p = core::array::from_fn(|k| params[k][c]);
-                    let block_sums = reduce_run_with::<V, R, P>(r, xb, dyb, p);
+                    let g = out.wrapping_add(o * plane + c * dims.inner + k * BLOCK);
+                    // SAFETY: out, if it stores, holds as many floats from there as the block.
+                    let block_sums = reduce_run_with::<V, R, P>(r, xb, dyb, g, p);
                     add(&mut sums[c], block_sums, o == 0 && k == 0);
                 }
             }

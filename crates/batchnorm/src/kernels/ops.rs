@@ -8,7 +8,25 @@ use crate::vector::Vector;
 /// A reduction of one or two inputs into two sums, given `P` per-position parameters `p`.
 /// Implementations are values (an activation's slope travels in one), copied into the loops.
 pub(crate) trait Reduce<const P: usize>: core::marker::Copy {
-    fn step<W: Vector>(self, a: W, b: W, p: [W; P], acc: &mut [W; 2]);
+    /// Whether the loops store what `step` returns, at the position of its inputs, in an
+    /// output of their own ([`Storing`]).
+    const STORES: bool = false;
+    /// Adds one vector's terms to `acc`; returns the value a storing loop writes (the
+    /// gradient sums' `g`; the loops drop it otherwise).
+    fn step<W: Vector>(self, a: W, b: W, p: [W; P], acc: &mut [W; 2]) -> W;
+}
+
+/// `R`, its loops also writing what its steps return: the backward's `g = dy·act′(z)`, so
+/// that the second backward pass reads `g` instead of evaluating `act′` again (an `exp` a
+/// value for sigmoid, tanh and silu).
+#[derive(Clone, Copy)]
+pub(crate) struct Storing<R>(pub R);
+impl<R: Reduce<P>, const P: usize> Reduce<P> for Storing<R> {
+    const STORES: bool = true;
+    #[inline(always)]
+    fn step<W: Vector>(self, a: W, b: W, p: [W; P], acc: &mut [W; 2]) -> W {
+        self.0.step(a, b, p, acc)
+    }
 }
 
 /// `Σa` (the second sum is unused).
@@ -16,8 +34,9 @@ pub(crate) trait Reduce<const P: usize>: core::marker::Copy {
 pub(super) struct Sum;
 impl Reduce<1> for Sum {
     #[inline(always)]
-    fn step<W: Vector>(self, a: W, _: W, _: [W; 1], acc: &mut [W; 2]) {
+    fn step<W: Vector>(self, a: W, _: W, _: [W; 1], acc: &mut [W; 2]) -> W {
         acc[0] = acc[0].add(a);
+        a
     }
 }
 
@@ -26,10 +45,11 @@ impl Reduce<1> for Sum {
 pub(super) struct ShiftedSums;
 impl Reduce<1> for ShiftedSums {
     #[inline(always)]
-    fn step<W: Vector>(self, a: W, _: W, p: [W; 1], acc: &mut [W; 2]) {
+    fn step<W: Vector>(self, a: W, _: W, p: [W; 1], acc: &mut [W; 2]) -> W {
         let d = a.sub(p[0]);
         acc[0] = acc[0].add(d);
         acc[1] = acc[1].add(d.mul(d));
+        d
     }
 }
 
@@ -38,8 +58,8 @@ impl Reduce<1> for ShiftedSums {
 pub(super) struct GradSums;
 impl Reduce<1> for GradSums {
     #[inline(always)]
-    fn step<W: Vector>(self, x: W, dy: W, mean: [W; 1], acc: &mut [W; 2]) {
-        add_grad_sums(acc, dy, x.sub(mean[0]));
+    fn step<W: Vector>(self, x: W, dy: W, mean: [W; 1], acc: &mut [W; 2]) -> W {
+        add_grad_sums(acc, dy, x.sub(mean[0]))
     }
 }
 
@@ -50,9 +70,9 @@ impl Reduce<1> for GradSums {
 pub(crate) struct GradSumsAct<A>(pub A);
 impl<A: Activation> Reduce<3> for GradSumsAct<A> {
     #[inline(always)]
-    fn step<W: Vector>(self, x: W, dy: W, p: [W; 3], acc: &mut [W; 2]) {
+    fn step<W: Vector>(self, x: W, dy: W, p: [W; 3], acc: &mut [W; 2]) -> W {
         let xc = x.sub(p[0]);
-        add_grad_sums(acc, self.0.grad_at(xc.mul(p[1]), p[2], dy), xc);
+        add_grad_sums(acc, self.0.grad_at(xc.mul(p[1]), p[2], dy), xc)
     }
 }
 
@@ -63,17 +83,18 @@ impl<A: Activation> Reduce<3> for GradSumsAct<A> {
 pub(crate) struct GradSumsAbove<A>(pub A);
 impl<A: SignActivation> Reduce<2> for GradSumsAbove<A> {
     #[inline(always)]
-    fn step<W: Vector>(self, x: W, dy: W, p: [W; 2], acc: &mut [W; 2]) {
+    fn step<W: Vector>(self, x: W, dy: W, p: [W; 2], acc: &mut [W; 2]) -> W {
         let xc = x.sub(p[0]);
-        add_grad_sums(acc, self.0.grad_above(xc, p[1], dy), xc);
+        add_grad_sums(acc, self.0.grad_above(xc, p[1], dy), xc)
     }
 }
 
-/// The backward's sums of one vector: `Σg += g`, `Σg·xc += g·xc`.
+/// The backward's sums of one vector: `Σg += g`, `Σg·xc += g·xc`; returns `g`.
 #[inline(always)]
-fn add_grad_sums<W: Vector>(acc: &mut [W; 2], g: W, xc: W) {
+fn add_grad_sums<W: Vector>(acc: &mut [W; 2], g: W, xc: W) -> W {
     acc[0] = acc[0].add(g);
     acc[1] = acc[1].add(g.mul(xc));
+    g
 }
 
 /// The backward's map of one vector: `dx = k_dy·g + k_xc·xc + k_const`, `k = [k_dy, k_xc, k_const]`.

@@ -155,7 +155,7 @@ impl Rows {
 pub(super) const ROW_GROUP: usize = 4;
 
 /// Tensors up to this many floats (1 MiB) are taken to be in the cache.
-pub(super) const CACHED_FLOATS: usize = 1 << 18;
+pub(crate) const CACHED_FLOATS: usize = 1 << 18;
 
 /// Widest rows whose [`ROW_GROUP`] groups read like one stream.
 pub(super) const MAX_GROUPED_WIDTH: usize = 64;

@@ -270,13 +270,15 @@ fn check_sign_thresholds<V: Vector>(dims: Dims, dy: &[f32], ws: &mut Workspace) 
                 let above = [mean, k_dy, k_xc, k_const, t];
                 map::<V, _, 5>(GradInputAbove(act), xp, dyp, out, dims, above, ws);
                 let r = GradSumsAbove(act);
+                let (sums, none) = ([mean, t], core::ptr::null_mut());
                 let _ =
-                    reduce_grads_with::<V, _, 2>(r, x, dy, dims, [mean, t], ws, &mut s0, &mut s1);
+                    reduce_grads_with::<V, _, 2>(r, x, dy, dims, sums, ws, &mut s0, &mut s1, none);
             } else {
                 map::<V, _, 6>(GradInputAct(act), xp, dyp, out, dims, p, ws);
                 let ps = [mean, scale, shift];
-                let r = GradSumsAct(act);
-                let _ = reduce_grads_with::<V, _, 3>(r, x, dy, dims, ps, ws, &mut s0, &mut s1);
+                let (r, none) = (GradSumsAct(act), core::ptr::null_mut());
+                let _ =
+                    reduce_grads_with::<V, _, 3>(r, x, dy, dims, ps, ws, &mut s0, &mut s1, none);
             }
         }
         [dx, s0, s1]
@@ -320,6 +322,7 @@ fn lane<A: Activation>(act: A, z: f32, dy: f32) -> (f32, f32) {
 /// The fused-activation passes on every path: the maps bit for bit against one lane
 /// elementwise (the same operations in the same order), the sums against float64.
 fn check_activations<V: Vector>(dims: Dims, x: &[f32], dy: &[f32], ws: &mut Workspace) {
+    use super::Storing;
     use crate::activation::{LeakyRelu, Relu, Relu6, Silu};
     fn one<V: Vector, A: Activation>(
         act: A,
@@ -376,21 +379,53 @@ fn check_activations<V: Vector>(dims: Dims, x: &[f32], dy: &[f32], ws: &mut Work
         }
         let (mut s0, mut s1) = (vec![0f32; c_n], vec![0f32; c_n]);
         let params = [&mean[..], &scale[..], &shift[..]];
-        let _ = reduce_grads_with::<V, _, 3>(
-            GradSumsAct(act),
-            x,
-            dy,
-            dims,
-            params,
-            ws,
-            &mut s0,
-            &mut s1,
-        );
+        let none = core::ptr::null_mut();
+        // SAFETY: GradSumsAct does not store.
+        let _ = unsafe {
+            reduce_grads_with::<V, _, 3>(
+                GradSumsAct(act),
+                x,
+                dy,
+                dims,
+                params,
+                ws,
+                &mut s0,
+                &mut s1,
+                none,
+            )
+        };
         for c in 0..c_n {
             // Float32 sums of the same terms: a few roundings of the sum of their sizes.
             let tol = 1e-6 * gabs[c] + 1e-12;
             assert!((s0[c] as f64 - g0[c]).abs() <= tol, "act Σg {c} {dims:?}");
             assert!((s1[c] as f64 - g1[c]).abs() <= tol, "act Σg·xc {c} {dims:?}");
+        }
+        // Storing g as it goes: the same sums, bit for bit, and every g where it belongs.
+        let (mut t0, mut t1, mut g) = (vec![0f32; c_n], vec![0f32; c_n], vec![f32::NAN; n]);
+        let r = Storing(GradSumsAct(act));
+        // SAFETY: g holds n floats, apart from x and dy.
+        let _ = unsafe {
+            reduce_grads_with::<V, _, 3>(
+                r,
+                x,
+                dy,
+                dims,
+                params,
+                ws,
+                &mut t0,
+                &mut t1,
+                g.as_mut_ptr(),
+            )
+        };
+        assert!(s0.iter().zip(&t0).all(|(a, b)| a.to_bits() == b.to_bits()), "stored Σg {dims:?}");
+        assert!(
+            s1.iter().zip(&t1).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "stored Σg·xc {dims:?}"
+        );
+        for i in 0..n {
+            let c = channel(dims, i);
+            let want = lane(act, (x[i] - mean[c]) * scale[c] + shift[c], dy[i]).1;
+            assert_eq!(g[i].to_bits(), want.to_bits(), "stored g[{i}] {dims:?}");
         }
     }
     one::<V, _>(Relu::new(), dims, x, dy, ws);
