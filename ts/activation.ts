@@ -44,10 +44,11 @@ export interface Fused {
   readonly scale: F32Buffer;
   readonly shift: F32Buffer;
   /**
-   * For `gradSums` only: where it may write `g` (as many floats as `x`), when a back end can
-   * and it is worth it (the wasm builds, where no sign thresholds apply: `act′` is then
-   * evaluated once, not in both passes), saying so by returning `"g"`. A buffer that overlaps
-   * `x` or `dy` is not written.
+   * For `gradSums` only: where it may write `g` (as many floats as `x`), saying so by
+   * returning `"g"`, so that `act′` is evaluated once, not in both passes. The wasm builds do
+   * for sigmoid, tanh and silu, and for the others on tensors in the cache where no sign
+   * thresholds apply (`writes_g` in crates/batchnorm/src/lib.rs); never into a buffer that
+   * overlaps `x` or `dy`.
    */
   readonly gradOut?: F32Buffer | null;
   /**

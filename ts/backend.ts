@@ -30,13 +30,13 @@ export interface F32Buffer {
   free(): void;
 }
 
+/** What {@link Backend.gradSums} left for the second backward pass. */
+export type GradSumsLeft = "thresholds" | "g" | null;
+
 /**
  * One implementation of the batch-norm passes, and the memory its buffers live in. Buffers
  * must come from the same back end. Everything a module needs to know of memory is asked here.
  */
-/** What {@link Backend.gradSums} left for the second backward pass. */
-export type GradSumsLeft = "thresholds" | "g" | null;
-
 export interface Backend {
   readonly kind: BackendKind;
   /** The most floats one buffer can hold (wasm32: 2^30, its 4 GiB). */

@@ -40,7 +40,8 @@ type Lanes = scalar::F32x1;
 /// carries the activation, its slope and six parameters. 5: the SIMD builds' per-channel
 /// exports (`bn_forward_coefficients`, `bn_update_running`, `bn_backward_coefficients`).
 /// 6: `bn_grad_sums` says whether it left sign thresholds in the workspace, and
-/// `bn_grad_input` can take them (`thresholds_ready`).
+/// `bn_grad_input` can take them (`thresholds_ready`). 7: `bn_grad_sums` writes `g` to a
+/// `g_out` it is given (returning 2).
 const ABI_VERSION: u32 = 7;
 
 /// Runs `$body` with `$a` bound to relu (`$code` 1) or leakyRelu (3, slope `$slope`), the
@@ -203,9 +204,9 @@ pub unsafe extern "C" fn bn_scale_shift(
 /// Returns 1 when it tested the sign of `z` against thresholds (relu and leakyRelu: see
 /// `threshold.rs`), which it then left in the workspace for [`bn_grad_input`]'s
 /// `thresholds_ready`. Otherwise, with an activation and a `g_out` (not 0), where that pays
-/// ([`writes_g`]), it writes each `g` there and returns 2: [`bn_grad_input`] without an activation, given `g_out` for `dy`,
-/// then gives the same `dx` bits as with it, without evaluating `act′` a second time (an
-/// `exp` a value for sigmoid, tanh and silu). 0 otherwise.
+/// ([`writes_g`]), it writes each `g` there and returns 2: [`bn_grad_input`] without an
+/// activation, given `g_out` for `dy`, then gives the same `dx` bits as with it, without
+/// evaluating `act′` a second time (an `exp` a value for sigmoid, tanh and silu). 0 otherwise.
 ///
 /// # Safety
 /// As for [`bn_moments`], with `dy` as long as `x` and `mean` holding `channels` floats; when
