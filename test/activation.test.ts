@@ -397,36 +397,66 @@ describe.each(BACKENDS)("fused activations on the %s back end", (backend) => {
 
   it("dx has the same bits whether the first backward pass writes g = dy·act′(z) to dx's memory or not", () => {
     // The wasm builds' gradSums writes g into a dx apart from x and dy (sigmoid, tanh, silu;
-    // relu6 in the cache), and gradInput then reads it without the activation: the same
-    // float32 operations as recomputing g. dx = dy (the tensor API's out: dy) keeps the
-    // recomputing passes; the copy API gives dx a buffer of its own for the first three.
-    for (const kind of ["relu6", "sigmoid", "tanh", "silu"] as const) {
+    // the others in the cache where no thresholds apply: relu6 here, and relu and leakyRelu,
+    // whose weights here include negative ones), and gradInput then reads it without the
+    // activation: the same float32 operations as recomputing g. dx over dy or x (the tensor
+    // API's out) keeps the recomputing passes; the copy APIs give dx a buffer of its own where
+    // the back end writes g. In training, in eval mode, and with ghost batches (each writes
+    // its own part of dx).
+    const settings = [
+      { mode: "training", options: {} },
+      { mode: "eval", options: {} },
+      { mode: "ghost batches", options: { virtualBatchSize: 2 } },
+    ] as const;
+    for (const kind of ["relu", "relu6", "leakyRelu", "sigmoid", "tanh", "silu"] as const) {
       for (const [layout, shape] of [
         ["NCHW", [4, 3, 40]],
-        ["NHWC", [37, 5]],
+        ["NHWC", [36, 5]],
       ] as const) {
         const k = makeCase([...shape], layout, 23);
-        const bn = new BatchNorm(k.C, { layout, backend, activation: kind });
-        bn.weight?.set(k.weight);
-        bn.bias?.set(k.bias);
-        const dxOf = (how: "apart" | "onDy" | "copy"): Float32Array => {
-          if (how === "copy") {
-            bn.forward(k.x, [...shape]);
-            return bn.backward(k.dy).dx;
-          }
-          const [x, dy] = [bn.tensor([...shape]), bn.tensor([...shape])];
-          x.data.set(k.x);
-          dy.data.set(k.dy);
-          const y = bn.forward(x);
-          const out = how === "onDy" ? dy : bn.tensor([...shape]);
-          const dx = bn.backward(dy, { out }).dx.data.slice();
-          for (const t of new Set([x, y, dy, out])) t.dispose();
-          return dx;
+        for (const { mode, options } of settings) {
+          const bn = new BatchNorm(k.C, { layout, backend, activation: kind, ...options });
+          bn.weight?.set(k.weight);
+          bn.bias?.set(k.bias);
+          if (mode === "eval") bn.eval();
+          const dxOf = (how: "apart" | "onDy" | "onX" | "copy"): Float32Array => {
+            if (how === "copy") {
+              bn.forward(k.x, [...shape]);
+              return bn.backward(k.dy).dx;
+            }
+            const [x, dy] = [bn.tensor([...shape]), bn.tensor([...shape])];
+            x.data.set(k.x);
+            dy.data.set(k.dy);
+            const y = bn.forward(x);
+            const out = how === "onDy" ? dy : how === "onX" ? x : bn.tensor([...shape]);
+            const dx = bn.backward(dy, { out }).dx.data.slice();
+            for (const t of new Set([x, y, dy, out])) t.dispose();
+            return dx;
+          };
+          const apart = dxOf("apart");
+          const at = `${backend} ${kind} ${layout} ${mode}`;
+          expectSameBits(`${at}: dx over dy`, dxOf("onDy"), apart);
+          expectSameBits(`${at}: dx over x`, dxOf("onX"), apart);
+          expectSameBits(`${at}: the copy API's dx`, dxOf("copy"), apart);
+          bn.dispose();
+        }
+        // The functional op, whose copy API also gives dx a buffer of its own.
+        const call = {
+          training: true,
+          activation: kind,
+          weight: k.weight,
+          bias: k.bias,
+          layout,
+          backend,
         };
-        const apart = dxOf("apart");
-        expectSameBits(`${backend} ${kind} ${layout}: dx over dy`, dxOf("onDy"), apart);
-        expectSameBits(`${backend} ${kind} ${layout}: the copy API's dx`, dxOf("copy"), apart);
-        bn.dispose();
+        const copied = batchNormBackward(k.dy, k.x, [...shape], call).dx;
+        const host = new BatchNorm(k.C, { layout, backend }); // for tensors in its memory
+        const [x, dy] = [host.tensor([...shape]), host.tensor([...shape])];
+        x.data.set(k.x);
+        dy.data.set(k.dy);
+        const overDy = batchNormBackward(dy, x, undefined, { ...call, out: dy }).dx.data.slice();
+        expectSameBits(`${backend} ${kind} ${layout}: batchNormBackward's dx`, copied, overDy);
+        host.dispose();
       }
     }
   });

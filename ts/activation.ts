@@ -46,8 +46,7 @@ export interface Fused {
   /**
    * For `gradSums` only: where it may write `g` (as many floats as `x`), saying so by
    * returning `"g"`, so that `act′` is evaluated once, not in both passes. The wasm builds do
-   * for sigmoid, tanh and silu, and for the others on tensors in the cache where no sign
-   * thresholds apply (`writes_g` in crates/batchnorm/src/lib.rs); never into a buffer that
+   * where `Backend.writesGradient` says and no sign thresholds apply; never into a buffer that
    * overlaps `x` or `dy`.
    */
   readonly gradOut?: F32Buffer | null;
@@ -58,17 +57,6 @@ export interface Fused {
    * finding it again.
    */
   readonly thresholdsReady?: boolean;
-}
-
-/**
- * Whether a backward through `act` gains from a `dx` apart from `dy` and `x`, which the copy
- * paths then allocate: the wasm builds' first pass writes `g = dy·act′(z)` there for the
- * second (see {@link Fused.gradOut}), so sigmoid, tanh and silu evaluate `exp` once, not
- * twice, at any size. (The wasm builds write g for the other activations only on tensors in
- * the cache, where no sign thresholds apply, and gain less: not worth a buffer.)
- */
-export function gradOutHelps(act: Act | null): boolean {
-  return act !== null && (act.kind === "sigmoid" || act.kind === "tanh" || act.kind === "silu");
 }
 
 /**

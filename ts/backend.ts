@@ -104,6 +104,12 @@ export interface Backend {
     fused?: Fused | null,
   ): GradSumsLeft;
   /**
+   * Whether `gradSums` through `act` on a tensor of `dims` writes `g` into a `fused.gradOut`
+   * apart from `x` and `dy` (unless it tests z's sign against thresholds instead): the copy
+   * paths give `dx` a buffer of its own only then. Back ends that never write `g` have none.
+   */
+  writesGradient?(act: Act, dims: Dims): boolean;
+  /**
    * `dx = kDy·g + kXc·(x − mean) + kConst`, per channel, with `g` as in `gradSums`; `dx` may be
    * `dy`.
    */

@@ -1,7 +1,8 @@
 /**
- * The copy API's input and output buffers in a module's back-end memory, kept between calls
- * and re-made only when the tensor size changes, so a training loop of one shape allocates
- * nothing after its first step.
+ * The copy API's input and output buffers in a module's back-end memory (and, for a backward
+ * whose first pass writes g into dx, a dx apart from dy), kept between calls and re-made only
+ * when the tensor size changes, so a training loop of one shape allocates nothing after its
+ * first step.
  *
  * @module
  */
@@ -43,7 +44,10 @@ export class CopyBuffers {
     }
   }
 
-  /** The output buffer alone resized to `length` floats (for backward's dy and dx). */
+  /**
+   * The output buffer alone resized to `length` floats (for backward's dy, and its dx unless
+   * {@link gradient} gives one).
+   */
   output(length: number): F32Buffer {
     const y = this.#fit(this.#y, length, []);
     this.#y = this.#swap(this.#y, y);
@@ -51,8 +55,8 @@ export class CopyBuffers {
   }
 
   /**
-   * A third buffer of `length` floats, for a backward's dx apart from its dy (see
-   * `gradOutHelps` in activation.ts); made on first use.
+   * A third buffer of `length` floats, for a backward's dx apart from its dy (where the first
+   * backward pass writes g there: `Backend.writesGradient`); made on first use.
    */
   gradient(length: number): F32Buffer {
     const dx = this.#fit(this.#dx, length, []);

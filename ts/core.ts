@@ -222,7 +222,8 @@ export interface BackwardBuffers {
  * batch's. With a renorm correction (r, d constants) the weight is in effect `weight·r` for
  * `dx`, and `dWeight = Σdy·(x̂·r + d)`. With a fused activation every `dy` above is
  * `g = dy·act′(z)`, computed inside the same two passes from `x` and the forward's coefficients
- * (no mask saved, no extra pass).
+ * (no mask saved, no extra pass): in both, or in the first, which then writes it into `dx` for
+ * the second (where the back end does: {@link Fused.gradOut}).
  */
 export function backwardPasses(
   be: Backend,

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { type Activation, checkActivation, gradOutHelps } from "./activation.js";
+import { type Activation, checkActivation } from "./activation.js";
 import type { BackendKind, F32Buffer } from "./backend.js";
 import { dimsLength, perChannel } from "./backend.js";
 import {
@@ -243,7 +243,8 @@ export function moments(
  * constants (`dx = dy·weight·invstd`). The module's `backward` runs the same passes.
  *
  * @param dy the upstream gradient, shaped like `x`; both `Float32Array`s (dx is new) or both
- *   Tensors of one back end (dx is `options.out`, which may be `dy`, or a new tensor).
+ *   Tensors of one back end (dx is `options.out`, which may be `dy`, or a new tensor; see
+ *   `BatchNorm.backward` for why one apart from `dy` is faster with an activation).
  */
 export function batchNormBackward(
   dy: Float32Array,
@@ -348,7 +349,9 @@ export function batchNormBackward(
       }
     }
     const dyb = copyIn(buffers, { values: upstream });
-    const dxb = gradOutHelps(act) ? buffers.alloc(dyb.length) : dyb;
+    // A dx apart from dy, where the first backward pass can write g there for the second.
+    const apart = act !== null && input.backend.writesGradient?.(act, input.dims) === true;
+    const dxb = apart ? buffers.alloc(dyb.length) : dyb;
     const grads = passes(dyb, dxb);
     return { dx: dxb.view().slice(), ...grads };
   });

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { type Act, gradOutHelps } from "./activation.js";
+import type { Act } from "./activation.js";
 import { type Backend, type Dims, dimsLength, type F32Buffer, perChannel } from "./backend.js";
 import { CoefficientCache, coefficientCacheArrays } from "./coefficient-cache.js";
 import { CopyBuffers } from "./copy-buffers.js";
@@ -224,7 +224,10 @@ export class ModulePasses {
     }
     const upstream = this.impl.pin(dy);
     const dyb = this.#copy.output(n);
-    const dxb = gradOutHelps(this.#settings.act) ? this.#copy.gradient(n) : dyb;
+    const { act } = this.#settings;
+    // A dx apart from dy, where the first backward pass can write g there for the second.
+    const apart = act !== null && this.impl.writesGradient?.(act, saved.dims) === true;
+    const dxb = apart ? this.#copy.gradient(n) : dyb;
     dyb.view().set(upstream());
     const grads = this.#differentiate(saved, x, dyb, dxb);
     return { dx: dxb.view().slice(), ...grads };

@@ -184,6 +184,7 @@ export class ThreadedBackend extends WasmBackend {
     scaleShift: base.scaleShift,
     gradSums: base.gradSums,
     gradInput: base.gradInput,
+    writesGradient: base.writesGradient,
   }))(this);
 
   override readonly moments: Backend["moments"] = (x, d, ws, mean, variance) => {
@@ -211,6 +212,10 @@ export class ThreadedBackend extends WasmBackend {
     // The chunks form z and leave no thresholds, nor g.
     return null;
   };
+
+  /** Chunked passes form z and never write g. */
+  override readonly writesGradient: WasmBackend["writesGradient"] = (act, d) =>
+    this.#plan(d) === undefined && this.#whole.writesGradient(act, d);
 
   override readonly gradInput: Backend["gradInput"] = (x, dy, dx, d, m, k0, k1, k2, ws, f) => {
     const plan = this.#plan(d);

@@ -12,7 +12,7 @@
  * activation, its slope and six parameters. 5: the SIMD builds' per-channel exports
  * ({@link ChannelExports}). 6: `bn_grad_sums` returns whether it left sign thresholds in the
  * workspace, and `bn_grad_input` takes them (`thresholdsReady`). 7: `bn_grad_sums` writes `g`
- * to a `gOut` it is given (returning 2).
+ * to a `gOut` it is given (returning 2) where `bn_writes_g` says.
  */
 export const ABI_VERSION = 7;
 
@@ -87,6 +87,8 @@ export interface BatchNormExports {
     /** 1 only where `bn_grad_sums` with the same arguments and `ws` returned 1. */
     thresholdsReady: number,
   ): void;
+  /** 1 where `bn_grad_sums` with activation `act` on `len` floats writes g to a `gOut`. */
+  bn_writes_g(act: number, len: number): number;
   bn_copy(src: Ptr, dst: Ptr, len: number): void;
   /** 1 when `snapshot` holds `src`'s bits (`len` words); else copies them there and gives 0. */
   bn_refresh(src: Ptr, snapshot: Ptr, len: number): number;
@@ -153,6 +155,7 @@ const FUNCTIONS = [
   "bn_scale_shift",
   "bn_grad_sums",
   "bn_grad_input",
+  "bn_writes_g",
   "bn_copy",
   "bn_refresh",
 ] as const;

@@ -142,6 +142,9 @@ export class WasmBackend implements Backend {
     return left === 1 ? "thresholds" : left === 2 ? "g" : null;
   };
 
+  readonly writesGradient: NonNullable<Backend["writesGradient"]> = (act, d) =>
+    this.#abi.bn_writes_g(ACTIVATION_CODES[act.kind], d.outer * d.channels * d.inner) === 1;
+
   /** Whether two buffers share memory (subranges of one tensor are distinct objects). */
   #overlaps(a: F32Buffer, b: F32Buffer): boolean {
     const [pa, pb] = [this.#p(a), this.#p(b)];

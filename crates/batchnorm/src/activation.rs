@@ -5,9 +5,10 @@
 //! backward passes recompute `z` from `x` and the forward's coefficients and use
 //! `g = dy·act′(z)` where plain batch norm uses `dy` (see `GradSumsAct`, `GradInputAct`), so
 //! the forward stores no mask and the backward reads memory no more than without activation.
-//! Where `act′` costs more than a stream of memory (an `exp` a value; see `writes_g` in
-//! lib.rs), the first backward pass writes `g` into `dx`'s memory and the second reads it
-//! (`Storing`): `act′` once a backward, not twice.
+//! Where `act′` costs more than a stream of memory (an `exp` a value), or the tensor is in
+//! the cache and no sign thresholds apply (see `bn_writes_g` in lib.rs), the first backward
+//! pass writes `g` into `dx`'s memory and the second reads it (`Storing`): `act′` once a
+//! backward, not twice.
 //!
 //! `relu`, `relu6` and `leakyRelu` are compares with masks, `pmin` and selects (PyTorch's
 //! conventions at the kinks: the derivative is 0 at 0 for relu, 0 at 0 and 6 for relu6, the

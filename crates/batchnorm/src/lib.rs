@@ -204,14 +204,14 @@ pub unsafe extern "C" fn bn_scale_shift(
 /// Returns 1 when it tested the sign of `z` against thresholds (relu and leakyRelu: see
 /// `threshold.rs`), which it then left in the workspace for [`bn_grad_input`]'s
 /// `thresholds_ready`. Otherwise, with an activation and a `g_out` (not 0), where that pays
-/// ([`writes_g`]), it writes each `g` there and returns 2: [`bn_grad_input`] without an
+/// ([`bn_writes_g`]), it writes each `g` there and returns 2: [`bn_grad_input`] without an
 /// activation, given `g_out` for `dy`, then gives the same `dx` bits as with it, without
 /// evaluating `act′` a second time (an `exp` a value for sigmoid, tanh and silu). 0 otherwise.
 ///
 /// # Safety
 /// As for [`bn_moments`], with `dy` as long as `x` and `mean` holding `channels` floats; when
 /// `act` is not 0, `scale` and `shift` too (otherwise they are not read); `g_out` 0, or valid
-/// for writing as many floats as `x` and overlapping neither `x` nor `dy`.
+/// for writing as many floats as `x` and overlapping none of the other arguments.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn bn_grad_sums(
@@ -244,34 +244,40 @@ pub unsafe extern "C" fn bn_grad_sums(
     }
     if let Some(theta) = threshold::sign_thresholds::<Lanes>(act, dims, scale, shift, ws, false) {
         let params = [mean, theta];
-        let out = core::ptr::null_mut();
         let _ = with_sign_activation!(act, slope, |a| {
-            grad_sums_out_of_line(GradSumsAbove(a), x, dy, dims, params, ws, sum_dy, sum_dy_xc, out)
+            grad_sums_out_of_line(GradSumsAbove(a), x, dy, dims, params, ws, sum_dy, sum_dy_xc)
         });
         return 1;
     }
     let params = [mean, from_raw_parts(scale, channels), from_raw_parts(shift, channels)];
-    if !g_out.is_null() && writes_g(act, dims) {
+    if !g_out.is_null() && bn_writes_g(act, dims.len()) == 1 {
         let _ = with_activation!(act, slope, |a| {
-            let r = Storing(GradSumsAct(a));
-            grad_sums_out_of_line(r, x, dy, dims, params, ws, sum_dy, sum_dy_xc, g_out)
+            let r = GradSumsAct(a);
+            // SAFETY: the caller's: g_out holds as many floats as x, apart from every input.
+            grad_sums_storing(r, x, dy, dims, params, ws, sum_dy, sum_dy_xc, g_out)
         });
         return 2;
     }
-    let out = core::ptr::null_mut();
     let _ = with_activation!(act, slope, |a| {
-        grad_sums_out_of_line(GradSumsAct(a), x, dy, dims, params, ws, sum_dy, sum_dy_xc, out)
+        grad_sums_out_of_line(GradSumsAct(a), x, dy, dims, params, ws, sum_dy, sum_dy_xc)
     });
     0
 }
 
-/// Whether [`bn_grad_sums`] writes `g` where it is given somewhere to. For sigmoid, tanh and
-/// silu (4–6) always: their derivative, an `exp` and a division a value, costs more than a
-/// third stream of memory (fused fwd+bwd 1.2–1.3× faster on 25 MB tensors and in the cache).
-/// For the others, tests of z's sign, only on tensors in the cache: relu6's fwd+bwd ran 1.1×
+/// 1 where [`bn_grad_sums`] with activation `act` (not 0) on `len` floats writes `g` to a
+/// `g_out` it is given (unless it tests z's sign against thresholds), else 0: the wrapper asks
+/// before giving `dx` a buffer of its own. For sigmoid, tanh and silu always: their
+/// derivative, an `exp` and a division a value, costs more than a third stream of memory
+/// (fused fwd+bwd 1.2–1.3× faster on 25 MB tensors and in the cache). For relu, relu6 and
+/// leakyRelu, tests of z's sign, only on tensors in the cache: relu6's fwd+bwd ran 1.1×
 /// faster at [60, 1000], but 1.05–1.2× slower on 25 MB.
-fn writes_g(act: u32, dims: Dims) -> bool {
-    act >= 4 || dims.len() <= kernels::CACHED_FLOATS
+#[no_mangle]
+pub extern "C" fn bn_writes_g(act: u32, len: usize) -> u32 {
+    const SIGMOID: u32 = 4;
+    const TANH: u32 = 5;
+    const SILU: u32 = 6;
+    let exp_based = matches!(act, SIGMOID | TANH | SILU);
+    u32::from(exp_based || (act != 0 && len <= kernels::CACHED_FLOATS))
 }
 
 /// `dx = k_dy[c]·g + k_xc[c]·(x − mean[c]) + k_const[c]`, with `g` as in [`bn_grad_sums`].
@@ -351,7 +357,8 @@ unsafe fn map_out_of_line<M: kernels::Map<P>, const P: usize>(
     kernels::map::<Lanes, M, P>(m, a, b, out, dims, params, ws);
 }
 
-/// `kernels::reduce_grads_with` out of line, for the reason of [`map_out_of_line`].
+/// `kernels::reduce_grads_with` out of line, for the reason of [`map_out_of_line`], with a
+/// reduction that stores nothing (see [`grad_sums_storing`]).
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
 #[must_use]
@@ -364,14 +371,37 @@ fn grad_sums_out_of_line<R: kernels::Reduce<P>, const P: usize>(
     ws: &mut Workspace,
     sum_dy: &mut [f32],
     sum_dy_xc: &mut [f32],
-    out: *mut f32,
 ) -> bool {
-    // SAFETY: the callers' (`R` stores only with an `out` valid as reduce_grads_with needs).
+    assert!(!R::STORES, "a storing reduction goes through grad_sums_storing");
+    let none = core::ptr::null_mut();
+    // SAFETY: R stores nothing, so `none` is never written.
     unsafe {
         kernels::reduce_grads_with::<Lanes, R, P>(
-            r, x, dy, dims, params, ws, sum_dy, sum_dy_xc, out,
+            r, x, dy, dims, params, ws, sum_dy, sum_dy_xc, none,
         )
     }
+}
+
+/// [`grad_sums_out_of_line`] with `Storing(r)`: each `g` also goes to `out`, at its position.
+///
+/// # Safety
+/// `out` is valid for writing `x.len()` floats and overlaps none of the other arguments.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+#[must_use]
+unsafe fn grad_sums_storing<R: kernels::Reduce<P>, const P: usize>(
+    r: R,
+    x: &[f32],
+    dy: &[f32],
+    dims: Dims,
+    params: [&[f32]; P],
+    ws: &mut Workspace,
+    sum_dy: &mut [f32],
+    sum_dy_xc: &mut [f32],
+    out: *mut f32,
+) -> bool {
+    let r = Storing(r);
+    kernels::reduce_grads_with::<Lanes, _, P>(r, x, dy, dims, params, ws, sum_dy, sum_dy_xc, out)
 }
 
 /// Copies `len` floats through vector registers: the benchmark's bandwidth yardstick.

@@ -193,31 +193,81 @@ fn workspace_bytes_saturate() {
     assert_eq!(bytes(usize::MAX), usize::MAX);
 }
 
-/// `bn_grad_sums` writes `g` for sigmoid, tanh and silu at any size, and for the activations
-/// that test z's sign only on tensors in the cache (past it, a third stream of memory costs
-/// more than the test): relu6 on 2^18 + 4 floats returns 0 and leaves `g_out` alone.
+/// `bn_writes_g`: sigmoid, tanh and silu write `g` at any size; relu, relu6 and leakyRelu
+/// only on tensors in the cache (2^18 floats), and relu and leakyRelu only where no
+/// thresholds apply (a negative scale here). `bn_grad_sums` returns 2 exactly there, and
+/// `dx` from that `g` without the activation is `dx`'s bits with it; elsewhere `g_out` is
+/// left alone.
 #[test]
 fn g_is_written_where_it_pays() {
     use super::*;
-    for (act, inner, written) in
-        [(2u32, 1 << 16, true), (2, (1 << 16) + 1, false), (4, (1 << 16) + 1, true)]
-    {
+    assert_eq!(bn_writes_g(0, 8), 0);
+    for (inner, cached) in [(1usize << 16, true), ((1 << 16) + 1, false)] {
         let dims = Dims { outer: 4, channels: 1, inner };
         let n = dims.len();
-        let (x, dy) = (vec![0.5f32; n], vec![1f32; n]);
-        let (mean, scale, shift) = ([0.25f32], [2f32], [-0.1f32]);
-        let mut ws = vec![0u64; (bn_workspace_bytes(1) + 7) / 8];
-        let (mut s0, mut s1, mut g) = ([0f32], [0f32], vec![f32::NAN; n]);
-        // SAFETY: every pointer holds what the export reads or writes; g is apart.
-        let left = unsafe {
-            let (m, w) = (mean.as_ptr(), ws.as_mut_ptr() as *mut u8);
-            let (sp, hp) = (scale.as_ptr(), shift.as_ptr());
-            let (p0, p1, gp) = (s0.as_mut_ptr(), s1.as_mut_ptr(), g.as_mut_ptr());
-            bn_grad_sums(x.as_ptr(), dy.as_ptr(), 4, 1, inner, m, w, p0, p1, act, 0.0, sp, hp, gp)
-        };
-        assert_eq!(left == 2, written, "act {act}, {n} floats");
-        // z = 0.25·2 − 0.1 = 0.4: inside relu6's (0, 6), so g = dy = 1; sigmoid's σ(1 − σ).
-        let want = if act == 2 { 1.0 } else { 0.4f32.exp() / (1.0 + 0.4f32.exp()).powi(2) };
-        assert!(g.iter().all(|&v| if written { (v - want).abs() < 1e-6 } else { v.is_nan() }));
+        let wave =
+            |k: f32| -> Vec<f32> { (0..n).map(|i| (i as f32 * 0.37 + k).sin() * 2.0).collect() };
+        let (x, dy) = (wave(0.0), wave(1.0));
+        let (mean, shift, k) = ([0.25f32], [-0.1f32], [0.5f32, 0.2, 0.01]);
+        for act in 1u32..=6 {
+            let exp_based = act >= 4;
+            assert_eq!(bn_writes_g(act, n) == 1, exp_based || cached, "act {act}, {n} floats");
+            for scale in [[2f32], [-2f32]] {
+                let thresholds = (act == 1 || act == 3) && scale[0] > 0.0;
+                let written = !thresholds && (exp_based || cached);
+                let mut ws = vec![0u64; (bn_workspace_bytes(1) + 7) / 8];
+                let w = ws.as_mut_ptr() as *mut u8;
+                let (mut s0, mut s1, mut g) = ([0f32], [0f32], vec![f32::NAN; n]);
+                let (m, sp, hp) = (mean.as_ptr(), scale.as_ptr(), shift.as_ptr());
+                let (xp, dyp, gp) = (x.as_ptr(), dy.as_ptr(), g.as_mut_ptr());
+                // SAFETY: every pointer holds what the export reads or writes; g is apart.
+                let left = unsafe {
+                    let (p0, p1) = (s0.as_mut_ptr(), s1.as_mut_ptr());
+                    bn_grad_sums(xp, dyp, 4, 1, inner, m, w, p0, p1, act, 0.2, sp, hp, gp)
+                };
+                let want = if thresholds {
+                    1
+                } else if written {
+                    2
+                } else {
+                    0
+                };
+                assert_eq!(left, want, "act {act}, scale {scale:?}, {n} floats");
+                assert_eq!(g.iter().all(|v| v.is_nan()), !written, "act {act}, {scale:?}, {n}");
+                if written {
+                    let (mut with_act, mut from_g) = (vec![0f32; n], vec![0f32; n]);
+                    let (k0, k1, k2) =
+                        (&k[0] as *const f32, &k[1] as *const f32, &k[2] as *const f32);
+                    // SAFETY: as above.
+                    unsafe {
+                        let (wp, fp) = (with_act.as_mut_ptr(), from_g.as_mut_ptr());
+                        bn_grad_input(
+                            xp, dyp, wp, 4, 1, inner, m, k0, k1, k2, w, act, 0.2, sp, hp, 0,
+                        );
+                        bn_grad_input(
+                            xp,
+                            g.as_ptr(),
+                            fp,
+                            4,
+                            1,
+                            inner,
+                            m,
+                            k0,
+                            k1,
+                            k2,
+                            w,
+                            0,
+                            0.0,
+                            sp,
+                            hp,
+                            0,
+                        );
+                    }
+                    let same =
+                        with_act.iter().zip(&from_g).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "dx from g, act {act}, scale {scale:?}, {n} floats");
+                }
+            }
+        }
     }
 }

@@ -173,9 +173,7 @@ unsafe fn run_chunk(job: &Job, i: usize, slot: usize) {
                 let (xs, bs) = (from_raw_parts(x, len), from_raw_parts(b, len));
                 let params = [p(0), p(1), p(2)];
                 let r = GradSumsAct(a);
-                let none = core::ptr::null_mut();
-                let kept =
-                    grad_sums_out_of_line(r, xs, bs, dims, params, &mut ws, out_a, out_b, none);
+                let kept = grad_sums_out_of_line(r, xs, bs, dims, params, &mut ws, out_a, out_b);
                 keep_partials(kept, ws.moments, out_a, out_b);
             }),
             OP_GRAD_INPUT => with_activation!(job.act, job.slope, |a| {

@@ -49,8 +49,8 @@ pub(crate) fn reduce_grads<V: Vector>(
 /// position.
 ///
 /// # Safety
-/// Where `R::STORES`, `out` is valid for writing `x.len()` floats that overlap neither `x`
-/// nor `dy`.
+/// Where `R::STORES`, `out` is valid for writing `x.len()` floats that overlap none of the
+/// other arguments.
 #[allow(clippy::too_many_arguments)]
 #[must_use]
 pub(crate) unsafe fn reduce_grads_with<V: Vector, R: Reduce<P>, const P: usize>(
@@ -86,7 +86,7 @@ pub(crate) unsafe fn reduce_grads_with<V: Vector, R: Reduce<P>, const P: usize>(
             let (dy_block, g) = (&dy[at..][..block.len()], out.wrapping_add(at));
             at += block.len();
             let (a0, a1) = (&mut *acc0, &mut *acc1);
-            // SAFETY: out, if it stores, holds as many floats from `at` as the block.
+            // SAFETY: out, if it stores, holds as many floats from `g` as the block.
             if vector {
                 reduce_rows_with::<V, R, P>(r, block, dy_block, g, rows_r, reps, a0, a1, group);
             } else {
@@ -99,10 +99,8 @@ pub(crate) unsafe fn reduce_grads_with<V: Vector, R: Reduce<P>, const P: usize>(
             // (2 µs at [2, 1000], where the data's passes take 0.5).
             // SAFETY: the outputs hold `channels` floats, acc0 and acc1 at least as many, and
             // scratch rows do not overlap them.
-            unsafe {
-                copy::<V>(acc0.as_ptr(), sum_dy.as_mut_ptr(), channels);
-                copy::<V>(acc1.as_ptr(), sum_dy_xc.as_mut_ptr(), channels);
-            }
+            copy::<V>(acc0.as_ptr(), sum_dy.as_mut_ptr(), channels);
+            copy::<V>(acc1.as_ptr(), sum_dy_xc.as_mut_ptr(), channels);
             return false;
         }
         add_all(sums, acc0, acc1, false);

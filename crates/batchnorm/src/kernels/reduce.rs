@@ -15,7 +15,8 @@ pub(super) fn reduce_run<V: Vector, R: Reduce<1> + Default>(
     b: &[f32],
     p: f32,
 ) -> [f32; 2] {
-    // SAFETY: a reduction that does not store (its own type: `Sum`, `ShiftedSums`).
+    assert!(!R::STORES, "a storing reduction needs reduce_run_with's output");
+    // SAFETY: R stores nothing, so the null output is never written.
     unsafe { reduce_run_with::<V, R, 1>(R::default(), a, b, core::ptr::null_mut(), [p]) }
 }
 
@@ -23,8 +24,8 @@ pub(super) fn reduce_run<V: Vector, R: Reduce<1> + Default>(
 /// step returns goes to `out` at the position of its inputs.
 ///
 /// # Safety
-/// Where `R::STORES`, `out` is valid for writing `a.len()` floats that overlap neither `a`
-/// nor `b`.
+/// Where `R::STORES`, `out` is valid for writing `a.len()` floats that overlap none of the
+/// other arguments.
 #[inline(always)]
 pub(super) unsafe fn reduce_run_with<V: Vector, R: Reduce<P>, const P: usize>(
     r: R,
@@ -80,7 +81,7 @@ pub(super) unsafe fn reduce_run_with<V: Vector, R: Reduce<P>, const P: usize>(
 /// # Safety
 /// `a` and `b` hold `nrows` rows of `width` floats, `to <= width`, and `p`, `acc0`, `acc1` at
 /// least `to` floats; where `R::STORES`, `out` is valid for as many floats as `a` and
-/// overlaps neither `a` nor `b`.
+/// overlaps none of the other arguments.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn reduce_columns<
@@ -165,8 +166,9 @@ pub(super) fn reduce_rows<W: Vector, R: Reduce<1> + Default>(
     acc1: &mut [f32],
     grouped: bool,
 ) {
+    assert!(!R::STORES, "a storing reduction needs reduce_rows_with's output");
     let out = core::ptr::null_mut();
-    // SAFETY: a reduction that does not store (its own type: `Sum`, `ShiftedSums`).
+    // SAFETY: R stores nothing, so the null output is never written.
     unsafe { reduce_rows_with::<W, R, 1>(R::default(), a, b, out, rows, [p], acc0, acc1, grouped) };
 }
 
@@ -174,8 +176,8 @@ pub(super) fn reduce_rows<W: Vector, R: Reduce<1> + Default>(
 /// steps' values go to `out` at their inputs' positions.
 ///
 /// # Safety
-/// Where `R::STORES`, `out` is valid for writing `a.len()` floats that overlap neither `a`
-/// nor `b`.
+/// Where `R::STORES`, `out` is valid for writing `a.len()` floats that overlap none of the
+/// other arguments.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(super) unsafe fn reduce_rows_with<W: Vector, R: Reduce<P>, const P: usize>(
