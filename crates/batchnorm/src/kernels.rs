@@ -82,6 +82,8 @@
 //! - `grads`: [`reduce_grads`];
 //! - `maps`: [`map`] over runs and rows, and [`copy`].
 
+#[cfg(test)]
+mod exp_tests;
 mod grads;
 mod maps;
 mod ops;
