@@ -21,9 +21,10 @@
 //! - `tanh(z) = 1 − 2 / (1 + e^2z)`,
 //! - `silu(z) = z / (1 + e^−z)`,
 //!
-//! whose arguments saturate rather than overflow (see [`exp`]), so that large `|z|` gives the
-//! limits 0, ±1, 0 or `z`, never ∞ or NaN. Measured errors against float64 (host tests below,
-//! dense sweeps): `exp` 0.97 ulp at worst on [−87.3, 88] (asserted ≤ 2); `sigmoid` 2.4 ulp and
+//! where `exp` never gives 0 and overflows to +∞ (see [`exp`]), so that large `|z|` gives the
+//! limits 0, ±1, 0 or `z`, and ±∞ gives PyTorch's values: silu(−∞) is NaN (−∞·0), silu(+∞)
+//! +∞. Measured errors against float64 (host tests below, dense sweeps): `exp` 0.97 ulp at
+//! worst on [−87.3, 88.37] (asserted ≤ 2); `sigmoid` 2.4 ulp and
 //! `silu` 2.3 ulp (asserted ≤ 4 and ≤ 6); `tanh` 1.8·10⁻⁷ absolute (asserted ≤ 2.5·10⁻⁷: its
 //! `1 − 2/(1 + e^2z)` form cancels near 0, where the relative error grows but the absolute one
 //! stays at about an ulp of 1); the derivatives within 2.5·10⁻⁷·(1 + |z|) absolute (silu′
@@ -187,12 +188,18 @@ fn tanh<W: Vector>(z: W) -> W {
 
 /// Below this, `exp` returns `e^EXP_LO` (≈ 1.2·10⁻³⁸, the smallest normal float's order).
 const EXP_LO: f32 = -87.33;
-/// Above this, `exp` returns `e^EXP_HI` (≈ 1.65·10³⁸): `2^n` stays a normal float.
-const EXP_HI: f32 = 88.0;
+/// Above this, `exp` returns `exp(EXP_HI)`, which is +∞: `n` = 128, the most `2^n` can be
+/// (128 + 127 in the exponent field is ∞'s bits; 129 would wrap to −0).
+const EXP_HI: f32 = 89.0;
+/// The last argument `exp` gives finitely (≈ 2.4·10³⁸): from about `127.5·ln 2` on, `n`
+/// rounds to 128 and `e^x` is +∞, where float32's own overflows from 88.723.
+#[cfg(test)]
+const EXP_FINITE: f32 = 88.376_26;
 
-/// `e^x` per lane, to within 2 ulp (measured, see the tests) for x in [`EXP_LO`, `EXP_HI`],
-/// saturating outside it (never ∞, never 0; NaN gives NaN). No FMA, no tables, no integer
-/// conversion beyond bit shifts, so every build computes the same bits:
+/// `e^x` per lane, to within 2 ulp (measured, see the tests) for x in [`EXP_LO`, `EXP_FINITE`],
+/// `e^EXP_LO` below it (never 0), +∞ above it (so `1/(1 + e^x)` gives 0, and `−∞/e^∞` NaN, as
+/// in float32 PyTorch); NaN gives NaN. No FMA, no tables, no integer conversion beyond bit
+/// shifts, so every build computes the same bits:
 ///
 /// 1. `n = round(x·log2 e)`, by adding and subtracting `1.5·2^23` (round to nearest, exact
 ///    for |n| < 2^22);
@@ -201,7 +208,7 @@ const EXP_HI: f32 = 88.0;
 /// 3. `e^r ≈ 1 + r + r²·P(r)` with Cephes' degree-5 minimax `P` for `expf` (relative error
 ///    about 1e-7 on that interval);
 /// 4. `e^x = e^r · 2^n`, with `2^n` made by shifting `n` into the exponent bits
-///    ([`Vector::pow2_rounded`]).
+///    ([`Vector::pow2_rounded`]; `n` = 128 gives +∞, and `e^r` > 0 keeps it).
 #[inline(always)]
 pub(crate) fn exp<W: Vector>(x: W) -> W {
     const LOG2E: f32 = core::f32::consts::LOG2_E;
@@ -257,13 +264,14 @@ mod tests {
     }
 
     fn sweep(from: f32, to: f32, steps: usize) -> impl Iterator<Item = f32> {
-        (0..=steps).map(move |i| from + (to - from) * (i as f32 / steps as f32))
+        // `min`: the float32 steps may round past `to`.
+        (0..=steps).map(move |i| (from + (to - from) * (i as f32 / steps as f32)).min(to))
     }
 
     #[test]
     fn exp_within_two_ulp() {
         let mut worst = 0f64;
-        for x in sweep(EXP_LO, EXP_HI, 2_000_000) {
+        for x in sweep(EXP_LO, EXP_FINITE, 2_000_000) {
             let e = ulps(exp1(x), (x as f64).exp());
             worst = worst.max(e);
         }
@@ -273,8 +281,11 @@ mod tests {
 
     #[test]
     fn exp_saturates() {
-        assert_eq!(exp1(1000.0), exp1(EXP_HI));
-        assert!(exp1(1000.0).is_finite() && exp1(f32::INFINITY).is_finite());
+        assert!(exp1(EXP_FINITE).is_finite() && exp1(EXP_FINITE) > 2.4e38);
+        let above = f32::from_bits(EXP_FINITE.to_bits() + 1);
+        for x in [above, 88.72, EXP_HI, 1000.0, f32::MAX, f32::INFINITY] {
+            assert_eq!(exp1(x), f32::INFINITY, "exp({x})");
+        }
         assert_eq!(exp1(-1000.0), exp1(EXP_LO));
         assert!(exp1(-1000.0) > 0.0);
         assert!(exp1(f32::NAN).is_nan());
@@ -329,6 +340,14 @@ mod tests {
             }
         }
         assert!(at(Relu::new(), f32::NAN).0.is_nan() && at(Sigmoid, f32::NAN).0.is_nan());
+        // At ±∞, float32 PyTorch's values (x·sigmoid(x), e^x overflowing): sigmoid 0 and 1,
+        // tanh ±1, silu(+∞) = +∞, and NaN for −∞·0 (silu(−∞), silu′(−∞)) and ∞·0 (silu′(+∞)).
+        let inf = f32::INFINITY;
+        assert_eq!((at(Sigmoid, -inf).0, at(Sigmoid, inf).0), (0.0, 1.0));
+        assert_eq!((at(Tanh, -inf).0, at(Tanh, inf).0), (-1.0, 1.0));
+        assert_eq!((at(Sigmoid, -inf).1, at(Tanh, inf).1), (0.0, 0.0));
+        let [(yn, dn), (yp, dp)] = [at(Silu, -inf), at(Silu, inf)];
+        assert!(yn.is_nan() && dn.is_nan() && yp == inf && dp.is_nan(), "silu {yn} {dn} {yp} {dp}");
     }
 
     /// `grad_at(m, shift, dy)` against `grad(m + shift, dy)`, bit for bit, where the sign test
