@@ -348,8 +348,8 @@ describe.each(BACKENDS)("fused activations on the %s back end", (backend) => {
   it("sigmoid, tanh and silu saturate beyond exp's range and keep NaN, in vector lanes and tails", () => {
     // The wasm builds clamp exp's argument to [−87.33, 89] on the floats' bits (integer
     // minimums, then NaN lanes set back to NaN; e^x is +∞ from 88.38 on): z beyond the bounds
-    // (and at ±88.5, where e^|z| is +∞ early), ±∞ and NaN, in runs of 21 floats (five
-    // vectors and a lane) and rows of 3. Against float64 (activation.ts):
+    // (and at −88.5, where e^−z is +∞ before float32's would be), ±∞ and NaN, in runs of 21
+    // floats (five vectors and a lane) and rows of 3. Against float64 (activation.ts):
     // sigmoid and tanh within 1e-6 absolute (their values are O(1); a clamp that moved a
     // NaN would give ~0 or ±1 here and fail the NaN check), silu as silu(z)/z against
     // sigmoid(z), so that |z| up to 1e30 is checked to the same 1e-6, and silu(±∞) as
