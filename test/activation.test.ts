@@ -385,7 +385,7 @@ describe.each(BACKENDS)("fused activations on the %s back end", (backend) => {
             kind === "silu" && Math.abs(z) > 1 ? 1 / (1 + Math.exp(-z)) : activate(act, z);
           expect(Math.abs(got - want), `${at}: y = ${y[i]}`).toBeLessThanOrEqual(1e-6);
           if (Number.isFinite(z)) {
-            // dx = scale·act′(z): 0 in the saturated tails, where exp is clamped.
+            // dx = scale·act′(z): 0 in the tails, where exp is clamped or +∞.
             const dWant = scale * derivative(act, z);
             expect(Math.abs((g[i] as number) - dWant), `${at}: dx = ${g[i]}`).toBeLessThanOrEqual(
               1e-6,

@@ -45,8 +45,8 @@ pub(crate) trait Vector: Copy {
     fn relu(self, zero: Self) -> Self;
 
     /// `2^n` per lane, where the lane holds `n + 1.5·2^23` exactly for an integer `n` in
-    /// [−126, 127] (what adding `1.5·2^23` to a float rounds it to): the low bits of such a
-    /// float are `n`, and shifting them into the exponent field makes `2^n`.
+    /// [−126, 128] (what adding `1.5·2^23` to a float rounds it to): the low bits of such a
+    /// float are `n`, and shifting them into the exponent field makes `2^n` (+∞ for 128).
     fn pow2_rounded(self) -> Self;
 
     /// The floats one step of the bits below and above each lane: `[next down, next up]` for
