@@ -27,11 +27,13 @@ function piecewise(act: Act): { slope: number; cap: number } | null {
 /**
  * `dy·act′(z)` of a piecewise activation (0, not dy·0, where the slope is 0), decided on `z`
  * rounded to float32 as the forward stores it (> 0, < cap): so also for the z that round to 0
- * (|z| ≤ 2^−150) or to the cap, the side of the kink is the stored output's.
+ * (|z| ≤ 2^−150) or to the cap, the side of the kink is the stored output's. An infinite cap
+ * is none: relu′(+∞) = leakyRelu′(+∞) = 1 (eval mode, x = ±∞), as in PyTorch and the wasm
+ * builds.
  */
 const piecewiseGrad = (z: number, dy: number, slope: number, cap: number): number => {
   const stored = Math.fround(z);
-  return stored > 0 ? (stored < cap ? dy : 0) : slope === 0 ? 0 : dy * slope;
+  return stored > 0 ? (stored < cap || cap === Infinity ? dy : 0) : slope === 0 ? 0 : dy * slope;
 };
 
 export function scaleShiftAct(

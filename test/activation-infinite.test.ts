@@ -1,0 +1,130 @@
+/**
+ * Eval-mode backward through a fused activation where x is ±Infinity: every back end gives
+ * PyTorch's parameter gradients, and NaN in dx at the infinite x and only there.
+ *
+ * In eval mode `z = (x − runningMean)·k + bias` with `k = weight/√(runningVar + eps)`, so
+ * x = ±∞ gives z = ±∞ (∓∞ for a negative weight), where act′ is PyTorch's limit: relu′(+∞) = 1,
+ * leakyRelu′(−∞) = slope, relu6′(±∞) = sigmoid′(±∞) = tanh′(±∞) = 0, silu′(±∞) = NaN (∞·0).
+ * Then `dBias = Σ dy·act′(z)` is finite unless act′ is NaN, and `dWeight = Σ dy·act′(z)·x̂` is
+ * ±∞ or NaN (0·∞) there, as the float64 reference below computes them. (The JS back end once
+ * took relu′(+∞) as 0, its "z below the cap" test failing for relu's cap of +∞: dBias came out
+ * finite and wrong.) dx is NaN at every infinite x on every back end: the gradient map adds the
+ * batch statistics' term `0·(x − mean)` (README: NaN and Infinity), while PyTorch gives
+ * `dy·act′(z)·k`.
+ *
+ * Paths: the relu and leakyRelu thresholds (positive weights, 48+ values a channel) and the
+ * multiply (a negative weight), `g` written into dx (sigmoid, tanh, silu, and relu6 in the
+ * cache), both layouts; in Vitest's "threads" project the threaded back end's chunks.
+ *
+ * Tolerance: 1e-5 of `Σ|g|·(1 + |x̂|)` over the finite x for the finite sums, the conformance
+ * suite's (test/compare.ts) for a float32 sum of float32 products; ±∞ and NaN exactly.
+ */
+import { beforeAll, describe, expect, it } from "vitest";
+import { type Activation, derivative } from "../ts/activation.js";
+import { BatchNorm } from "../ts/index.node.js";
+import { Rng } from "./random.js";
+import { channelOf, type RefLayout } from "./reference.js";
+import { BACKENDS, initFromDist } from "./setup-backends.js";
+
+const EPS = 1e-5;
+const SLOPE = 0.2;
+const TOL = 1e-5;
+const ACTS: Activation[] = ["relu", "relu6", "leakyRelu", "sigmoid", "tanh", "silu"];
+
+beforeAll(async () => {
+  await initFromDist();
+});
+
+/** Float64 sums of PyTorch's eval-mode parameter gradients, and their error scale. */
+function reference(
+  kind: Activation,
+  [x, dy, chan]: [Float32Array, Float32Array, Int32Array],
+  [weight, bias, mean, variance]: [Float32Array, Float32Array, Float32Array, Float32Array],
+) {
+  const C = weight.length;
+  const [dWeight, dBias, scale] = [new Float64Array(C), new Float64Array(C), new Float64Array(C)];
+  for (let i = 0; i < x.length; i++) {
+    const c = chan[i] as number;
+    const invstd = 1 / Math.sqrt((variance[c] as number) + EPS);
+    const xhat = ((x[i] as number) - (mean[c] as number)) * invstd;
+    const z = xhat * (weight[c] as number) + (bias[c] as number);
+    const g = (dy[i] as number) * derivative({ kind, negativeSlope: SLOPE }, z);
+    dBias[c] = (dBias[c] as number) + g;
+    dWeight[c] = (dWeight[c] as number) + g * xhat;
+    if (Number.isFinite(xhat)) scale[c] = (scale[c] as number) + Math.abs(g) * (1 + Math.abs(xhat));
+  }
+  return { dWeight, dBias, scale };
+}
+
+function expectSum(at: string, got: number, want: number, scale: number) {
+  if (Number.isFinite(want)) {
+    expect(Math.abs(got - want), `${at} = ${got}, want ${want}`).toBeLessThanOrEqual(TOL * scale);
+  } else {
+    expect(got, at).toBe(want); // ±∞ with its sign, or NaN (Object.is)
+  }
+}
+
+const CASES: [RefLayout, number[]][] = [
+  ["NCHW", [2, 3, 28]],
+  ["NHWC", [60, 4]],
+];
+
+describe.each(BACKENDS)(
+  "eval-mode backward through an activation at x = ±∞, %s back end",
+  (backend) => {
+    for (const [layout, shape] of CASES) {
+      for (const negative of [false, true]) {
+        const weights = negative ? "a negative weight" : "positive weights";
+        it(`${layout} [${shape}], ${weights}: PyTorch's dWeight and dBias, NaN in dx at ±∞ only`, () => {
+          const rng = new Rng(31);
+          const chan = channelOf(shape, layout);
+          const C = layout === "NCHW" ? (shape[1] as number) : (shape[shape.length - 1] as number);
+          // +∞ at i ≡ 4 and −∞ at i ≡ 5 (mod 7): in every channel, in vector lanes and tails.
+          const x = Float32Array.from({ length: chan.length }, (_, i) =>
+            i % 7 === 4 ? Infinity : i % 7 === 5 ? -Infinity : rng.normal() * 2,
+          );
+          const dy = Float32Array.from({ length: chan.length }, () => rng.normal());
+          const weight = Float32Array.from({ length: C }, (_, c) =>
+            negative && c === 1 ? -1.3 : 0.5 + c * 0.7,
+          );
+          const bias = Float32Array.from(
+            { length: C },
+            (_, c) => [0.4, -0.3, 1.5, 0][c % 4] as number,
+          );
+          const mean = Float32Array.from({ length: C }, (_, c) => 0.2 * c - 0.1);
+          const variance = Float32Array.from({ length: C }, (_, c) => 0.8 + 0.3 * c);
+          for (const kind of ACTS) {
+            const want = reference(kind, [x, dy, chan], [weight, bias, mean, variance]);
+            const bn = new BatchNorm(C, {
+              layout,
+              backend,
+              activation: kind,
+              negativeSlope: SLOPE,
+            });
+            bn.weight?.set(weight);
+            bn.bias?.set(bias);
+            bn.runningMean?.set(mean);
+            bn.runningVar?.set(variance);
+            bn.eval();
+            bn.forward(x, [...shape]);
+            const got = bn.backward(dy);
+            bn.dispose();
+            const at = `${backend} ${kind} ${layout} ${weights}`;
+            for (let c = 0; c < C; c++) {
+              const s = want.scale[c] as number;
+              expectSum(`${at}: dBias[${c}]`, got.dBias?.[c] as number, want.dBias[c] as number, s);
+              const dW = got.dWeight?.[c] as number;
+              expectSum(`${at}: dWeight[${c}]`, dW, want.dWeight[c] as number, s);
+            }
+            for (let i = 0; i < x.length; i++) {
+              const nan = Number.isNaN(got.dx[i] as number);
+              expect(nan, `${at}: dx[${i}] = ${got.dx[i]} at x = ${x[i]}`).toBe(
+                !Number.isFinite(x[i]),
+              );
+            }
+          }
+        });
+      }
+    }
+  },
+);
