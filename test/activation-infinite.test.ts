@@ -1,6 +1,7 @@
 /**
- * Eval-mode backward through a fused activation where x is ±Infinity: every back end gives
- * PyTorch's parameter gradients, and NaN in dx at the infinite x and only there.
+ * Eval mode through a fused activation where x is ±Infinity: every back end gives PyTorch's
+ * y = act(z) (its limits: relu(−∞) = 0, relu6(+∞) = 6, sigmoid(−∞) = 0, silu(−∞) = NaN, …) and
+ * parameter gradients, and NaN in dx at the infinite x and only there.
  *
  * In eval mode `z = (x − runningMean)·k + bias` with `k = weight/√(runningVar + eps)`, so
  * x = ±∞ gives z = ±∞ (∓∞ for a negative weight), where act′ is PyTorch's limit: relu′(+∞) = 1,
@@ -20,7 +21,7 @@
  * suite's (test/compare.ts) for a float32 sum of float32 products; ±∞ and NaN exactly.
  */
 import { beforeAll, describe, expect, it } from "vitest";
-import { type Activation, derivative } from "../ts/activation.js";
+import { type Activation, activate, derivative } from "../ts/activation.js";
 import { BatchNorm } from "../ts/index.node.js";
 import { Rng } from "./random.js";
 import { channelOf, type RefLayout } from "./reference.js";
@@ -106,7 +107,7 @@ describe.each(BACKENDS)(
             bn.runningMean?.set(mean);
             bn.runningVar?.set(variance);
             bn.eval();
-            bn.forward(x, [...shape]);
+            const y = bn.forward(x, [...shape]);
             const got = bn.backward(dy);
             bn.dispose();
             const at = `${backend} ${kind} ${layout} ${weights}`;
@@ -117,6 +118,13 @@ describe.each(BACKENDS)(
               expectSum(`${at}: dWeight[${c}]`, dW, want.dWeight[c] as number, s);
             }
             for (let i = 0; i < x.length; i++) {
+              if (!Number.isFinite(x[i])) {
+                const c = chan[i] as number;
+                const k = (weight[c] as number) / Math.sqrt((variance[c] as number) + EPS);
+                const z = ((x[i] as number) - (mean[c] as number)) * k + (bias[c] as number);
+                const act = { kind, negativeSlope: SLOPE };
+                expect(y[i], `${at}: y[${i}] at x = ${x[i]}`).toBe(activate(act, z));
+              }
               const nan = Number.isNaN(got.dx[i] as number);
               expect(nan, `${at}: dx[${i}] = ${got.dx[i]} at x = ${x[i]}`).toBe(
                 !Number.isFinite(x[i]),
