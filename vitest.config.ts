@@ -5,7 +5,7 @@ const CONFORMANCE = [
   "test/conformance.test.ts",
   "test/functional.test.ts",
   "test/activation.test.ts",
-  "test/activation-infinite.test.ts",
+  "test/activation-nonfinite.test.ts",
 ];
 
 export default defineConfig({

@@ -16,24 +16,28 @@ import { scratchFor, sumsOut, v } from "./js-scratch.js";
 // element; the others call `act` and `act′` from activation.ts (the float64 functions the
 // tests' reference uses).
 
-/** relu, relu6, leakyRelu as `z ≤ 0: slope·z (0 for slope 0); z ≥ cap: cap`, or null. */
-function piecewise(act: Act): { slope: number; cap: number } | null {
-  if (act.kind === "relu") return { slope: 0, cap: Infinity };
-  if (act.kind === "relu6") return { slope: 0, cap: 6 };
+/**
+ * relu, relu6, leakyRelu as `z ≤ 0: slope·z (0 for relu and relu6: a null slope); z ≥ cap:
+ * cap`, or null. leakyRelu with a slope of 0 keeps it: slope·z and slope·dy, as PyTorch's
+ * leaky_relu, so NaN from −∞·0 or from a NaN dy where z < 0, where relu gives 0.
+ */
+function piecewise(act: Act): { slope: number | null; cap: number } | null {
+  if (act.kind === "relu") return { slope: null, cap: Infinity };
+  if (act.kind === "relu6") return { slope: null, cap: 6 };
   if (act.kind === "leakyRelu") return { slope: act.negativeSlope, cap: Infinity };
   return null;
 }
 
 /**
- * `dy·act′(z)` of a piecewise activation (0, not dy·0, where the slope is 0), decided on `z`
+ * `dy·act′(z)` of a piecewise activation (0, not dy·0, where the slope is null), decided on `z`
  * rounded to float32 as the forward stores it (> 0, < cap): so also for the z that round to 0
  * (|z| ≤ 2^−150) or to the cap, the side of the kink is the stored output's. An infinite cap
  * is none: relu′(+∞) = leakyRelu′(+∞) = 1 (eval mode, x = ±∞), as in PyTorch and the wasm
  * builds.
  */
-const piecewiseGrad = (z: number, dy: number, slope: number, cap: number): number => {
+const piecewiseGrad = (z: number, dy: number, slope: number | null, cap: number): number => {
   const stored = Math.fround(z);
-  return stored > 0 ? (stored < cap || cap === Infinity ? dy : 0) : slope === 0 ? 0 : dy * slope;
+  return stored > 0 ? (stored < cap || cap === Infinity ? dy : 0) : slope === null ? 0 : dy * slope;
 };
 
 export function scaleShiftAct(
@@ -64,7 +68,7 @@ export function scaleShiftAct(
           const z = ((x[i] as number) - m) * a + b;
           // The kernels' pmax/pmin and select: NaN stays NaN, relu(−0) is −0.
           // biome-ignore lint/complexity/useMathMinMax: Math.max(z, 0) would make −0 into 0
-          y[i] = z > 0 ? Math.min(z, cap) : slope === 0 ? (z < 0 ? 0 : z) : z * slope;
+          y[i] = z > 0 ? Math.min(z, cap) : slope === null ? (z < 0 ? 0 : z) : z * slope;
         }
       } else {
         for (; i < end; i++) y[i] = activate(act, ((x[i] as number) - m) * a + b);

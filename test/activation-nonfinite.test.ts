@@ -1,4 +1,7 @@
 /**
+ * Non-finite values through the fused activations, on every back end, as PyTorch gives them;
+ * leakyRelu with a slope of 0 stays leaky_relu (−∞·0 and NaN·0 are NaN), not relu.
+ *
  * Eval mode through a fused activation where x is ±Infinity: every back end gives PyTorch's
  * y = act(z) (its limits: relu(−∞) = 0, relu6(+∞) = 6, sigmoid(−∞) = 0, silu(−∞) = NaN, …) and
  * parameter gradients, and NaN in dx at the infinite x and only there.
@@ -134,5 +137,26 @@ describe.each(BACKENDS)(
         });
       }
     }
+
+    it("leakyRelu with negativeSlope 0 is PyTorch's leaky_relu, not relu: −∞·0 and NaN·0 are NaN", () => {
+      // leaky_relu(z) = z·slope and its gradient dy·slope where z ≤ 0, so with slope 0 an
+      // x of −∞ gives NaN, and a NaN dy where z < 0 makes the channel's sums (and, in training,
+      // its dx) NaN; relu gives 0 and drops that dy (PyTorch's threshold_backward).
+      const x = Float32Array.from([-Infinity, 1, 2, -2, -1, 3]);
+      const dy = Float32Array.from([1, 1, 1, 1, Number.NaN, 1]);
+      for (const kind of ["leakyRelu", "relu"] as const) {
+        const at = `${backend} ${kind}, slope 0`;
+        const bn = new BatchNorm(1, { backend, activation: kind, negativeSlope: 0 }).eval();
+        const y = bn.forward(x, [6, 1]);
+        expect(y[0], `${at}: y at x = −∞`).toBe(kind === "relu" ? 0 : Number.NaN);
+        bn.train();
+        bn.forward(x.subarray(1), [5, 1]);
+        const { dx, dBias } = bn.backward(dy.subarray(1));
+        const nan = kind === "leakyRelu";
+        expect(Number.isNaN(dBias?.[0] as number), `${at}: dBias = ${dBias?.[0]}`).toBe(nan);
+        expect(Number.isNaN(dx[0] as number), `${at}: dx[0] = ${dx[0]}`).toBe(nan);
+        bn.dispose();
+      }
+    });
   },
 );
