@@ -156,3 +156,24 @@ for (const c of CASES) {
     }
   });
 }
+
+// Finite values too large for a float32 sum of a few of them (f32 max is 3.4e38): a channel
+// holding one such value everywhere has that mean and a variance of 0, so y = 0 (PyTorch's,
+// and the JS back end's float64 sums). The wasm builds' first shift, a float32 mean of
+// sampled values (or of the whole block), overflowed to ±∞ there and made every statistic
+// and every y of the channel NaN; it now falls back to one of the block's values.
+describe("a constant channel of values too large for a float32 sum", () => {
+  for (const c of CASES) {
+    const chan = channelOf(c.shape, c.layout);
+    for (const value of [6e36, 1e38, -3e38, 3.4028234663852886e38].map(Math.fround)) {
+      const x = Float32Array.from(chan, (ch) => (ch === POISONED ? value : ch + Math.sin(ch)));
+      it.each(BACKENDS)(`${c.layout} [${c.shape.join(", ")}], ${value}: %s back end`, (backend) => {
+        const got = run(backend, c, x);
+        expect(got.mean[POISONED], "runningMean").toBe(value);
+        expect(got.variance[POISONED], "runningVar").toBe(0);
+        const wrong = got.y.findIndex((v, i) => chan[i] === POISONED && v !== 0);
+        expect(wrong, `y[${wrong}] = ${got.y[wrong]}`).toBe(-1);
+      });
+    }
+  }
+});

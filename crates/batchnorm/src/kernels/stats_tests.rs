@@ -32,8 +32,8 @@ fn reference(x: &[f32], dims: Dims) -> Vec<(f64, f64)> {
     mean.into_iter().zip(var).collect()
 }
 
-/// Means within 1e-6 and variances within `tol`, relative.
-fn assert_moments<V: Vector>(x: &[f32], dims: Dims, tol: f64, what: &str) {
+/// [`moments`] of `x`: each channel's mean and biased variance.
+fn moments_of<V: Vector>(x: &[f32], dims: Dims) -> (Vec<f32>, Vec<f32>) {
     let c_n = dims.channels;
     let mut stats = vec![Moments::default(); c_n];
     let mut rows = vec![f32::NAN; Workspace::row_floats(c_n).unwrap()];
@@ -41,6 +41,12 @@ fn assert_moments<V: Vector>(x: &[f32], dims: Dims, tol: f64, what: &str) {
     let mut ws = Workspace { moments: &mut stats, rows: &mut rows, thresholds: &mut thresholds };
     let (mut m, mut v) = (vec![0f32; c_n], vec![0f32; c_n]);
     moments::<V>(x, dims, &mut ws, &mut m, &mut v);
+    (m, v)
+}
+
+/// Means within 1e-6 and variances within `tol`, relative.
+fn assert_moments<V: Vector>(x: &[f32], dims: Dims, tol: f64, what: &str) {
+    let (m, v) = moments_of::<V>(x, dims);
     for (c, &(mean, var)) in reference(x, dims).iter().enumerate() {
         assert!((m[c] as f64 - mean).abs() <= 1e-6 * mean.abs(), "{what}: mean {c}");
         assert!((v[c] as f64 - var).abs() <= tol * var, "{what}: var {c} {} {var}", v[c]);
@@ -117,4 +123,40 @@ fn a_far_shift_kept_would_miss() {
     let dims = Dims { outer: 1, channels: 1, inner: BLOCK };
     let (_, var) = reference(&x, dims)[0];
     assert!((kept - var).abs() > 1e-5 * var, "kept {kept} var {var}");
+}
+
+/// Values so large that a float32 sum of a few overflows, on every path (rows, with the whole
+/// block summed or sampled; a band of planes; runs longer than a block): a constant channel
+/// keeps its value as its mean and a variance of 0 (a shift from an overflowed sum made both
+/// NaN), and channels spread by 10⁻⁵ about such a value get their mean, within 1e-6, and the
+/// variance float32 rounds theirs to, +∞. (Deviations so wide that their sum overflows too,
+/// beyond about f32::MAX over a block's count, still give NaN.)
+fn huge_values<V: Vector>() {
+    let shapes = [
+        (Dims { outer: 64, channels: 2, inner: 1 }, "rows, whole block"),
+        (Dims { outer: 3000, channels: 5, inner: 1 }, "rows, sampled"),
+        (Dims { outer: 40, channels: 3, inner: 32 }, "band"),
+        (Dims { outer: 2, channels: 2, inner: 5000 }, "long runs"),
+    ];
+    for (dims, path) in shapes {
+        for v in [6e36f32, 1e38, -3e38, f32::MAX] {
+            let (m, var) = moments_of::<V>(&vec![v; dims.len()], dims);
+            for c in 0..dims.channels {
+                assert_eq!((m[c], var[c]), (v, 0.0), "{path}: constant {v}, channel {c}");
+            }
+        }
+        let x: Vec<f32> =
+            data(dims.len(), 11, 0.0).iter().map(|d| 1e38 * (1.0 + 1e-5 * d)).collect();
+        let (m, var) = moments_of::<V>(&x, dims);
+        for (c, &(mean, _)) in reference(&x, dims).iter().enumerate() {
+            assert!((m[c] as f64 - mean).abs() <= 1e-6 * mean.abs(), "{path}: mean {c} {}", m[c]);
+            assert_eq!(var[c], f32::INFINITY, "{path}: variance {c}");
+        }
+    }
+}
+
+#[test]
+fn huge_values_keep_their_mean() {
+    huge_values::<F32x1>();
+    huge_values::<Emu4>();
 }
