@@ -175,10 +175,11 @@ fn sample_mean(n: usize, value: impl Fn(usize) -> f32) -> f32 {
     finite_shift(sum / picks as f32, value(0))
 }
 
-/// `shift`, or `first` (a value of the channel's block) where `shift` is not finite. A sum of finite values overflows float32 from about `f32::MAX / n` on (a
-/// constant channel of 6e36 over 64 rows made every statistic NaN): any finite value of the
-/// block centres its sums well enough for the check that follows ([`centred`]). Where the
-/// block holds NaN or an infinity, `first` may be one too, as the statistics will be.
+/// `shift`, or `first` (a value of the channel's block) where `shift` is not finite. A sum of
+/// `n` finite values overflows float32 from about `f32::MAX / n` on (a constant channel of
+/// 6e36 over 64 rows made every statistic NaN): any finite value of the block centres its
+/// sums well enough for the check that follows ([`centred`]). Where the block holds NaN or an
+/// infinity, `first` may be one too, as the statistics will be.
 #[inline(always)]
 fn finite_shift(shift: f32, first: f32) -> f32 {
     if shift.is_finite() {
