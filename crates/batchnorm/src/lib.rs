@@ -17,6 +17,7 @@
 mod activation;
 #[cfg(target_feature = "simd128")]
 mod channel_math;
+mod exp;
 mod kernels;
 mod scalar;
 #[cfg(target_feature = "simd128")]

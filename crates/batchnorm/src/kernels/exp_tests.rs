@@ -33,10 +33,10 @@ fn exp_clamp_on_the_bits_is_the_compare() {
     for quad in bits.chunks_exact(4) {
         let x: [f32; 4] = core::array::from_fn(|k| f32::from_bits(quad[k]));
         // SAFETY: x and out hold 4 floats, one holds 1.
-        unsafe { crate::activation::exp(Emu4::load(x.as_ptr())).store(out.as_mut_ptr()) };
+        unsafe { crate::exp::exp(Emu4::load(x.as_ptr())).store(out.as_mut_ptr()) };
         for (k, &v) in x.iter().enumerate() {
             // SAFETY: as above.
-            unsafe { crate::activation::exp(F32x1::splat(v)).store(one.as_mut_ptr()) };
+            unsafe { crate::exp::exp(F32x1::splat(v)).store(one.as_mut_ptr()) };
             let same = out[k].to_bits() == one[0].to_bits() || (out[k].is_nan() && v.is_nan());
             assert!(same, "exp({v:e}) [bits {:#x}]: {} against {}", quad[k], out[k], one[0]);
         }
